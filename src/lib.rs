@@ -1,0 +1,16 @@
+//! Weir: a single-threaded message-queue broker.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `protocol` ← `broker` ← `net` ← `server`.
+//!
+//! - [`protocol`]: pure bytes ⇄ frames, the wire format of protocol.md.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+pub mod protocol;

@@ -1,0 +1,603 @@
+//! Decoding and encoding of whole frames.
+//!
+//! `decode` is check-then-parse (mini-redis): [`FrameHeader::check`] bounds the length and
+//! validates version and op from the first 6 bytes; only then is the body awaited and parsed.
+//! "Need more bytes" is `Ok(None)`, never an error. Encoders append to a caller-owned `Vec<u8>`
+//! so the caller decides where bytes go and reuses its buffers.
+
+use byteorder::{BigEndian, ByteOrder};
+
+use super::frame::{
+    Ack, AckSeqs, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription,
+    Welcome, ERROR_FATAL, HELLO_RESUME, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+};
+use super::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
+use super::{DecodeError, ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
+
+/// Decodes one frame from the front of `buf`.
+///
+/// Returns `Ok(Some((frame, consumed)))` for a complete frame, `Ok(None)` when `buf` holds only
+/// part of one. Errors are reported as soon as the header shows them.
+///
+/// Bounded work: O(frame length); no allocation.
+///
+/// # Errors
+/// Any [`DecodeError`]; the connection that sent the bytes should be told the error's code and
+/// closed, since the stream can no longer be framed reliably.
+pub fn decode(buf: &[u8], max_frame_len: u32) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
+    let Some(header) = FrameHeader::check(buf, max_frame_len)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf.get(LEN_PREFIX_LEN + HEADER_LEN..header.wire_len()) else {
+        return Ok(None);
+    };
+    let frame = parse_body(header.op, body)?;
+    Ok(Some((frame, header.wire_len())))
+}
+
+/// Fuzz entry point: decodes every frame it can from arbitrary bytes, with the default limit.
+/// Must never panic; proptest drives it in CI and `tools/fuzz` under libFuzzer.
+pub fn fuzz_decode(mut data: &[u8]) -> usize {
+    let mut frames = 0;
+    while let Ok(Some((frame, used))) = decode(data, super::MAX_FRAME_LEN) {
+        frames += 1;
+        // Re-encoding a decoded frame must always succeed.
+        let mut out = Vec::new();
+        let _ = encode(&frame, &mut out);
+        data = data.get(used..).unwrap_or_default();
+    }
+    frames
+}
+
+/// Why a frame could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// A queue, event, key or client name is longer than 255 bytes.
+    NameTooLong,
+    /// The frame would exceed `u32::MAX` bytes.
+    FrameTooLarge,
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::NameTooLong => write!(f, "a name is longer than {MAX_NAME_LEN} bytes"),
+            EncodeError::FrameTooLarge => write!(f, "frame longer than u32::MAX bytes"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Appends any frame to `out`.
+///
+/// # Errors
+/// [`EncodeError`] if a name exceeds 255 bytes or the frame exceeds `u32::MAX` bytes; `out` is
+/// left unchanged in that case.
+pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match *frame {
+        Frame::Hello(ref hello) => encode_hello(hello, out),
+        Frame::Publish(ref publish) => encode_publish(publish, out),
+        Frame::Subscribe(ref sub) => encode_subscription(Op::Subscribe, sub, out),
+        Frame::Unsubscribe(ref sub) => encode_subscription(Op::Unsubscribe, sub, out),
+        Frame::Subscribed(ref sub) => encode_subscription(Op::Subscribed, sub, out),
+        Frame::Unsubscribed(ref sub) => encode_subscription(Op::Unsubscribed, sub, out),
+        Frame::Ack(ref ack) => {
+            let body = 8 + 2 + ack.seqs.len() * 8;
+            check_total(body)?;
+            let count = u16::try_from(ack.seqs.len()).map_err(|_| EncodeError::FrameTooLarge)?;
+            FrameHeader::write(Op::Ack, body, out);
+            put_u64(out, ack.up_to);
+            put_u16(out, count);
+            for seq in ack.seqs.iter() {
+                put_u64(out, seq);
+            }
+            Ok(())
+        }
+        Frame::Ping(nonce) => {
+            encode_ping(Op::Ping, nonce, out);
+            Ok(())
+        }
+        Frame::Pong(nonce) => {
+            encode_ping(Op::Pong, nonce, out);
+            Ok(())
+        }
+        Frame::Bye => {
+            FrameHeader::write(Op::Bye, 0, out);
+            Ok(())
+        }
+        Frame::Stats => {
+            FrameHeader::write(Op::Stats, 0, out);
+            Ok(())
+        }
+        Frame::Welcome(ref welcome) => {
+            encode_welcome(welcome, out);
+            Ok(())
+        }
+        Frame::Deliver(ref d) => {
+            encode_deliver(d.seq, d.message_id, d.flags, d.queue, d.event, d.payload, out)
+        }
+        Frame::Receipt(seq) => {
+            encode_receipt(seq, out);
+            Ok(())
+        }
+        Frame::Error(ref e) => {
+            let code = e.code.map_or_else(|n| n, |c| c as u16);
+            encode_error_raw(code, e.fatal, e.ref_seq, e.text, out)
+        }
+        Frame::Goodbye(ref g) => {
+            let code = g.code.map_or_else(|n| n, |c| c as u16);
+            encode_goodbye_raw(code, g.text, out)
+        }
+        Frame::StatsReply(json) => {
+            check_total(json.len())?;
+            FrameHeader::write(Op::StatsReply, json.len(), out);
+            out.extend_from_slice(json);
+            Ok(())
+        }
+    }
+}
+
+/// Appends HELLO. Layout: protocol.md §HELLO.
+///
+/// # Errors
+/// [`EncodeError::NameTooLong`] for a client name over 255 bytes.
+pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    check_name(hello.client_name)?;
+    let resume_len = if hello.resume.is_some() {
+        8 + RESUME_TOKEN_LEN + 8 + 8
+    } else {
+        0
+    };
+    let body = 1 + 4 + 1 + hello.client_name.len() + resume_len;
+    FrameHeader::write(Op::Hello, body, out);
+    out.push(if hello.resume.is_some() { HELLO_RESUME } else { 0 });
+    put_u32(out, hello.inflight_window);
+    put_name(out, hello.client_name);
+    if let Some(resume) = &hello.resume {
+        put_u64(out, resume.session_id);
+        out.extend_from_slice(&resume.resume_token);
+        put_u64(out, resume.last_delivery_seq);
+        put_u64(out, resume.first_resendable_publish_seq);
+    }
+    Ok(())
+}
+
+/// Appends PUBLISH. Layout: protocol.md §PUBLISH.
+///
+/// # Errors
+/// [`EncodeError`] for a name over 255 bytes or a frame over `u32::MAX` bytes.
+pub fn encode_publish(publish: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    check_name(publish.queue)?;
+    check_name(publish.event)?;
+    let key_len = match publish.key {
+        Some(key) => {
+            check_name(key)?;
+            1 + key.len()
+        }
+        None => 0,
+    };
+    let body = 8 + 1 + 1 + publish.queue.len() + 1 + publish.event.len() + key_len
+        + publish.payload.len();
+    check_total(body)?;
+    FrameHeader::write(Op::Publish, body, out);
+    put_u64(out, publish.seq);
+    out.push(if publish.key.is_some() {
+        PUBLISH_CONFLATE
+    } else {
+        0
+    });
+    put_name(out, publish.queue);
+    put_name(out, publish.event);
+    if let Some(key) = publish.key {
+        put_name(out, key);
+    }
+    out.extend_from_slice(publish.payload);
+    Ok(())
+}
+
+/// Appends SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBED or UNSUBSCRIBED. Layout: protocol.md §SUBSCRIBE.
+///
+/// # Errors
+/// [`EncodeError::NameTooLong`] for a name over 255 bytes.
+pub fn encode_subscription(
+    op: Op,
+    sub: &Subscription<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    check_name(sub.queue)?;
+    let event = sub.event.unwrap_or_default();
+    check_name(event)?;
+    let body = 1 + 1 + sub.queue.len() + 1 + event.len();
+    FrameHeader::write(op, body, out);
+    out.push(if sub.event.is_none() {
+        SUBSCRIBE_ALL_EVENTS
+    } else {
+        0
+    });
+    put_name(out, sub.queue);
+    put_name(out, event);
+    Ok(())
+}
+
+/// Appends an ACK of every delivery up to `up_to` and of each seq in `seqs`.
+/// Layout: protocol.md §ACK.
+///
+/// # Errors
+/// [`EncodeError::FrameTooLarge`] for more than 65,535 individual seqs.
+pub fn encode_ack(up_to: u64, seqs: &[u64], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let count = u16::try_from(seqs.len()).map_err(|_| EncodeError::FrameTooLarge)?;
+    FrameHeader::write(Op::Ack, 8 + 2 + seqs.len() * 8, out);
+    put_u64(out, up_to);
+    put_u16(out, count);
+    for &seq in seqs {
+        put_u64(out, seq);
+    }
+    Ok(())
+}
+
+/// Appends PING or PONG with its nonce. Layout: protocol.md §PING.
+pub fn encode_ping(op: Op, nonce: u64, out: &mut Vec<u8>) {
+    FrameHeader::write(op, 8, out);
+    put_u64(out, nonce);
+}
+
+/// Appends a frame with an empty body (BYE, STATS).
+pub fn encode_empty(op: Op, out: &mut Vec<u8>) {
+    FrameHeader::write(op, 0, out);
+}
+
+/// Appends WELCOME. Layout: protocol.md §WELCOME.
+pub fn encode_welcome(w: &Welcome, out: &mut Vec<u8>) {
+    FrameHeader::write(Op::Welcome, WELCOME_BODY_LEN, out);
+    out.push(w.outcome);
+    put_u16(out, w.lost_reason.map_or(0, |c| c as u16));
+    put_u64(out, w.missed.unwrap_or(u64::MAX));
+    put_u64(out, w.session_id);
+    out.extend_from_slice(&w.resume_token);
+    put_u64(out, w.last_publish_seq);
+    put_u32(out, w.max_frame_len);
+    put_u32(out, w.inflight_window);
+    put_u32(out, w.heartbeat_interval_ms);
+    put_u32(out, w.heartbeat_timeout_ms);
+    put_u32(out, w.max_queue_depth);
+    put_u64(out, w.max_queue_bytes);
+}
+
+/// Appends DELIVER. Layout: protocol.md §DELIVER. This is the per-message hot path: it writes
+/// straight into `out` and allocates only if `out` must grow.
+///
+/// # Errors
+/// [`EncodeError`] for a name over 255 bytes or a frame over `u32::MAX` bytes.
+pub fn encode_deliver(
+    seq: u64,
+    message_id: u64,
+    flags: u8,
+    queue: &[u8],
+    event: &[u8],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    check_name(queue)?;
+    check_name(event)?;
+    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + payload.len();
+    check_total(body)?;
+    FrameHeader::write(Op::Deliver, body, out);
+    put_u64(out, seq);
+    put_u64(out, message_id);
+    out.push(flags);
+    put_name(out, queue);
+    put_name(out, event);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Appends RECEIPT. Layout: protocol.md §RECEIPT.
+pub fn encode_receipt(seq: u64, out: &mut Vec<u8>) {
+    FrameHeader::write(Op::Receipt, 8, out);
+    put_u64(out, seq);
+}
+
+/// Appends ERROR. Layout: protocol.md §ERROR. Text longer than 1,024 bytes is cut.
+///
+/// # Errors
+/// None in practice; the signature matches the other encoders.
+pub fn encode_error(
+    code: ErrorCode,
+    fatal: bool,
+    ref_seq: u64,
+    text: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    encode_error_raw(code as u16, fatal, ref_seq, text.as_bytes(), out)
+}
+
+/// Appends GOODBYE. Layout: protocol.md §GOODBYE. Text longer than 1,024 bytes is cut.
+pub fn encode_goodbye(code: ErrorCode, text: &str, out: &mut Vec<u8>) {
+    // Cannot fail: the text is cut to MAX_TEXT_LEN.
+    let _ = encode_goodbye_raw(code as u16, text.as_bytes(), out);
+}
+
+fn encode_error_raw(
+    code: u16,
+    fatal: bool,
+    ref_seq: u64,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let text = cut_text(text);
+    FrameHeader::write(Op::Error, 2 + 1 + 8 + text.len(), out);
+    put_u16(out, code);
+    out.push(if fatal { ERROR_FATAL } else { 0 });
+    put_u64(out, ref_seq);
+    out.extend_from_slice(text);
+    Ok(())
+}
+
+fn encode_goodbye_raw(code: u16, text: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let text = cut_text(text);
+    FrameHeader::write(Op::Goodbye, 2 + text.len(), out);
+    put_u16(out, code);
+    out.extend_from_slice(text);
+    Ok(())
+}
+
+/// Body length of WELCOME in bytes.
+pub const WELCOME_BODY_LEN: usize = 1 + 2 + 8 + 8 + RESUME_TOKEN_LEN + 8 + 4 * 5 + 8;
+
+/// Longest ERROR / GOODBYE text the encoders write, in bytes.
+pub const MAX_TEXT_LEN: usize = 1_024;
+
+fn cut_text(text: &[u8]) -> &[u8] {
+    text.get(..MAX_TEXT_LEN).unwrap_or(text)
+}
+
+fn check_name(name: &[u8]) -> Result<(), EncodeError> {
+    if name.len() > MAX_NAME_LEN {
+        Err(EncodeError::NameTooLong)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_total(body: usize) -> Result<(), EncodeError> {
+    if body + HEADER_LEN > u32::MAX as usize {
+        Err(EncodeError::FrameTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn put_u16(out: &mut Vec<u8>, value: u16) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+/// Writes a name checked to be ≤ 255 bytes by the caller.
+fn put_name(out: &mut Vec<u8>, name: &[u8]) {
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+}
+
+/// A cursor over a frame body; every read is bounds-checked and fails as `Malformed`.
+struct Reader<'a> {
+    op: Op,
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let Some((head, tail)) = self.rest.split_at_checked(n) else {
+            return Err(self.malformed(what));
+        };
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        self.bytes(1, what)?
+            .first()
+            .copied()
+            .ok_or(self.malformed(what))
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(BigEndian::read_u16(self.bytes(2, what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(BigEndian::read_u32(self.bytes(4, what)?))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(BigEndian::read_u64(self.bytes(8, what)?))
+    }
+
+    fn name(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u8(what)?;
+        self.bytes(len as usize, what)
+    }
+
+    fn flags(&mut self, known: u8) -> Result<u8, DecodeError> {
+        let flags = self.u8("flags")?;
+        if flags & !known != 0 {
+            return Err(self.malformed("unknown flag bits set"));
+        }
+        Ok(flags)
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.rest)
+    }
+
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(self.malformed("trailing bytes after the last field"))
+        }
+    }
+
+    fn malformed(&self, what: &'static str) -> DecodeError {
+        DecodeError::Malformed { op: self.op, what }
+    }
+}
+
+fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    let mut r = Reader { op, rest: body };
+    let frame = match op {
+        Op::Hello => {
+            let flags = r.flags(HELLO_RESUME)?;
+            let inflight_window = r.u32("inflight_window")?;
+            let client_name = r.name("client_name")?;
+            let resume = if flags & HELLO_RESUME != 0 {
+                let session_id = r.u64("session_id")?;
+                let mut resume_token = [0u8; RESUME_TOKEN_LEN];
+                resume_token.copy_from_slice(r.bytes(RESUME_TOKEN_LEN, "resume_token")?);
+                Some(Resume {
+                    session_id,
+                    resume_token,
+                    last_delivery_seq: r.u64("last_delivery_seq")?,
+                    first_resendable_publish_seq: r.u64("first_resendable_publish_seq")?,
+                })
+            } else {
+                None
+            };
+            r.finish()?;
+            Frame::Hello(Hello {
+                inflight_window,
+                client_name,
+                resume,
+            })
+        }
+        Op::Publish => {
+            let seq = r.u64("seq")?;
+            let flags = r.flags(PUBLISH_CONFLATE)?;
+            let queue = r.name("queue")?;
+            let event = r.name("event")?;
+            let key = if flags & PUBLISH_CONFLATE != 0 {
+                Some(r.name("key")?)
+            } else {
+                None
+            };
+            Frame::Publish(Publish {
+                seq,
+                queue,
+                event,
+                key,
+                payload: r.rest(),
+            })
+        }
+        Op::Subscribe | Op::Unsubscribe | Op::Subscribed | Op::Unsubscribed => {
+            let flags = r.flags(SUBSCRIBE_ALL_EVENTS)?;
+            let queue = r.name("queue")?;
+            let event = r.name("event")?;
+            r.finish()?;
+            let event = if flags & SUBSCRIBE_ALL_EVENTS != 0 {
+                if !event.is_empty() {
+                    return Err(r.malformed("event name given with ALL_EVENTS"));
+                }
+                None
+            } else {
+                Some(event)
+            };
+            let sub = Subscription { queue, event };
+            match op {
+                Op::Subscribe => Frame::Subscribe(sub),
+                Op::Unsubscribe => Frame::Unsubscribe(sub),
+                Op::Subscribed => Frame::Subscribed(sub),
+                _ => Frame::Unsubscribed(sub),
+            }
+        }
+        Op::Ack => {
+            let up_to = r.u64("up_to")?;
+            let count = r.u16("count")?;
+            let seqs = r.bytes(count as usize * 8, "seqs")?;
+            r.finish()?;
+            Frame::Ack(Ack {
+                up_to,
+                seqs: AckSeqs::new(seqs),
+            })
+        }
+        Op::Ping | Op::Pong => {
+            let nonce = r.u64("nonce")?;
+            r.finish()?;
+            if op == Op::Ping {
+                Frame::Ping(nonce)
+            } else {
+                Frame::Pong(nonce)
+            }
+        }
+        Op::Bye | Op::Stats => {
+            r.finish()?;
+            if op == Op::Bye {
+                Frame::Bye
+            } else {
+                Frame::Stats
+            }
+        }
+        Op::Welcome => {
+            let outcome = r.u8("outcome")?;
+            let lost_reason = r.u16("lost_reason")?;
+            let missed = r.u64("missed")?;
+            let session_id = r.u64("session_id")?;
+            let mut resume_token = [0u8; RESUME_TOKEN_LEN];
+            resume_token.copy_from_slice(r.bytes(RESUME_TOKEN_LEN, "resume_token")?);
+            let welcome = Welcome {
+                outcome,
+                lost_reason: ErrorCode::from_u16(lost_reason),
+                missed: (missed != u64::MAX).then_some(missed),
+                session_id,
+                resume_token,
+                last_publish_seq: r.u64("last_publish_seq")?,
+                max_frame_len: r.u32("max_frame_len")?,
+                inflight_window: r.u32("inflight_window")?,
+                heartbeat_interval_ms: r.u32("heartbeat_interval_ms")?,
+                heartbeat_timeout_ms: r.u32("heartbeat_timeout_ms")?,
+                max_queue_depth: r.u32("max_queue_depth")?,
+                max_queue_bytes: r.u64("max_queue_bytes")?,
+            };
+            r.finish()?;
+            Frame::Welcome(welcome)
+        }
+        Op::Deliver => Frame::Deliver(Deliver {
+            seq: r.u64("seq")?,
+            message_id: r.u64("message_id")?,
+            flags: r.u8("flags")?,
+            queue: r.name("queue")?,
+            event: r.name("event")?,
+            payload: r.rest(),
+        }),
+        Op::Receipt => {
+            let seq = r.u64("seq")?;
+            r.finish()?;
+            Frame::Receipt(seq)
+        }
+        Op::Error => {
+            let code = r.u16("code")?;
+            let flags = r.u8("flags")?;
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::from_u16(code).ok_or(code),
+                fatal: flags & ERROR_FATAL != 0,
+                ref_seq: r.u64("ref_seq")?,
+                text: r.rest(),
+            })
+        }
+        Op::Goodbye => {
+            let code = r.u16("code")?;
+            Frame::Goodbye(Goodbye {
+                code: ErrorCode::from_u16(code).ok_or(code),
+                text: r.rest(),
+            })
+        }
+        Op::StatsReply => Frame::StatsReply(r.rest()),
+    };
+    Ok(frame)
+}

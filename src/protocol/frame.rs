@@ -1,0 +1,230 @@
+//! Frames as borrowed views into a receive buffer (smoltcp `Packet<&[u8]>` style).
+//!
+//! Decoding produces these without copying; the broker copies only a PUBLISH payload into its
+//! message store. Encoders for every frame live in [`super::codec`].
+
+use byteorder::{BigEndian, ByteOrder};
+
+use super::{ErrorCode, RESUME_TOKEN_LEN};
+
+/// HELLO flag: the body carries a [`Resume`] block.
+pub const HELLO_RESUME: u8 = 0x01;
+/// PUBLISH flag: the body carries a conflation key.
+pub const PUBLISH_CONFLATE: u8 = 0x01;
+/// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: every event of the queue.
+pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
+/// DELIVER flag: this sequence number was sent before on an earlier connection.
+pub const DELIVER_REDELIVERED: u8 = 0x01;
+/// ERROR flag: the server closes the connection after this frame.
+pub const ERROR_FATAL: u8 = 0x01;
+
+/// WELCOME outcome: a new session was created.
+pub const OUTCOME_NEW: u8 = 0x00;
+/// WELCOME outcome: the requested session was resumed.
+pub const OUTCOME_RESUMED: u8 = 0x01;
+/// WELCOME outcome: the requested session could not be resumed; a new one was created and
+/// `lost_reason` says why.
+pub const OUTCOME_LOST: u8 = 0x02;
+
+/// One decoded frame. Lifetimes borrow from the buffer that was decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// HELLO (client → server).
+    Hello(Hello<'a>),
+    /// PUBLISH (client → server).
+    Publish(Publish<'a>),
+    /// SUBSCRIBE (client → server).
+    Subscribe(Subscription<'a>),
+    /// UNSUBSCRIBE (client → server).
+    Unsubscribe(Subscription<'a>),
+    /// ACK (client → server).
+    Ack(Ack<'a>),
+    /// PING with its nonce (either way).
+    Ping(u64),
+    /// PONG echoing a PING's nonce (either way).
+    Pong(u64),
+    /// BYE (client → server).
+    Bye,
+    /// STATS request (client → server).
+    Stats,
+    /// WELCOME (server → client).
+    Welcome(Welcome),
+    /// DELIVER (server → client).
+    Deliver(Deliver<'a>),
+    /// RECEIPT: highest publish sequence number accepted (server → client).
+    Receipt(u64),
+    /// SUBSCRIBED (server → client).
+    Subscribed(Subscription<'a>),
+    /// UNSUBSCRIBED (server → client).
+    Unsubscribed(Subscription<'a>),
+    /// ERROR (server → client).
+    Error(ErrorFrame<'a>),
+    /// GOODBYE (server → client).
+    Goodbye(Goodbye<'a>),
+    /// STATS_REPLY: a UTF-8 JSON document (server → client).
+    StatsReply(&'a [u8]),
+}
+
+/// HELLO body. Layout: protocol.md §HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    /// Requested in-flight window; 0 asks for the server's default.
+    pub inflight_window: u32,
+    /// Free-form client name shown in introspection (≤ 255 bytes).
+    pub client_name: &'a [u8],
+    /// Present when the client asks to resume a session.
+    pub resume: Option<Resume>,
+}
+
+/// The resume block of HELLO. Layout: protocol.md §HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// Session to resume.
+    pub session_id: u64,
+    /// Token the server gave in WELCOME.
+    pub resume_token: [u8; RESUME_TOKEN_LEN],
+    /// Highest delivery sequence number the client received (0 for none).
+    pub last_delivery_seq: u64,
+    /// Lowest publish sequence number the client can still resend.
+    pub first_resendable_publish_seq: u64,
+}
+
+/// PUBLISH body. Layout: protocol.md §PUBLISH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Publish<'a> {
+    /// Client publish sequence number: 1 for the session's first publish, then +1 each.
+    pub seq: u64,
+    /// Queue name, 1..=255 bytes.
+    pub queue: &'a [u8],
+    /// Event name, 0..=255 bytes.
+    pub event: &'a [u8],
+    /// Conflation key, when the CONFLATE flag is set (may be empty).
+    pub key: Option<&'a [u8]>,
+    /// Message payload: the rest of the frame.
+    pub payload: &'a [u8],
+}
+
+/// Body of SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBED and UNSUBSCRIBED. Layout: protocol.md §SUBSCRIBE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscription<'a> {
+    /// Queue name.
+    pub queue: &'a [u8],
+    /// `None` for every event of the queue (ALL_EVENTS flag), else one event name.
+    pub event: Option<&'a [u8]>,
+}
+
+/// ACK body. Layout: protocol.md §ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack<'a> {
+    /// Every delivery with a sequence number ≤ this is acknowledged (0 acknowledges none).
+    pub up_to: u64,
+    /// Individually acknowledged sequence numbers.
+    pub seqs: AckSeqs<'a>,
+}
+
+/// Borrowed list of u64 sequence numbers in an ACK (8 bytes each, big-endian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckSeqs<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> AckSeqs<'a> {
+    /// Wraps bytes whose length is a multiple of 8 (checked by the decoder).
+    pub(crate) fn new(bytes: &'a [u8]) -> AckSeqs<'a> {
+        AckSeqs { bytes }
+    }
+
+    /// Wraps raw big-endian u64s; `None` unless the length is a multiple of 8.
+    pub fn from_bytes(bytes: &'a [u8]) -> Option<AckSeqs<'a>> {
+        (bytes.len() % 8 == 0).then_some(AckSeqs { bytes })
+    }
+
+    /// The raw bytes (8 per sequence number, big-endian).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Number of sequence numbers.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 8
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len() < 8
+    }
+
+    /// Iterates over the sequence numbers in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
+        self.bytes.chunks_exact(8).map(BigEndian::read_u64)
+    }
+}
+
+/// WELCOME body. Layout: protocol.md §WELCOME.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    /// [`OUTCOME_NEW`], [`OUTCOME_RESUMED`] or [`OUTCOME_LOST`].
+    pub outcome: u8,
+    /// When `outcome` is LOST, why; otherwise `None` (0 on the wire).
+    pub lost_reason: Option<ErrorCode>,
+    /// When LOST: how many deliveries the client missed, if known (`u64::MAX` on the wire when
+    /// unknown). 0 otherwise.
+    pub missed: Option<u64>,
+    /// The session's id.
+    pub session_id: u64,
+    /// Secret needed to resume this session.
+    pub resume_token: [u8; RESUME_TOKEN_LEN],
+    /// Highest client publish sequence number the server has accepted (0 for none).
+    pub last_publish_seq: u64,
+    /// Max frame length in force (bytes after the length prefix).
+    pub max_frame_len: u32,
+    /// Max deliveries sent and not yet acknowledged.
+    pub inflight_window: u32,
+    /// The server sends PING after this many ms without sending anything.
+    pub heartbeat_interval_ms: u32,
+    /// The server closes a connection it has received nothing from for this many ms.
+    pub heartbeat_timeout_ms: u32,
+    /// Max messages queued for the session (in flight included).
+    pub max_queue_depth: u32,
+    /// Max payload bytes queued for the session (in flight included).
+    pub max_queue_bytes: u64,
+}
+
+/// DELIVER body. Layout: protocol.md §DELIVER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deliver<'a> {
+    /// The session's delivery sequence number: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// Server-wide message id, the same in every session the message reaches.
+    pub message_id: u64,
+    /// [`DELIVER_REDELIVERED`] or 0.
+    pub flags: u8,
+    /// Queue name.
+    pub queue: &'a [u8],
+    /// Event name.
+    pub event: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// ERROR body. Layout: protocol.md §ERROR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorFrame<'a> {
+    /// The code as sent; `Err(n)` keeps a number this crate does not know.
+    pub code: Result<ErrorCode, u16>,
+    /// True when the server closes the connection after this frame.
+    pub fatal: bool,
+    /// The publish sequence number the error refers to, or 0.
+    pub ref_seq: u64,
+    /// Human-readable UTF-8 text.
+    pub text: &'a [u8],
+}
+
+/// GOODBYE body. Layout: protocol.md §GOODBYE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Goodbye<'a> {
+    /// Why the server ends the session; `Err(n)` keeps an unknown number.
+    pub code: Result<ErrorCode, u16>,
+    /// Human-readable UTF-8 text.
+    pub text: &'a [u8],
+}
