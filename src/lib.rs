@@ -14,3 +14,6 @@
 )]
 
 pub mod protocol;
+pub mod broker;
+pub mod config;
+pub mod metrics;

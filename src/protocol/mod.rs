@@ -21,6 +21,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod stats;
 
 pub use codec::{decode, fuzz_decode, EncodeError};
 pub use error::{DecodeError, ErrorCode};
@@ -47,3 +48,4 @@ pub const MAX_NAME_LEN: usize = 255;
 
 /// Length of the resume token in WELCOME and HELLO, in bytes.
 pub const RESUME_TOKEN_LEN: usize = 16;
+#[cfg(test)] mod tests;

@@ -1,0 +1,285 @@
+//! Per-session queue: pending messages in an intrusive list, in-flight ones in a window.
+//!
+//! Pending (unsent) messages are nodes in one `Slab<QueueNode>` shared by every session; a
+//! session's [`SessionQueue`] holds only `head`, `tail` and counts, and the links are slab keys
+//! (mosquitto's per-client message list, in safe code). Removing a conflated node from the
+//! middle is O(1).
+//!
+//! In-flight (sent, unacked) messages sit in a ring indexed by `seq - base_seq`: delivery
+//! sequence numbers are assigned when a message is sent, so in-flight seqs are one contiguous
+//! range and an individual ack is O(1). The ring never holds more than the session's window.
+//!
+//! Invariants: `pending_len` is the length of the list from `head`; `in_flight` is the number
+//! of `Some` slots in `ring`; `ring` is empty or its first slot is `Some`; `bytes` is the sum of
+//! payload bytes of every message held (pending and in flight).
+
+use std::collections::VecDeque;
+
+use slab::Slab;
+
+use super::store::MsgKey;
+
+const NIL: usize = usize::MAX;
+
+/// Key of a node in the shared node slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NodeKey(usize);
+
+/// One pending message in one session's queue.
+#[derive(Debug)]
+pub(crate) struct QueueNode {
+    msg: MsgKey,
+    prev: usize,
+    next: usize,
+}
+
+/// The shared node slab.
+pub(crate) type Nodes = Slab<QueueNode>;
+
+/// One session's queue.
+#[derive(Debug)]
+pub(crate) struct SessionQueue {
+    head: usize,
+    tail: usize,
+    pending_len: u32,
+    /// Seq of `ring[0]`; the next seq to send when `ring` is empty.
+    base_seq: u64,
+    ring: VecDeque<Option<MsgKey>>,
+    in_flight: u32,
+    /// Payload bytes held, pending and in flight.
+    pub(crate) bytes: u64,
+    /// Highest delivery seq sent so far (0 = none).
+    pub(crate) last_sent_seq: u64,
+}
+
+impl Default for SessionQueue {
+    fn default() -> SessionQueue {
+        SessionQueue {
+            head: NIL,
+            tail: NIL,
+            pending_len: 0,
+            base_seq: 1,
+            ring: VecDeque::new(),
+            in_flight: 0,
+            bytes: 0,
+            last_sent_seq: 0,
+        }
+    }
+}
+
+impl SessionQueue {
+    /// Messages held: pending plus in flight.
+    pub(crate) fn depth(&self) -> u32 {
+        self.pending_len + self.in_flight
+    }
+
+    pub(crate) fn pending_len(&self) -> u32 {
+        self.pending_len
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.head != NIL
+    }
+
+    /// Appends a message at the tail of the pending list.
+    pub(crate) fn push_back(&mut self, nodes: &mut Nodes, msg: MsgKey, bytes: u64) -> NodeKey {
+        let key = nodes.insert(QueueNode {
+            msg,
+            prev: self.tail,
+            next: NIL,
+        });
+        if self.tail == NIL {
+            self.head = key;
+        } else {
+            nodes[self.tail].next = key;
+        }
+        self.tail = key;
+        self.pending_len += 1;
+        self.bytes += bytes;
+        NodeKey(key)
+    }
+
+    /// The message of a pending node (for conflation checks).
+    pub(crate) fn node_msg(nodes: &Nodes, node: NodeKey) -> Option<MsgKey> {
+        nodes.get(node.0).map(|n| n.msg)
+    }
+
+    /// Unlinks a pending node and returns its message.
+    ///
+    /// Precondition: `node` is in this queue's pending list.
+    pub(crate) fn remove(&mut self, nodes: &mut Nodes, node: NodeKey, bytes: u64) -> MsgKey {
+        let QueueNode { msg, prev, next } = nodes.remove(node.0);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            nodes[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            nodes[next].prev = prev;
+        }
+        self.pending_len -= 1;
+        self.bytes -= bytes;
+        msg
+    }
+
+    /// Moves the head of the pending list into flight; returns its message, the node it was in
+    /// (now freed) and its delivery seq.
+    pub(crate) fn send_next(&mut self, nodes: &mut Nodes) -> Option<(MsgKey, NodeKey, u64)> {
+        if self.head == NIL {
+            return None;
+        }
+        let node = NodeKey(self.head);
+        let QueueNode { msg, next, .. } = nodes.remove(self.head);
+        self.head = next;
+        if next == NIL {
+            self.tail = NIL;
+        } else {
+            nodes[next].prev = NIL;
+        }
+        self.pending_len -= 1;
+        if self.ring.is_empty() {
+            self.base_seq = self.last_sent_seq + 1;
+        }
+        self.last_sent_seq += 1;
+        self.ring.push_back(Some(msg));
+        self.in_flight += 1;
+        Some((msg, node, self.last_sent_seq))
+    }
+
+    /// Acks every in-flight seq ≤ `up_to`, calling `freed` for each message released.
+    pub(crate) fn ack_up_to(&mut self, up_to: u64, mut freed: impl FnMut(MsgKey)) {
+        while self.base_seq <= up_to {
+            let Some(slot) = self.ring.pop_front() else {
+                break;
+            };
+            self.base_seq += 1;
+            if let Some(msg) = slot {
+                self.in_flight -= 1;
+                freed(msg);
+            }
+        }
+        self.trim_front();
+    }
+
+    /// Acks one seq if it is in flight; returns its message.
+    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<MsgKey> {
+        let index = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
+        let msg = self.ring.get_mut(index)?.take()?;
+        self.in_flight -= 1;
+        self.trim_front();
+        Some(msg)
+    }
+
+    /// Subtracts acked bytes (the caller knows each message's size).
+    pub(crate) fn release_bytes(&mut self, bytes: u64) {
+        self.bytes -= bytes;
+    }
+
+    fn trim_front(&mut self) {
+        while let Some(None) = self.ring.front() {
+            self.ring.pop_front();
+            self.base_seq += 1;
+        }
+    }
+
+    /// Empties the queue, calling `freed` for every message it held (pending and in flight).
+    pub(crate) fn drain(&mut self, nodes: &mut Nodes, mut freed: impl FnMut(MsgKey)) {
+        while self.head != NIL {
+            let QueueNode { msg, next, .. } = nodes.remove(self.head);
+            self.head = next;
+            freed(msg);
+        }
+        self.tail = NIL;
+        self.pending_len = 0;
+        for msg in self.ring.drain(..).flatten() {
+            freed(msg);
+        }
+        self.in_flight = 0;
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> MsgKey {
+        MsgKey(n)
+    }
+
+    #[test]
+    fn pending_messages_are_sent_in_order_with_consecutive_seqs() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..3 {
+            q.push_back(&mut nodes, msg(n), 10);
+        }
+        assert_eq!(q.depth(), 3);
+        let sent: Vec<_> = std::iter::from_fn(|| q.send_next(&mut nodes))
+            .map(|(m, _, seq)| (m, seq))
+            .collect();
+        assert_eq!(sent, vec![(msg(0), 1), (msg(1), 2), (msg(2), 3)]);
+        assert_eq!(q.in_flight(), 3);
+        assert!(nodes.is_empty());
+    }
+
+    #[test]
+    fn removing_a_middle_node_keeps_the_list_linked() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        q.push_back(&mut nodes, msg(0), 1);
+        let middle = q.push_back(&mut nodes, msg(1), 1);
+        q.push_back(&mut nodes, msg(2), 1);
+        assert_eq!(q.remove(&mut nodes, middle, 1), msg(1));
+        let order: Vec<_> = std::iter::from_fn(|| q.send_next(&mut nodes))
+            .map(|(m, _, _)| m)
+            .collect();
+        assert_eq!(order, vec![msg(0), msg(2)]);
+    }
+
+    #[test]
+    fn individual_and_cumulative_acks_free_the_right_slots() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..5 {
+            q.push_back(&mut nodes, msg(n), 1);
+            q.send_next(&mut nodes);
+        }
+        assert_eq!(q.ack_one(3), Some(msg(2)));
+        assert_eq!(q.ack_one(3), None, "second ack of the same seq is a no-op");
+        let mut freed = Vec::new();
+        q.ack_up_to(2, |m| freed.push(m));
+        assert_eq!(freed, vec![msg(0), msg(1)]);
+        assert_eq!(q.in_flight(), 2);
+        freed.clear();
+        q.ack_up_to(5, |m| freed.push(m));
+        assert_eq!(freed, vec![msg(3), msg(4)]);
+        assert_eq!(q.in_flight(), 0);
+        // The next send continues the sequence.
+        q.push_back(&mut nodes, msg(9), 1);
+        assert_eq!(q.send_next(&mut nodes).map(|s| s.2), Some(6));
+        assert_eq!(q.ack_one(6), Some(msg(9)));
+    }
+
+    #[test]
+    fn drain_releases_pending_and_in_flight() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..4 {
+            q.push_back(&mut nodes, msg(n), 1);
+        }
+        q.send_next(&mut nodes);
+        let mut freed = Vec::new();
+        q.drain(&mut nodes, |m| freed.push(m));
+        freed.sort_by_key(|m| m.0);
+        assert_eq!(freed, (0..4).map(msg).collect::<Vec<_>>());
+        assert_eq!(q.depth(), 0);
+        assert!(nodes.is_empty());
+    }
+}

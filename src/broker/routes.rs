@@ -1,0 +1,181 @@
+//! Queues and subscriptions: which sessions a message published to (queue, event) reaches.
+//!
+//! Names are interned once, at subscribe or first publish; a publish looks its queue up with a
+//! borrowed `&[u8]` and finds its targets in two lists: the queue's ALL_EVENTS subscribers and
+//! the subscribers of its event name. A session subscribed both ways is kept out of the event
+//! lists of that queue, so routing needs no per-subscriber check to deliver once.
+
+use std::collections::HashMap;
+
+use super::SessionKey;
+use crate::config::QueueConfig;
+
+/// Index of a queue in [`Routes`]. Queues are never removed, so ids are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub(crate) u32);
+
+/// One queue.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub(crate) name: Box<[u8]>,
+    /// Every message conflates on (event, key).
+    pub(crate) conflate: bool,
+    /// Largest payload accepted, if limited.
+    pub(crate) max_payload_len: Option<u32>,
+    /// Messages accepted for this queue.
+    pub(crate) published: u64,
+    /// Sessions subscribed to every event.
+    all_events: Vec<SessionKey>,
+    /// Sessions subscribed to a named event and not to ALL_EVENTS.
+    by_event: HashMap<Box<[u8]>, Vec<SessionKey>>,
+    /// Distinct sessions with any subscription on this queue.
+    pub(crate) subscribers: u32,
+}
+
+/// All queues.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    queues: Vec<Queue>,
+    by_name: HashMap<Box<[u8]>, QueueId>,
+}
+
+/// Why a queue could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooManyQueues;
+
+impl Routes {
+    pub(crate) fn new(declared: &[QueueConfig]) -> Routes {
+        let mut routes = Routes::default();
+        for q in declared {
+            let id = routes.create(q.name.as_bytes());
+            let queue = &mut routes.queues[id.0 as usize];
+            queue.conflate = q.conflate;
+            queue.max_payload_len = q.max_payload_len;
+        }
+        routes
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    pub(crate) fn find(&self, name: &[u8]) -> Option<QueueId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Finds or creates a queue, within `max_queues`.
+    pub(crate) fn find_or_create(
+        &mut self,
+        name: &[u8],
+        max_queues: usize,
+    ) -> Result<QueueId, TooManyQueues> {
+        if let Some(id) = self.find(name) {
+            return Ok(id);
+        }
+        if self.queues.len() >= max_queues {
+            return Err(TooManyQueues);
+        }
+        Ok(self.create(name))
+    }
+
+    fn create(&mut self, name: &[u8]) -> QueueId {
+        // Bounded by max_queues (validated ≤ usize; u32 ids leave ample room).
+        let id = QueueId(self.queues.len() as u32);
+        self.queues.push(Queue {
+            name: name.into(),
+            conflate: false,
+            max_payload_len: None,
+            published: 0,
+            all_events: Vec::new(),
+            by_event: HashMap::new(),
+            subscribers: 0,
+        });
+        self.by_name.insert(name.into(), id);
+        id
+    }
+
+    pub(crate) fn queue(&self, id: QueueId) -> &Queue {
+        // Invariant: QueueIds are only made by `create` and queues are never removed.
+        &self.queues[id.0 as usize]
+    }
+
+    pub(crate) fn queue_mut(&mut self, id: QueueId) -> &mut Queue {
+        &mut self.queues[id.0 as usize]
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.iter()
+    }
+
+    /// Appends the sessions a message to (queue, event) reaches to `out`. No allocation
+    /// beyond `out`'s growth; one hash lookup for the event.
+    pub(crate) fn targets(&self, id: QueueId, event: &[u8], out: &mut Vec<SessionKey>) {
+        let queue = self.queue(id);
+        out.extend_from_slice(&queue.all_events);
+        if let Some(list) = queue.by_event.get(event) {
+            out.extend_from_slice(list);
+        }
+    }
+
+    /// Adds `session` to the ALL_EVENTS list and removes it from the event lists named in
+    /// `named_events` (its own named subscriptions on this queue).
+    pub(crate) fn add_all_events<'a>(
+        &mut self,
+        id: QueueId,
+        session: SessionKey,
+        named_events: impl Iterator<Item = &'a [u8]>,
+    ) {
+        let queue = self.queue_mut(id);
+        queue.all_events.push(session);
+        for event in named_events {
+            remove_from(&mut queue.by_event, event, session);
+        }
+    }
+
+    /// Reverses [`Self::add_all_events`]: the session's named subscriptions route again.
+    pub(crate) fn remove_all_events<'a>(
+        &mut self,
+        id: QueueId,
+        session: SessionKey,
+        named_events: impl Iterator<Item = &'a [u8]>,
+    ) {
+        let queue = self.queue_mut(id);
+        if let Some(pos) = queue.all_events.iter().position(|&s| s == session) {
+            queue.all_events.swap_remove(pos);
+        }
+        for event in named_events {
+            queue
+                .by_event
+                .entry(event.into())
+                .or_default()
+                .push(session);
+        }
+    }
+
+    /// Adds `session` to one event's list (call only if it has no ALL_EVENTS subscription).
+    pub(crate) fn add_event(&mut self, id: QueueId, session: SessionKey, event: &[u8]) {
+        let queue = self.queue_mut(id);
+        match queue.by_event.get_mut(event) {
+            Some(list) => list.push(session),
+            None => {
+                queue.by_event.insert(event.into(), vec![session]);
+            }
+        }
+    }
+
+    /// Removes `session` from one event's list, if present.
+    pub(crate) fn remove_event(&mut self, id: QueueId, session: SessionKey, event: &[u8]) {
+        remove_from(&mut self.queue_mut(id).by_event, event, session);
+    }
+}
+
+fn remove_from(by_event: &mut HashMap<Box<[u8]>, Vec<SessionKey>>, event: &[u8], s: SessionKey) {
+    if let Some(list) = by_event.get_mut(event) {
+        if let Some(pos) = list.iter().position(|&x| x == s) {
+            list.swap_remove(pos);
+        }
+        if list.is_empty() {
+            by_event.remove(event);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Server configuration: embedded defaults, TOML parsing, validation.
+//!
+//! Every key is optional; a missing key takes the default documented on its field and in
+//! `weir.toml`. Unknown keys are an error (`deny_unknown_fields`), so a typo is caught at
+//! startup instead of silently ignored. The struct field, the config key, the metric and the
+//! protocol.md term are the same word.
+//!
+//! Nothing here runs after startup.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{MAX_NAME_LEN, RESUME_TOKEN_LEN};
+
+/// The whole server configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:7400`: loopback only until configured
+    /// otherwise (the Mosquitto 2 / Redis protected-mode precedent).
+    pub listen: SocketAddr,
+    /// Connections beyond this get ERROR(SERVER_BUSY) and are closed. Default 10,000 (the
+    /// machines we run on allow 20,000 open files per process).
+    pub max_connections: usize,
+    /// A connection that has not sent HELLO this long after accept is closed with
+    /// HANDSHAKE_TIMEOUT. Default 5,000 ms.
+    pub handshake_timeout_ms: u64,
+    /// Max frame length (bytes after the length prefix) after HELLO. Default 1 MiB.
+    pub max_frame_len: u32,
+    /// Max frame length before HELLO is accepted. Default 4 KiB.
+    pub max_frame_len_before_hello: u32,
+    /// Bytes read from one connection per loop turn before serving others. Default 256 KiB.
+    pub read_budget_bytes: usize,
+    /// Bytes written to one connection per loop turn before serving others. Default 1 MiB.
+    pub write_budget_bytes: usize,
+    /// Deliveries move from a session's queue into its write buffer only while the buffer
+    /// holds less than this. Default 64 KiB: enough for one large write per turn.
+    pub write_high_water_bytes: usize,
+    /// A write buffer past this closes the connection with SLOW_CONSUMER. Default 8 MiB.
+    pub max_write_buffer_bytes: usize,
+    /// Max deliveries sent and not yet acked per session; clients may ask for less.
+    /// Default 1,024.
+    pub inflight_window: u32,
+    /// Max messages queued for one session (pending + in flight). Default 100,000.
+    pub max_queue_depth: u32,
+    /// Max payload bytes queued for one session (pending + in flight). Default 64 MiB.
+    pub max_queue_bytes: u64,
+    /// The server sends PING after this long without sending anything. Default 10,000 ms.
+    pub heartbeat_interval_ms: u64,
+    /// The server closes a connection it received nothing from for this long.
+    /// Default 30,000 ms.
+    pub heartbeat_timeout_ms: u64,
+    /// Max queues in the server (created on first use). Default 100,000.
+    pub max_queues: usize,
+    /// Max subscriptions per session. Default 1,000.
+    pub max_subscriptions: usize,
+    /// Pre-declared queues with their settings.
+    pub queues: Vec<QueueConfig>,
+}
+
+/// Settings of one pre-declared queue (`[[queues]]` in the config file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Queue name, 1..=255 bytes.
+    pub name: String,
+    /// Every message of this queue conflates on (event, key). Default false.
+    #[serde(default)]
+    pub conflate: bool,
+    /// Largest payload accepted for this queue, in bytes. Default: bounded only by
+    /// `max_frame_len`.
+    #[serde(default)]
+    pub max_payload_len: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            max_connections: 10_000,
+            handshake_timeout_ms: 5_000,
+            max_frame_len: crate::protocol::MAX_FRAME_LEN,
+            max_frame_len_before_hello: crate::protocol::MAX_FRAME_LEN_BEFORE_HELLO,
+            read_budget_bytes: 256 * 1024,
+            write_budget_bytes: 1024 * 1024,
+            write_high_water_bytes: 64 * 1024,
+            max_write_buffer_bytes: 8 * 1024 * 1024,
+            inflight_window: 1_024,
+            max_queue_depth: 100_000,
+            max_queue_bytes: 64 * 1024 * 1024,
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 30_000,
+            max_queues: 100_000,
+            max_subscriptions: 1_000,
+            queues: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or had unknown keys or wrong types.
+    Parse(String),
+    /// A value is out of range or inconsistent with another.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config {}: {source}", path.display())
+            }
+            ConfigError::Parse(msg) => write!(f, "config does not parse: {msg}"),
+            ConfigError::Invalid(msg) => write!(f, "invalid config: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the file cannot be read, does not parse, or fails validation.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Renders the configuration as TOML (for `--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Checks ranges and consistency.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key and the rule it breaks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        // The biggest HELLO: flags, window, name, resume block.
+        let max_hello = (2 + 1 + 4 + 1 + MAX_NAME_LEN + 8 + RESUME_TOKEN_LEN + 16) as u32;
+        if self.max_frame_len_before_hello < max_hello {
+            return invalid(format!(
+                "max_frame_len_before_hello must be at least {max_hello} (the largest HELLO)"
+            ));
+        }
+        if self.max_frame_len < self.max_frame_len_before_hello {
+            return invalid("max_frame_len must be >= max_frame_len_before_hello".into());
+        }
+        if self.max_frame_len as usize > 64 * 1024 * 1024 {
+            return invalid("max_frame_len must be at most 64 MiB".into());
+        }
+        for (key, value) in [
+            ("max_connections", self.max_connections as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("read_budget_bytes", self.read_budget_bytes as u64),
+            ("write_budget_bytes", self.write_budget_bytes as u64),
+            ("write_high_water_bytes", self.write_high_water_bytes as u64),
+            ("inflight_window", u64::from(self.inflight_window)),
+            ("max_queue_depth", u64::from(self.max_queue_depth)),
+            ("max_queue_bytes", self.max_queue_bytes),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
+            ("max_queues", self.max_queues as u64),
+            ("max_subscriptions", self.max_subscriptions as u64),
+        ] {
+            if value == 0 {
+                return invalid(format!("{key} must be greater than 0"));
+            }
+        }
+        if self.max_write_buffer_bytes < self.write_high_water_bytes + self.max_frame_len as usize
+        {
+            return invalid(
+                "max_write_buffer_bytes must be >= write_high_water_bytes + max_frame_len".into(),
+            );
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return invalid("heartbeat_timeout_ms must be greater than heartbeat_interval_ms".into());
+        }
+        if self.queues.len() > self.max_queues {
+            return invalid("more [[queues]] declared than max_queues".into());
+        }
+        let mut names = HashSet::new();
+        for queue in &self.queues {
+            if queue.name.is_empty() || queue.name.len() > MAX_NAME_LEN {
+                return invalid(format!(
+                    "queue name {:?} must be 1 to {MAX_NAME_LEN} bytes",
+                    queue.name
+                ));
+            }
+            if !names.insert(queue.name.as_str()) {
+                return invalid(format!("queue {:?} is declared twice", queue.name));
+            }
+            if queue.max_payload_len == Some(0) {
+                return invalid(format!("queue {:?}: max_payload_len must be > 0", queue.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// `handshake_timeout_ms` as a Duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// `heartbeat_interval_ms` as a Duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// `heartbeat_timeout_ms` as a Duration.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_weir_toml_matches_the_defaults_it_documents() {
+        let text = include_str!("../weir.toml");
+        let mut config = Config::from_toml(text).unwrap();
+        // weir.toml declares example queues; everything else must equal the defaults.
+        config.queues.clear();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("max_queue_dept = 5").unwrap_err();
+        assert!(err.to_string().contains("max_queue_dept"), "{err}");
+    }
+
+    #[test]
+    fn zero_limits_are_refused_with_the_key_named() {
+        let err = Config::from_toml("max_queue_depth = 0").unwrap_err();
+        assert!(err.to_string().contains("max_queue_depth"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_queue_declarations_are_refused() {
+        let text = "[[queues]]\nname = \"a\"\n[[queues]]\nname = \"a\"\n";
+        assert!(Config::from_toml(text).is_err());
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_itself() {
+        let config = Config::default();
+        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+    }
+}

@@ -1,0 +1,31 @@
+//! Counters owned by the event loop: plain u64s, no atomics (one thread updates them).
+
+use serde::{Deserialize, Serialize};
+
+/// Server-wide counters. Copied out for a stats snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at max_connections.
+    pub connections_refused: u64,
+    /// Messages accepted from publishers (duplicates excluded).
+    pub messages_published: u64,
+    /// Duplicate publishes (seq already accepted): receipted, not routed.
+    pub messages_duplicate: u64,
+    /// DELIVER frames sent.
+    pub messages_delivered: u64,
+    /// Deliveries acked.
+    pub messages_acked: u64,
+    /// Queued messages replaced by a newer one with the same conflation identity.
+    pub messages_conflated: u64,
+    /// Messages dropped because their session overflowed (the one that overflowed it and
+    /// everything the closed session still held).
+    pub messages_dropped_overflow: u64,
+    /// Messages a session still held when it ended for any other reason.
+    pub messages_dropped_session_closed: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+}

@@ -1,0 +1,118 @@
+//! The STATS_REPLY body: a UTF-8 JSON document with this schema (protocol.md §STATS_REPLY).
+//!
+//! The server serializes these types; clients and tools deserialize them. Names on the wire
+//! are bytes; here they are shown as UTF-8 with invalid bytes replaced by U+FFFD.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole introspection report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Server-wide figures.
+    pub server: ServerStats,
+    /// Every session, ordered by session id.
+    pub sessions: Vec<SessionStats>,
+    /// Every queue, in creation order.
+    pub queues: Vec<QueueStats>,
+    /// Sessions left out of `sessions` so the reply fits in one frame (0 normally).
+    #[serde(default)]
+    pub sessions_omitted: u64,
+}
+
+/// Server-wide figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStats {
+    /// Open TCP connections (before and after HELLO).
+    pub connections: u64,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Queues known.
+    pub queues: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections refused at max_connections.
+    pub connections_refused: u64,
+    /// Messages accepted (duplicates excluded).
+    pub messages_published: u64,
+    /// Duplicate publishes receipted but not routed.
+    pub messages_duplicate: u64,
+    /// DELIVER frames sent.
+    pub messages_delivered: u64,
+    /// Deliveries acked.
+    pub messages_acked: u64,
+    /// Queued messages replaced by conflation.
+    pub messages_conflated: u64,
+    /// Messages dropped by session overflow.
+    pub messages_dropped_overflow: u64,
+    /// Messages still held by sessions that ended for another reason.
+    pub messages_dropped_session_closed: u64,
+    /// Messages currently stored (each once, however many sessions hold it).
+    pub stored_messages: u64,
+    /// Payload bytes currently stored.
+    pub stored_bytes: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Connections closed, by reason name (only reasons seen).
+    pub closes: BTreeMap<String, u64>,
+}
+
+/// One session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStats {
+    /// Session id.
+    pub session_id: u64,
+    /// Client name from HELLO.
+    pub client_name: String,
+    /// Peer address of the connection.
+    pub peer: String,
+    /// `connected` (v1 has no other live state).
+    pub state: String,
+    /// Subscriptions; `event: null` means ALL_EVENTS.
+    pub subscriptions: Vec<SubscriptionStats>,
+    /// Messages held: pending + in flight.
+    pub queue_depth: u64,
+    /// Payload bytes held.
+    pub queue_bytes: u64,
+    /// Sent, awaiting ack.
+    pub in_flight: u64,
+    /// Waiting to be sent.
+    pub pending: u64,
+    /// Messages this session published (accepted).
+    pub published: u64,
+    /// DELIVER frames sent to it.
+    pub delivered: u64,
+    /// Deliveries it acked.
+    pub acked: u64,
+    /// Its queued messages replaced by conflation.
+    pub conflated: u64,
+    /// Highest publish seq accepted from it.
+    pub last_publish_seq: u64,
+    /// Highest delivery seq sent to it.
+    pub last_delivery_seq: u64,
+}
+
+/// One subscription.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionStats {
+    /// Queue name.
+    pub queue: String,
+    /// Event name, or `None` (JSON null) for ALL_EVENTS.
+    pub event: Option<String>,
+}
+
+/// One queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub name: String,
+    /// Configured to conflate every message.
+    pub conflate: bool,
+    /// Sessions with at least one subscription on it.
+    pub subscribers: u64,
+    /// Messages accepted for it.
+    pub published: u64,
+}
