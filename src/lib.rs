@@ -17,3 +17,9 @@ pub mod protocol;
 pub mod broker;
 pub mod config;
 pub mod metrics;
+pub mod control;
+pub(crate) mod net;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Server, ServerHandle};

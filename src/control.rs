@@ -1,0 +1,85 @@
+//! Commands from other threads to the event loop: a crossbeam channel plus a mio `Waker`.
+//!
+//! [`ServerHandle`] is how an embedding program or a test stops the server or reads its
+//! stats without touching broker internals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::Waker;
+
+use crate::protocol::stats::StatsReport;
+
+/// A request to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Reply with a stats report.
+    Stats(Sender<StatsReport>),
+    /// Begin a graceful shutdown.
+    Shutdown,
+}
+
+/// The event loop has stopped; it cannot answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerGone;
+
+impl std::fmt::Display for ServerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server has stopped")
+    }
+}
+
+impl std::error::Error for ServerGone {}
+
+/// A cloneable handle to a running server.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    local_addr: SocketAddr,
+}
+
+impl ServerHandle {
+    pub(crate) fn new(waker: Arc<Waker>, local_addr: SocketAddr) -> (ServerHandle, Receiver<Command>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (
+            ServerHandle {
+                tx,
+                waker,
+                local_addr,
+            },
+            rx,
+        )
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks the server to shut down gracefully: GOODBYE(SERVER_SHUTDOWN) to every client, flush,
+    /// then `Server::run` returns.
+    ///
+    /// # Errors
+    /// [`ServerGone`] if it has already stopped.
+    pub fn shutdown(&self) -> Result<(), ServerGone> {
+        self.send(Command::Shutdown)
+    }
+
+    /// A stats report from the running server (the same data as STATS_REPLY).
+    ///
+    /// # Errors
+    /// [`ServerGone`] if the server stopped or did not answer within 10 s.
+    pub fn stats(&self) -> Result<StatsReport, ServerGone> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Stats(tx))?;
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| ServerGone)
+    }
+
+    fn send(&self, command: Command) -> Result<(), ServerGone> {
+        self.tx.send(command).map_err(|_| ServerGone)?;
+        self.waker.wake().map_err(|_| ServerGone)
+    }
+}

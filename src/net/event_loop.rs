@@ -1,0 +1,531 @@
+//! The event loop: one thread, one `mio::Poll`, every connection in a `Slab`.
+//!
+//! One turn reads like a checklist (mosquitto's loop body, redis `ae.c`):
+//! 1. poll, with the timeout from the broker's next deadline (zero if some connection still
+//!    has readiness left over from a budget cut);
+//! 2. `now` is read once;
+//! 3. each event: accept, drain commands, or read a connection up to its read budget and feed
+//!    every complete frame to the broker;
+//! 4. broker timers;
+//! 5. flush pass over the connections with something to send, each up to its write budget;
+//! 6. close pass: final bytes, lingering close, slab removal (only here, so a key is never
+//!    reused while events for the old connection are still pending).
+//!
+//! Streams are registered once for READABLE | WRITABLE (edge-triggered); readiness is kept in
+//! the `Connection` and no `reregister` call is ever needed.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use log::{debug, error, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::conn::Connection;
+use crate::broker::{Broker, CloseReason, ConnId};
+use crate::control::Command;
+use crate::protocol::{self, codec, ErrorCode};
+
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Shared read buffer: one `read` call moves up to this many bytes. 64 KiB matches the usual
+/// socket receive buffer, so a busy connection is drained in few syscalls.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// How long a closing connection keeps draining input so the peer can read our last frame
+/// instead of getting a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Pause before retrying `accept` after it failed (e.g. EMFILE).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Bytes discarded per linger read turn.
+const LINGER_DISCARD_BYTES: usize = 256 * 1024;
+
+pub(crate) struct EventLoop {
+    pub(crate) poll: Poll,
+    pub(crate) listener: Option<TcpListener>,
+    pub(crate) broker: Broker,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
+    conns: Slab<Connection>,
+    scratch: Box<[u8]>,
+    /// Connections cut off by the read budget: mio will not report them again.
+    read_again: Vec<ConnId>,
+    read_now: Vec<ConnId>,
+    /// Connections to flush this turn.
+    flush_list: Vec<ConnId>,
+    /// Connections cut off by the write budget.
+    flush_again: Vec<ConnId>,
+    /// Closes decided by the loop itself (EOF, I/O errors).
+    net_closes: Vec<(ConnId, CloseReason)>,
+    /// Lingering connections, in deadline order (the linger time is fixed).
+    lingering: std::collections::VecDeque<(Instant, ConnId)>,
+    accept_retry_at: Option<Instant>,
+    is_full_logged: bool,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("connections", &self.conns.len())
+            .field("has_signals", &self.signals.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        broker: Broker,
+        commands: Receiver<Command>,
+    ) -> EventLoop {
+        EventLoop {
+            poll,
+            listener: Some(listener),
+            broker,
+            commands,
+            signals: None,
+            conns: Slab::new(),
+            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            read_again: Vec::new(),
+            read_now: Vec::new(),
+            flush_list: Vec::new(),
+            flush_again: Vec::new(),
+            net_closes: Vec::new(),
+            lingering: std::collections::VecDeque::new(),
+            accept_retry_at: None,
+            is_full_logged: false,
+        }
+    }
+
+    /// Runs until a shutdown completes.
+    ///
+    /// # Errors
+    /// Only errors of `poll` itself; a connection's error never leaves its connection.
+    pub(crate) fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+
+            self.read_now.clear();
+            std::mem::swap(&mut self.read_now, &mut self.read_again);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.drain_commands(),
+                    SIGNALS => self.drain_signals(),
+                    token => {
+                        let id = ConnId(token.0);
+                        let Some(conn) = self.conns.get_mut(id.0) else {
+                            continue;
+                        };
+                        if event.is_writable() {
+                            conn.is_writable = true;
+                            queue_flush(&mut self.flush_list, conn, id);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_now.push(id);
+                        }
+                    }
+                }
+            }
+            self.read_now.sort_unstable();
+            self.read_now.dedup();
+            for index in 0..self.read_now.len() {
+                let id = self.read_now[index];
+                self.read(id, now);
+            }
+
+            if self.accept_retry_at.is_some_and(|at| at <= now) {
+                self.accept_retry_at = None;
+                self.accept(now);
+            }
+            if self.broker.poll_timeout().is_some_and(|at| at <= now) {
+                self.broker.handle_timeout(now);
+            }
+            self.flush_pass();
+            self.close_pass(now);
+            self.expire_lingering(now);
+
+            if self.broker.is_shutting_down() && self.conns.is_empty() {
+                info!("shutdown complete");
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.read_again.is_empty() || !self.flush_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.broker.poll_timeout(),
+            self.lingering.front().map(|(at, _)| *at),
+            self.accept_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        // Round up so we do not wake a hair early and spin.
+        .map(|at| at.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays in the backlog; try
+                    // again shortly rather than spin.
+                    if !self.is_full_logged {
+                        warn!("accept failed: {e}; retrying every {ACCEPT_RETRY:?}");
+                        self.is_full_logged = true;
+                    }
+                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            };
+            self.is_full_logged = false;
+            if self.broker.connection_count() >= self.broker.config().max_connections {
+                let mut out = Vec::new();
+                let _ = codec::encode_error(
+                    ErrorCode::ServerBusy,
+                    true,
+                    0,
+                    "max_connections reached",
+                    &mut out,
+                );
+                // A fresh socket's send buffer always has room for this; best effort.
+                let _ = stream.write(&out);
+                let _ = stream.shutdown(Shutdown::Write);
+                self.broker.handle_refused();
+                debug!("refused {peer}: max_connections");
+                continue;
+            }
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!("set_nodelay for {peer}: {e}");
+            }
+            let entry = self.conns.vacant_entry();
+            let id = ConnId(entry.key());
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(id.0),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("register {peer}: {e}");
+                continue;
+            }
+            entry.insert(Connection::new(stream, peer));
+            self.broker.handle_connect(id, peer, now);
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.broker.stats());
+                }
+                Command::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        let mut is_shutdown = false;
+        if let Some(signals) = &mut self.signals {
+            for signal in signals.pending() {
+                info!("signal {signal}: shutting down");
+                is_shutdown = true;
+            }
+        }
+        if is_shutdown {
+            self.begin_shutdown();
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.broker.is_shutting_down() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.broker.handle_shutdown();
+    }
+
+    /// Reads from one connection until WouldBlock or its budget, decoding as it goes.
+    fn read(&mut self, id: ConnId, now: Instant) {
+        let budget = self.broker.config().read_budget_bytes;
+        let Some(conn) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        if conn.linger_until.is_some() {
+            linger_read(conn, &mut self.scratch, &mut self.net_closes, id);
+            return;
+        }
+        let mut total = 0;
+        loop {
+            if self.broker.is_closing(id) {
+                return;
+            }
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    let reason = if conn.read_buf.is_empty() {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::TruncatedFrame
+                    };
+                    self.net_closes.push((id, reason));
+                    return;
+                }
+                Ok(n) => {
+                    total += n;
+                    self.broker.handle_io_bytes(n, 0);
+                    let data = self.scratch.get(..n).unwrap_or_default();
+                    feed(&mut self.broker, conn, id, data, now);
+                    if total >= budget {
+                        self.read_again.push(id);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("read from {}: {e}", conn.peer);
+                    self.net_closes.push((id, CloseReason::IoError));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes pending output of every connection that has some, each up to its budget.
+    fn flush_pass(&mut self) {
+        while let Some(id) = self.broker.poll_dirty() {
+            if let Some(conn) = self.conns.get_mut(id.0) {
+                queue_flush(&mut self.flush_list, conn, id);
+            }
+        }
+        for id in self.flush_again.drain(..) {
+            if let Some(conn) = self.conns.get_mut(id.0) {
+                queue_flush(&mut self.flush_list, conn, id);
+            }
+        }
+        let budget = self.broker.config().write_budget_bytes;
+        let high_water = self.broker.config().write_high_water_bytes;
+        for index in 0..self.flush_list.len() {
+            let id = self.flush_list[index];
+            let Some(conn) = self.conns.get_mut(id.0) else {
+                continue;
+            };
+            conn.is_queued_for_flush = false;
+            if !conn.is_writable || conn.linger_until.is_some() || self.broker.is_closing(id) {
+                continue;
+            }
+            let mut written = 0;
+            loop {
+                if !conn.has_unsent() {
+                    conn.reset_write_buf();
+                    if self.broker.poll_transmit(id, &mut conn.write_buf, high_water) == 0 {
+                        break;
+                    }
+                }
+                let unsent = conn.write_buf.get(conn.sent..).unwrap_or_default();
+                match conn.stream.write(unsent) {
+                    Ok(0) => {
+                        self.net_closes.push((id, CloseReason::IoError));
+                        break;
+                    }
+                    Ok(n) => {
+                        conn.sent += n;
+                        written += n;
+                        self.broker.handle_io_bytes(0, n);
+                        if written >= budget {
+                            self.flush_again.push(id);
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        conn.is_writable = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        debug!("write to {}: {e}", conn.peer);
+                        self.net_closes.push((id, CloseReason::IoError));
+                        break;
+                    }
+                }
+            }
+        }
+        self.flush_list.clear();
+    }
+
+    /// Closes what the loop and the broker decided to close this turn.
+    fn close_pass(&mut self, now: Instant) {
+        for (id, reason) in std::mem::take(&mut self.net_closes) {
+            let Some(conn) = self.conns.get(id.0) else {
+                continue;
+            };
+            if conn.linger_until.is_some() {
+                // Already handed back to the broker; the linger just ended early.
+                self.remove(id);
+                continue;
+            }
+            self.broker.handle_disconnect(id, reason, now);
+            self.remove(id);
+        }
+        while let Some((id, reason)) = self.broker.poll_close() {
+            let Some(conn) = self.conns.get_mut(id.0) else {
+                self.broker.handle_disconnect(id, reason, now);
+                continue;
+            };
+            // Final bytes (ERROR / GOODBYE), best effort: the socket is non-blocking.
+            if !conn.has_unsent() {
+                conn.reset_write_buf();
+            }
+            self.broker
+                .poll_transmit(id, &mut conn.write_buf, usize::MAX);
+            while conn.has_unsent() {
+                let unsent = conn.write_buf.get(conn.sent..).unwrap_or_default();
+                match conn.stream.write(unsent) {
+                    Ok(n) if n > 0 => conn.sent += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    _ => break,
+                }
+            }
+            self.broker.handle_disconnect(id, reason, now);
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.read_buf = Vec::new();
+            conn.write_buf = Vec::new();
+            conn.sent = 0;
+            conn.linger_until = Some(now + LINGER);
+            self.lingering.push_back((now + LINGER, id));
+            // Whatever the peer already sent is discarded now; later bytes on readable events.
+            linger_read(conn, &mut self.scratch, &mut self.net_closes, id);
+        }
+        // A linger that ended at once (EOF already there) is removed next turn at the latest.
+        for (id, _) in std::mem::take(&mut self.net_closes) {
+            if self.conns.contains(id.0) {
+                self.remove(id);
+            }
+        }
+    }
+
+    fn expire_lingering(&mut self, now: Instant) {
+        let is_shutting_down = self.broker.is_shutting_down();
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now && !is_shutting_down {
+                break;
+            }
+            self.lingering.pop_front();
+            if self
+                .conns
+                .get(id.0)
+                .is_some_and(|c| c.linger_until == Some(at))
+            {
+                self.remove(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        let mut conn = self.conns.remove(id.0);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            error!("deregister {}: {e}", conn.peer);
+        }
+    }
+}
+
+fn queue_flush(list: &mut Vec<ConnId>, conn: &mut Connection, id: ConnId) {
+    if !conn.is_queued_for_flush {
+        conn.is_queued_for_flush = true;
+        list.push(id);
+    }
+}
+
+/// Decodes every complete frame of `data` (appended to any partial frame kept from before)
+/// and hands each to the broker; keeps an incomplete tail in `conn.read_buf`.
+fn feed(broker: &mut Broker, conn: &mut Connection, id: ConnId, data: &[u8], now: Instant) {
+    if conn.read_buf.is_empty() {
+        let used = decode_all(broker, id, data, now);
+        if let Some(rest) = data.get(used..) {
+            conn.read_buf.extend_from_slice(rest);
+        }
+    } else {
+        conn.read_buf.extend_from_slice(data);
+        let used = decode_all(broker, id, &conn.read_buf, now);
+        conn.read_buf.drain(..used.min(conn.read_buf.len()));
+    }
+    if conn.read_buf.is_empty() && conn.read_buf.capacity() > super::conn::KEEP_BUFFER_BYTES {
+        conn.read_buf = Vec::new();
+    }
+}
+
+/// Returns how many bytes were consumed; all of them once the connection is closing.
+fn decode_all(broker: &mut Broker, id: ConnId, buf: &[u8], now: Instant) -> usize {
+    let mut pos = 0;
+    loop {
+        if broker.is_closing(id) {
+            return buf.len();
+        }
+        let rest = buf.get(pos..).unwrap_or_default();
+        match protocol::decode(rest, broker.max_frame_len(id)) {
+            Ok(Some((frame, used))) => {
+                broker.handle_frame(id, frame, now);
+                pos += used;
+            }
+            Ok(None) => return pos,
+            Err(error) => {
+                broker.handle_decode_error(id, &error);
+                return buf.len();
+            }
+        }
+    }
+}
+
+/// Discards input of a lingering connection; EOF or an error ends the linger.
+fn linger_read(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    closes: &mut Vec<(ConnId, CloseReason)>,
+    id: ConnId,
+) {
+    let mut discarded = 0;
+    loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => break,
+            Ok(n) => {
+                discarded += n;
+                if discarded >= LINGER_DISCARD_BYTES {
+                    // Keep the rest for the next readable event; a flood ends at the deadline.
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    closes.push((id, CloseReason::PeerClosed));
+}
