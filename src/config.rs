@@ -197,14 +197,15 @@ impl Config {
                 return invalid(format!("{key} must be greater than 0"));
             }
         }
-        if self.max_write_buffer_bytes < self.write_high_water_bytes + self.max_frame_len as usize
-        {
+        if self.max_write_buffer_bytes < self.write_high_water_bytes + self.max_frame_len as usize {
             return invalid(
                 "max_write_buffer_bytes must be >= write_high_water_bytes + max_frame_len".into(),
             );
         }
         if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
-            return invalid("heartbeat_timeout_ms must be greater than heartbeat_interval_ms".into());
+            return invalid(
+                "heartbeat_timeout_ms must be greater than heartbeat_interval_ms".into(),
+            );
         }
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
@@ -221,7 +222,10 @@ impl Config {
                 return invalid(format!("queue {:?} is declared twice", queue.name));
             }
             if queue.max_payload_len == Some(0) {
-                return invalid(format!("queue {:?}: max_payload_len must be > 0", queue.name));
+                return invalid(format!(
+                    "queue {:?}: max_payload_len must be > 0",
+                    queue.name
+                ));
             }
         }
         Ok(())

@@ -42,7 +42,10 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    pub(crate) fn new(waker: Arc<Waker>, local_addr: SocketAddr) -> (ServerHandle, Receiver<Command>) {
+    pub(crate) fn new(
+        waker: Arc<Waker>,
+        local_addr: SocketAddr,
+    ) -> (ServerHandle, Receiver<Command>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         (
             ServerHandle {
@@ -75,7 +78,8 @@ impl ServerHandle {
     pub fn stats(&self) -> Result<StatsReport, ServerGone> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Command::Stats(tx))?;
-        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| ServerGone)
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ServerGone)
     }
 
     fn send(&self, command: Command) -> Result<(), ServerGone> {

@@ -1,10 +1,21 @@
-//! Weir: a single-threaded message-queue broker.
+//! Weir: a single-threaded message-queue broker with acknowledged, bounded, conflating
+//! per-session queues.
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `protocol` ← `broker` ← `net` ← `server`.
+//! Dependencies point one way: `protocol` ← `broker` ← `net` ← `server`; `client` uses only
+//! `protocol`.
 //!
-//! - [`protocol`]: pure bytes ⇄ frames, the wire format of protocol.md.
+//! - [`protocol`]: pure bytes ⇄ frames, the wire format of protocol.md; no I/O, no panics.
+//! - [`broker`]: the sans-IO core: sessions, queues, routing, acks, conflation, limits,
+//!   timers. Takes frames and `now`, yields bytes and closes.
+//! - `net` (private): the mio event loop, connections and their buffers; the only code that
+//!   touches sockets.
+//! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop; [`ServerHandle`] stops it
+//!   or reads stats from another thread (via [`control`]).
+//! - [`config`]: embedded defaults, TOML parsing, validation.
+//! - [`metrics`]: counters owned by the loop.
+//! - `client`: a blocking client for tests, tools and embedding programs.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -13,12 +24,12 @@
     rust_2018_idioms
 )]
 
-pub mod protocol;
 pub mod broker;
 pub mod config;
-pub mod metrics;
 pub mod control;
+pub mod metrics;
 pub(crate) mod net;
+pub mod protocol;
 pub mod server;
 
 pub use config::Config;

@@ -20,9 +20,9 @@ mod routes;
 mod session;
 mod stats;
 mod store;
-mod timers;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -41,13 +41,12 @@ pub use store::MsgKey;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::codec::{
-    encode_deliver, encode_error, encode_goodbye, encode_ping, encode_receipt,
-    encode_subscription, encode_welcome,
+    encode_deliver, encode_error, encode_goodbye, encode_ping, encode_receipt, encode_subscription,
+    encode_welcome,
 };
 use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW};
 use crate::protocol::{
-    Ack, DecodeError, ErrorCode, Frame, Hello, Op, Publish, Subscription, Welcome,
-    RESUME_TOKEN_LEN,
+    Ack, DecodeError, ErrorCode, Frame, Hello, Op, Publish, Subscription, Welcome, RESUME_TOKEN_LEN,
 };
 use close::CLOSE_COUNTERS;
 use queue::{Nodes, SessionQueue};
@@ -220,7 +219,12 @@ impl Broker {
         let Some(session) = state.session else {
             match frame {
                 Frame::Hello(hello) => self.handle_hello(conn, &hello),
-                _ => self.fail(conn, ErrorCode::HelloRequired, 0, "the first frame must be HELLO"),
+                _ => self.fail(
+                    conn,
+                    ErrorCode::HelloRequired,
+                    0,
+                    "the first frame must be HELLO",
+                ),
             }
             return;
         };
@@ -235,7 +239,9 @@ impl Broker {
             Frame::Pong(_) => {}
             Frame::Bye => self.goodbye(conn, ErrorCode::ClientBye, "bye"),
             Frame::Stats => self.handle_stats(conn),
-            Frame::Hello(_) => self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted"),
+            Frame::Hello(_) => {
+                self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted")
+            }
             Frame::Welcome(_)
             | Frame::Deliver(_)
             | Frame::Receipt(_)
@@ -244,7 +250,12 @@ impl Broker {
             | Frame::Error(_)
             | Frame::Goodbye(_)
             | Frame::StatsReply(_) => {
-                self.fail(conn, ErrorCode::UnknownOp, 0, "server-to-client op sent by a client");
+                self.fail(
+                    conn,
+                    ErrorCode::UnknownOp,
+                    0,
+                    "server-to-client op sent by a client",
+                );
             }
         }
     }
@@ -445,14 +456,24 @@ impl Broker {
             return;
         }
         if publish.queue.is_empty() {
-            self.fail(conn, ErrorCode::InvalidName, publish.seq, "empty queue name");
+            self.fail(
+                conn,
+                ErrorCode::InvalidName,
+                publish.seq,
+                "empty queue name",
+            );
             return;
         }
         let Ok(queue_id) = self
             .routes
             .find_or_create(publish.queue, self.config.max_queues)
         else {
-            self.fail(conn, ErrorCode::LimitExceeded, publish.seq, "max_queues reached");
+            self.fail(
+                conn,
+                ErrorCode::LimitExceeded,
+                publish.seq,
+                "max_queues reached",
+            );
             return;
         };
         let queue = self.routes.queue_mut(queue_id);
@@ -483,8 +504,10 @@ impl Broker {
         self.routes.targets(queue, publish.event, &mut targets);
         if !targets.is_empty() {
             let key = publish.key.unwrap_or_default();
-            let conflation = conflates
-                .then(|| self.conflation_hasher.hash_one((queue.0, publish.event, key)));
+            let conflation = conflates.then(|| {
+                self.conflation_hasher
+                    .hash_one((queue.0, publish.event, key))
+            });
             let msg = self.store.insert(
                 message_id,
                 queue,
@@ -562,13 +585,22 @@ impl Broker {
         }
         let existing = self.routes.find(sub.queue);
         let session = &self.sessions[key.0];
-        let is_subscribed = existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
+        let is_subscribed =
+            existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
         if !is_subscribed {
             if session.subscriptions.len() >= self.config.max_subscriptions {
-                self.fail(conn, ErrorCode::LimitExceeded, 0, "max_subscriptions reached");
+                self.fail(
+                    conn,
+                    ErrorCode::LimitExceeded,
+                    0,
+                    "max_subscriptions reached",
+                );
                 return;
             }
-            let Ok(queue) = self.routes.find_or_create(sub.queue, self.config.max_queues) else {
+            let Ok(queue) = self
+                .routes
+                .find_or_create(sub.queue, self.config.max_queues)
+            else {
                 self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
                 return;
             };
@@ -680,7 +712,11 @@ impl Broker {
         }
         let silent_until = state.last_recv + timeout;
         if now >= silent_until {
-            self.goodbye(conn, ErrorCode::HeartbeatTimeout, "nothing received in time");
+            self.goodbye(
+                conn,
+                ErrorCode::HeartbeatTimeout,
+                "nothing received in time",
+            );
             return;
         }
         let needs_ping = !state.has_sent_since_check;
@@ -747,7 +783,9 @@ impl Broker {
         });
         for sub in &session.subscriptions {
             match &sub.event {
-                None => self.routes.remove_all_events(sub.queue, key, std::iter::empty()),
+                None => self
+                    .routes
+                    .remove_all_events(sub.queue, key, std::iter::empty()),
                 Some(event) => self.routes.remove_event(sub.queue, key, event),
             }
         }

@@ -346,7 +346,11 @@ impl EventLoop {
             loop {
                 if !conn.has_unsent() {
                     conn.reset_write_buf();
-                    if self.broker.poll_transmit(id, &mut conn.write_buf, high_water) == 0 {
+                    if self
+                        .broker
+                        .poll_transmit(id, &mut conn.write_buf, high_water)
+                        == 0
+                    {
                         break;
                     }
                 }

@@ -114,9 +114,15 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             encode_welcome(welcome, out);
             Ok(())
         }
-        Frame::Deliver(ref d) => {
-            encode_deliver(d.seq, d.message_id, d.flags, d.queue, d.event, d.payload, out)
-        }
+        Frame::Deliver(ref d) => encode_deliver(
+            d.seq,
+            d.message_id,
+            d.flags,
+            d.queue,
+            d.event,
+            d.payload,
+            out,
+        ),
         Frame::Receipt(seq) => {
             encode_receipt(seq, out);
             Ok(())
@@ -151,7 +157,11 @@ pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
     };
     let body = 1 + 4 + 1 + hello.client_name.len() + resume_len;
     FrameHeader::write(Op::Hello, body, out);
-    out.push(if hello.resume.is_some() { HELLO_RESUME } else { 0 });
+    out.push(if hello.resume.is_some() {
+        HELLO_RESUME
+    } else {
+        0
+    });
     put_u32(out, hello.inflight_window);
     put_name(out, hello.client_name);
     if let Some(resume) = &hello.resume {
@@ -177,8 +187,8 @@ pub fn encode_publish(publish: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), En
         }
         None => 0,
     };
-    let body = 8 + 1 + 1 + publish.queue.len() + 1 + publish.event.len() + key_len
-        + publish.payload.len();
+    let body =
+        8 + 1 + 1 + publish.queue.len() + 1 + publish.event.len() + key_len + publish.payload.len();
     check_total(body)?;
     FrameHeader::write(Op::Publish, body, out);
     put_u64(out, publish.seq);

@@ -68,7 +68,13 @@ errors! {
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (0x{:04X}): {}", self.name(), *self as u16, self.description())
+        write!(
+            f,
+            "{} (0x{:04X}): {}",
+            self.name(),
+            *self as u16,
+            self.description()
+        )
     }
 }
 
