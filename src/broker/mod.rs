@@ -218,7 +218,7 @@ impl Broker {
         state.last_recv = now;
         let Some(session) = state.session else {
             match frame {
-                Frame::Hello(hello) => self.handle_hello(conn, &hello),
+                Frame::Hello(hello) => self.handle_hello(conn, &hello, now),
                 _ => self.fail(
                     conn,
                     ErrorCode::HelloRequired,
@@ -386,7 +386,7 @@ impl Broker {
 
     // ---- frame handlers ----
 
-    fn handle_hello(&mut self, conn: ConnId, hello: &Hello<'_>) {
+    fn handle_hello(&mut self, conn: ConnId, hello: &Hello<'_>, now: Instant) {
         let mut resume_token = [0u8; RESUME_TOKEN_LEN];
         if let Err(error) = getrandom::getrandom(&mut resume_token) {
             warn!("OS random source failed ({error}); refusing HELLO");
@@ -434,8 +434,13 @@ impl Broker {
             max_queue_depth: self.config.max_queue_depth,
             max_queue_bytes: self.config.max_queue_bytes,
         };
+        let interval = self.config.heartbeat_interval();
         if let Some(state) = self.conn_mut(conn) {
             state.session = Some(key);
+            // Heartbeat checks start now; the handshake timer entry, when it fires, finds a
+            // session and just runs one extra check.
+            let generation = state.generation;
+            self.timers.schedule(now + interval, conn, generation);
         }
         self.push_control(conn, |out| encode_welcome(&welcome, out));
         debug!("conn {} session {id} opened (window {window})", conn.0);
