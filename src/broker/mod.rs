@@ -78,6 +78,10 @@ pub struct Broker {
     next_session_id: u64,
     next_message_id: u64,
     next_generation: u64,
+    /// The latest `now` given to any `handle_*`: the loop calls `poll_transmit` in the same turn,
+    /// so this stands for when its bytes go out (`last_sent`). A turn with no `handle_*` call
+    /// leaves it older than the write, which can make a PING early, never late.
+    latest_now: Option<Instant>,
     /// Reused target list for fan-out (no allocation per publish once grown).
     targets: Vec<SessionKey>,
     /// Keyed hasher for conflation identities; random per broker so clients cannot aim
@@ -90,7 +94,8 @@ pub struct Broker {
 #[derive(Debug)]
 struct ConnState {
     peer: SocketAddr,
-    /// Distinguishes this connection from earlier ones that had the same `ConnId`.
+    /// Tells this connection's live timer entries from stale ones: those of earlier connections
+    /// with the same `ConnId`, and its own handshake entry once HELLO is accepted.
     generation: u64,
     session: Option<SessionKey>,
     /// Encoded control frames waiting for `poll_transmit` (WELCOME, RECEIPT is separate,
@@ -102,8 +107,9 @@ struct ConnState {
     close: Option<CloseReason>,
     accepted_at: Instant,
     last_recv: Instant,
-    /// Something was handed to the loop since the last heartbeat check.
-    has_sent_since_check: bool,
+    /// When bytes were last handed to the loop for this connection (PING is due an interval
+    /// later).
+    last_sent: Instant,
     ping_nonce: u64,
 }
 
@@ -127,6 +133,7 @@ impl Broker {
             next_session_id: 1,
             next_message_id: 1,
             next_generation: 1,
+            latest_now: None,
             targets: Vec::new(),
             conflation_hasher: RandomState::new(),
             is_shutting_down: false,
@@ -169,6 +176,7 @@ impl Broker {
 
     /// A connection was accepted. `conn` must not be in use.
     pub fn handle_connect(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
+        self.latest_now = Some(now);
         if self.conns.len() <= conn.0 {
             self.conns.resize_with(conn.0 + 1, || None);
         }
@@ -183,7 +191,7 @@ impl Broker {
             close: None,
             accepted_at: now,
             last_recv: now,
-            has_sent_since_check: false,
+            last_sent: now,
             ping_nonce: 0,
         });
         self.conn_count += 1;
@@ -209,6 +217,7 @@ impl Broker {
     ///
     /// Bounded work: O(frame size + subscribers of the message's queue and event).
     pub fn handle_frame(&mut self, conn: ConnId, frame: Frame<'_>, now: Instant) {
+        self.latest_now = Some(now);
         let Some(state) = self.conn_mut(conn) else {
             return;
         };
@@ -286,6 +295,7 @@ impl Broker {
 
     /// Runs every timer due at `now`: handshake timeouts, heartbeat PINGs and timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.latest_now = Some(now);
         while let Some((conn, generation)) = self.timers.pop_due(now) {
             self.check_timers(conn, generation, now);
         }
@@ -310,6 +320,7 @@ impl Broker {
     /// Bounded work: stops at `room` (plus one frame).
     pub fn poll_transmit(&mut self, conn: ConnId, out: &mut Vec<u8>, room: usize) -> usize {
         let start = out.len();
+        let latest_now = self.latest_now;
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return 0;
         };
@@ -350,7 +361,7 @@ impl Broker {
         }
         let appended = out.len() - start;
         if appended > 0 {
-            state.has_sent_since_check = true;
+            state.last_sent = latest_now.unwrap_or(state.last_sent);
         }
         appended
     }
@@ -435,11 +446,13 @@ impl Broker {
             max_queue_bytes: self.config.max_queue_bytes,
         };
         let interval = self.config.heartbeat_interval();
+        let generation = self.next_generation;
+        self.next_generation += 1;
         if let Some(state) = self.conn_mut(conn) {
             state.session = Some(key);
-            // Heartbeat checks start now; the handshake timer entry, when it fires, finds a
-            // session and just runs one extra check.
-            let generation = state.generation;
+            // Heartbeat checks start now, as one chain: the new generation retires the
+            // handshake timer entry, which would otherwise start a second chain of checks.
+            state.generation = generation;
             self.timers.schedule(now + interval, conn, generation);
         }
         self.push_control(conn, |out| encode_welcome(&welcome, out));
@@ -724,15 +737,19 @@ impl Broker {
             );
             return;
         }
-        let needs_ping = !state.has_sent_since_check;
-        state.has_sent_since_check = false;
-        let next = (now + interval).min(silent_until);
-        if needs_ping {
-            state.ping_nonce += 1;
-            let nonce = state.ping_nonce;
-            self.push_control(conn, |out| encode_ping(Op::Ping, nonce, out));
+        let ping_at = state.last_sent + interval;
+        if now < ping_at {
+            self.timers
+                .schedule(ping_at.min(silent_until), conn, generation);
+            return;
         }
-        self.timers.schedule(next, conn, generation);
+        state.ping_nonce += 1;
+        let nonce = state.ping_nonce;
+        // The PING goes out in this turn's flush pass.
+        state.last_sent = now;
+        self.push_control(conn, |out| encode_ping(Op::Ping, nonce, out));
+        self.timers
+            .schedule((now + interval).min(silent_until), conn, generation);
     }
 
     // ---- closing ----

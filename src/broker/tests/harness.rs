@@ -1,0 +1,531 @@
+//! The test harness: one [`Broker`], a fake clock, and owned copies of everything it sends.
+//!
+//! Plays the event loop's part (quinn-proto's `Pair`): frames are built with the protocol
+//! encoders, decoded with [`protocol::decode`] and fed to `handle_frame`; [`Harness::drive`]
+//! runs the flush pass (`poll_dirty` → `poll_transmit`, bytes decoded back into [`Received`])
+//! and the close pass (`poll_close` → last flush → `handle_disconnect`). Inputs never drive;
+//! the readers (`frames`, `deliveries`, ...) do, so everything sent between two reads is one
+//! loop turn.
+//!
+//! Time only moves through [`Harness::advance`]; the system clock is read once, for the epoch.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::broker::{Broker, CloseReason, ConnId};
+use crate::config::{Config, QueueConfig};
+use crate::protocol::codec::{self, encode_ack};
+use crate::protocol::stats::{SessionStats, StatsReport};
+use crate::protocol::{self, ErrorCode, Frame, Hello, Publish, Resume, Subscription, Welcome};
+
+/// `room` for every `poll_transmit`: large enough that only the in-flight window limits
+/// deliveries.
+const ROOM: usize = 1 << 24;
+
+/// A pre-declared queue with `conflate = true` in [`test_config`].
+pub(super) const CONFLATING_QUEUE: &str = "latest";
+/// A pre-declared queue with `max_payload_len = SMALL_QUEUE_MAX_PAYLOAD_LEN` in [`test_config`].
+pub(super) const SMALL_QUEUE: &str = "small";
+pub(super) const SMALL_QUEUE_MAX_PAYLOAD_LEN: u32 = 8;
+
+/// Small limits so that every limit is reachable in a few frames.
+pub(super) fn test_config() -> Config {
+    Config {
+        handshake_timeout_ms: 5_000,
+        heartbeat_interval_ms: 10_000,
+        heartbeat_timeout_ms: 30_000,
+        inflight_window: 16,
+        max_queue_depth: 32,
+        max_queue_bytes: 1_024,
+        max_queues: 8,
+        max_subscriptions: 4,
+        queues: vec![
+            QueueConfig {
+                name: CONFLATING_QUEUE.to_owned(),
+                conflate: true,
+                max_payload_len: None,
+            },
+            QueueConfig {
+                name: SMALL_QUEUE.to_owned(),
+                conflate: false,
+                max_payload_len: Some(SMALL_QUEUE_MAX_PAYLOAD_LEN),
+            },
+        ],
+        ..Config::default()
+    }
+}
+
+/// One frame the broker sent, copied out of the output bytes; or the close of the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Received {
+    Welcome(Welcome),
+    Deliver(Delivery),
+    Receipt(u64),
+    Subscribed(Sub),
+    Unsubscribed(Sub),
+    Error {
+        code: ErrorCode,
+        fatal: bool,
+        ref_seq: u64,
+    },
+    Goodbye(ErrorCode),
+    Ping(u64),
+    Pong(u64),
+    StatsReply(Box<StatsReport>),
+    /// Not a frame: the close pass named this connection and the harness disconnected it.
+    Closed(CloseReason),
+}
+
+/// An owned DELIVER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Delivery {
+    pub(super) seq: u64,
+    pub(super) message_id: u64,
+    pub(super) queue: String,
+    pub(super) event: String,
+    pub(super) payload: Vec<u8>,
+}
+
+impl Delivery {
+    pub(super) fn payload_str(&self) -> &str {
+        std::str::from_utf8(&self.payload).expect("test payloads are UTF-8")
+    }
+}
+
+/// An owned SUBSCRIBED / UNSUBSCRIBED body; `event: None` is ALL_EVENTS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Sub {
+    pub(super) queue: String,
+    pub(super) event: Option<String>,
+}
+
+impl Sub {
+    pub(super) fn new(queue: &str, event: Option<&str>) -> Sub {
+        Sub {
+            queue: queue.to_owned(),
+            event: event.map(str::to_owned),
+        }
+    }
+}
+
+/// What the harness remembers per connection.
+#[derive(Debug, Default)]
+struct Client {
+    inbox: Vec<Received>,
+    /// Seq of this connection's next PUBLISH from [`Harness::publish`].
+    next_publish_seq: u64,
+    session_id: Option<u64>,
+}
+
+pub(super) struct Harness {
+    pub(super) broker: Broker,
+    pub(super) now: Instant,
+    epoch: Instant,
+    clients: BTreeMap<ConnId, Client>,
+}
+
+impl Harness {
+    pub(super) fn new() -> Harness {
+        Harness::with_config(test_config())
+    }
+
+    pub(super) fn with_config(config: Config) -> Harness {
+        config.validate().expect("test configs are valid");
+        let epoch = Instant::now();
+        Harness {
+            broker: Broker::new(config),
+            now: epoch,
+            epoch,
+            clients: BTreeMap::new(),
+        }
+    }
+
+    // ---- inputs ----
+
+    /// Accepts a TCP connection from 127.0.0.1:(40000 + id).
+    pub(super) fn connect(&mut self, conn: ConnId) {
+        let port = 40_000 + u16::try_from(conn.0).expect("small conn ids");
+        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        self.broker.handle_connect(conn, peer, self.now);
+        self.clients.insert(
+            conn,
+            Client {
+                next_publish_seq: 1,
+                ..Client::default()
+            },
+        );
+    }
+
+    /// Connects and completes the handshake with the server's default window.
+    pub(super) fn hello(&mut self, conn: ConnId) -> Welcome {
+        self.hello_with_window(conn, 0)
+    }
+
+    /// Connects and completes the handshake asking for `window` (0 = server default).
+    pub(super) fn hello_with_window(&mut self, conn: ConnId, window: u32) -> Welcome {
+        self.connect(conn);
+        let name = format!("client-{}", conn.0);
+        self.handshake(
+            conn,
+            Hello {
+                inflight_window: window,
+                client_name: name.as_bytes(),
+                resume: None,
+            },
+        )
+    }
+
+    /// Sends `hello` on an accepted connection and returns the WELCOME it gets.
+    pub(super) fn handshake(&mut self, conn: ConnId, hello: Hello<'_>) -> Welcome {
+        self.send(conn, &Frame::Hello(hello));
+        let frames = self.frames(conn);
+        let [Received::Welcome(welcome)] = frames[..] else {
+            panic!("expected WELCOME alone, got {frames:?}");
+        };
+        self.client_mut(conn).session_id = Some(welcome.session_id);
+        welcome
+    }
+
+    /// Encodes `frame`, decodes it back as the loop would and feeds it to the broker.
+    pub(super) fn send(&mut self, conn: ConnId, frame: &Frame<'_>) {
+        let mut bytes = Vec::new();
+        codec::encode(frame, &mut bytes).expect("test frames encode");
+        self.send_bytes(conn, &bytes);
+    }
+
+    /// Feeds raw bytes holding whole frames, stopping at the first decode error as the loop
+    /// would.
+    pub(super) fn send_bytes(&mut self, conn: ConnId, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match protocol::decode(bytes, self.broker.max_frame_len(conn)) {
+                Ok(Some((frame, used))) => {
+                    self.broker.handle_frame(conn, frame, self.now);
+                    bytes = &bytes[used..];
+                }
+                Ok(None) => panic!("test bytes end in the middle of a frame"),
+                Err(error) => {
+                    self.broker.handle_decode_error(conn, &error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Publishes with the connection's next publish seq; returns that seq.
+    pub(super) fn publish(&mut self, conn: ConnId, queue: &str, event: &str, payload: &str) -> u64 {
+        self.publish_frame(conn, queue, event, None, payload.as_bytes())
+    }
+
+    /// Publishes with the CONFLATE flag and `key`; returns the seq.
+    pub(super) fn publish_keyed(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        event: &str,
+        key: &str,
+        payload: &str,
+    ) -> u64 {
+        self.publish_frame(conn, queue, event, Some(key.as_bytes()), payload.as_bytes())
+    }
+
+    /// Publishes with the next seq and any key and payload bytes; returns the seq.
+    pub(super) fn publish_frame(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        event: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> u64 {
+        let client = self.client_mut(conn);
+        let seq = client.next_publish_seq;
+        client.next_publish_seq += 1;
+        self.publish_with_seq(conn, seq, queue, event, key, payload);
+        seq
+    }
+
+    /// Publishes with an explicit seq (the connection's own counter is left alone).
+    pub(super) fn publish_with_seq(
+        &mut self,
+        conn: ConnId,
+        seq: u64,
+        queue: &str,
+        event: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let publish = Publish {
+            seq,
+            queue: queue.as_bytes(),
+            event: event.as_bytes(),
+            key,
+            payload,
+        };
+        self.send(conn, &Frame::Publish(publish));
+    }
+
+    /// SUBSCRIBE to one event, or to every event with `None`.
+    pub(super) fn subscribe(&mut self, conn: ConnId, queue: &str, event: Option<&str>) {
+        let sub = subscription(queue, event);
+        self.send(conn, &Frame::Subscribe(sub));
+    }
+
+    pub(super) fn unsubscribe(&mut self, conn: ConnId, queue: &str, event: Option<&str>) {
+        let sub = subscription(queue, event);
+        self.send(conn, &Frame::Unsubscribe(sub));
+    }
+
+    pub(super) fn ack(&mut self, conn: ConnId, up_to: u64, seqs: &[u64]) {
+        let mut bytes = Vec::new();
+        encode_ack(up_to, seqs, &mut bytes).expect("test ACKs encode");
+        self.send_bytes(conn, &bytes);
+    }
+
+    /// The event loop saw EOF (or an I/O error) on `conn`.
+    pub(super) fn disconnect(&mut self, conn: ConnId, reason: CloseReason) {
+        self.broker.handle_disconnect(conn, reason, self.now);
+    }
+
+    /// Moves the clock forward and runs the timers due, as the loop does on wake-up.
+    pub(super) fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.broker.handle_timeout(self.now);
+    }
+
+    /// Moves the clock to `at` after the harness was created (never backwards).
+    pub(super) fn advance_to(&mut self, at: Duration) {
+        let target = self.epoch + at;
+        assert!(target >= self.now, "the fake clock only moves forward");
+        self.advance(target - self.now);
+    }
+
+    /// The instant `at` after the harness was created.
+    pub(super) fn instant(&self, at: Duration) -> Instant {
+        self.epoch + at
+    }
+
+    /// Time since the harness was created.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    // ---- the loop's output passes ----
+
+    /// One flush pass and one close pass, repeated until the broker has nothing left to say.
+    pub(super) fn drive(&mut self) {
+        loop {
+            let mut is_busy = false;
+            while let Some(conn) = self.broker.poll_dirty() {
+                self.transmit(conn);
+                is_busy = true;
+            }
+            while let Some((conn, reason)) = self.broker.poll_close() {
+                // Best effort, as the loop does: the ERROR or GOODBYE goes out first.
+                self.transmit(conn);
+                self.broker.handle_disconnect(conn, reason, self.now);
+                self.client_mut(conn).inbox.push(Received::Closed(reason));
+                is_busy = true;
+            }
+            if !is_busy {
+                return;
+            }
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId) {
+        let mut out = Vec::new();
+        let appended = self.broker.poll_transmit(conn, &mut out, ROOM);
+        assert_eq!(
+            appended,
+            out.len(),
+            "poll_transmit reports what it appended"
+        );
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let (frame, used) = protocol::decode(rest, u32::MAX)
+                .expect("the broker sends well-formed frames")
+                .expect("the broker sends whole frames");
+            let received = received(frame);
+            self.client_mut(conn).inbox.push(received);
+            rest = &rest[used..];
+        }
+    }
+
+    // ---- readers (each one drives first) ----
+
+    /// Everything `conn` received since the last read.
+    pub(super) fn frames(&mut self, conn: ConnId) -> Vec<Received> {
+        self.drive();
+        std::mem::take(&mut self.client_mut(conn).inbox)
+    }
+
+    /// The DELIVERs `conn` received since the last read; other frames stay unread.
+    pub(super) fn deliveries(&mut self, conn: ConnId) -> Vec<Delivery> {
+        self.drive();
+        let inbox = std::mem::take(&mut self.client_mut(conn).inbox);
+        let (deliveries, others): (Vec<_>, Vec<_>) = inbox
+            .into_iter()
+            .partition(|frame| matches!(frame, Received::Deliver(_)));
+        self.client_mut(conn).inbox = others;
+        deliveries
+            .into_iter()
+            .map(|frame| match frame {
+                Received::Deliver(delivery) => delivery,
+                _ => unreachable!("partitioned on Deliver"),
+            })
+            .collect()
+    }
+
+    /// Payloads of the DELIVERs `conn` received since the last read, as text.
+    pub(super) fn payloads(&mut self, conn: ConnId) -> Vec<String> {
+        self.deliveries(conn)
+            .iter()
+            .map(|d| d.payload_str().to_owned())
+            .collect()
+    }
+
+    /// Everything `conn` received since the last read, apart from DELIVERs, SUBSCRIBED,
+    /// UNSUBSCRIBED and RECEIPTs (dropped unread).
+    pub(super) fn control(&mut self, conn: ConnId) -> Vec<Received> {
+        self.frames(conn)
+            .into_iter()
+            .filter(|frame| {
+                !matches!(
+                    frame,
+                    Received::Deliver(_)
+                        | Received::Subscribed(_)
+                        | Received::Unsubscribed(_)
+                        | Received::Receipt(_)
+                )
+            })
+            .collect()
+    }
+
+    /// Drops everything `conn` received so far.
+    pub(super) fn discard(&mut self, conn: ConnId) {
+        self.frames(conn);
+    }
+
+    /// Acks everything delivered to `conn` so far (cumulatively).
+    pub(super) fn ack_all(&mut self, conn: ConnId) {
+        let last = self.session(conn).last_delivery_seq;
+        self.ack(conn, last, &[]);
+    }
+
+    pub(super) fn stats(&self) -> StatsReport {
+        self.broker.stats()
+    }
+
+    /// The stats of `conn`'s session (it must still have one).
+    pub(super) fn session(&self, conn: ConnId) -> SessionStats {
+        let id = self.clients[&conn]
+            .session_id
+            .expect("handshake done on this connection");
+        self.stats()
+            .sessions
+            .into_iter()
+            .find(|s| s.session_id == id)
+            .unwrap_or_else(|| panic!("conn {} has no live session {id}", conn.0))
+    }
+
+    /// Asserts nothing is left in the message store.
+    pub(super) fn assert_store_is_empty(&self) {
+        let server = self.stats().server;
+        assert_eq!(
+            (server.stored_messages, server.stored_bytes),
+            (0, 0),
+            "messages left in the store"
+        );
+    }
+
+    fn client_mut(&mut self, conn: ConnId) -> &mut Client {
+        self.clients.entry(conn).or_default()
+    }
+}
+
+fn subscription<'a>(queue: &'a str, event: Option<&'a str>) -> Subscription<'a> {
+    Subscription {
+        queue: queue.as_bytes(),
+        event: event.map(str::as_bytes),
+    }
+}
+
+/// A HELLO asking to resume a session the server cannot know.
+pub(super) fn resume_hello() -> Hello<'static> {
+    Hello {
+        inflight_window: 0,
+        client_name: b"resumer",
+        resume: Some(Resume {
+            session_id: 42,
+            resume_token: [7; protocol::RESUME_TOKEN_LEN],
+            last_delivery_seq: 3,
+            first_resendable_publish_seq: 1,
+        }),
+    }
+}
+
+fn received(frame: Frame<'_>) -> Received {
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("names are UTF-8 here");
+    let sub = |s: Subscription<'_>| Sub {
+        queue: text(s.queue),
+        event: s.event.map(text),
+    };
+    let code = |code: Result<ErrorCode, u16>| code.expect("the broker sends known codes");
+    match frame {
+        Frame::Welcome(welcome) => Received::Welcome(welcome),
+        Frame::Deliver(d) => {
+            assert_eq!(
+                d.flags, 0,
+                "v1 never sets REDELIVERED (resume, issue 3, will)"
+            );
+            Received::Deliver(Delivery {
+                seq: d.seq,
+                message_id: d.message_id,
+                queue: text(d.queue),
+                event: text(d.event),
+                payload: d.payload.to_vec(),
+            })
+        }
+        Frame::Receipt(seq) => Received::Receipt(seq),
+        Frame::Subscribed(s) => Received::Subscribed(sub(s)),
+        Frame::Unsubscribed(s) => Received::Unsubscribed(sub(s)),
+        Frame::Error(e) => Received::Error {
+            code: code(e.code),
+            fatal: e.fatal,
+            ref_seq: e.ref_seq,
+        },
+        Frame::Goodbye(g) => Received::Goodbye(code(g.code)),
+        Frame::Ping(nonce) => Received::Ping(nonce),
+        Frame::Pong(nonce) => Received::Pong(nonce),
+        Frame::StatsReply(json) => Received::StatsReply(Box::new(
+            serde_json::from_slice(json).expect("STATS_REPLY is a StatsReport in JSON"),
+        )),
+        other => panic!("the broker sent a client-to-server frame: {other:?}"),
+    }
+}
+
+/// A fatal ERROR with `code` and no ref seq.
+pub(super) fn fatal(code: ErrorCode) -> Received {
+    Received::Error {
+        code,
+        fatal: true,
+        ref_seq: 0,
+    }
+}
+
+/// What a connection sees when the broker ends it with a fatal ERROR.
+pub(super) fn failed_with(code: ErrorCode) -> Vec<Received> {
+    vec![
+        fatal(code),
+        Received::Closed(CloseReason::ProtocolError(code)),
+    ]
+}
+
+/// What a connection sees when the broker ends it with GOODBYE.
+pub(super) fn said_goodbye(code: ErrorCode) -> Vec<Received> {
+    vec![
+        Received::Goodbye(code),
+        Received::Closed(CloseReason::Goodbye(code)),
+    ]
+}

@@ -1,0 +1,17 @@
+//! Deterministic tests of the broker core, one file per topic.
+//!
+//! Every test drives a [`harness::Harness`]: frames in through the protocol encoders and
+//! decoder, bytes out through `poll_transmit`, closes through `poll_close`, time through an
+//! explicit fake clock. `model.rs` checks random operation sequences against a reference model.
+
+mod harness;
+
+mod conflation;
+mod delivery;
+mod heartbeat;
+mod lifecycle;
+mod model;
+mod overflow;
+mod publish;
+mod routing;
+mod stats;
