@@ -25,6 +25,7 @@
 )]
 
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod metrics;

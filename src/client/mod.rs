@@ -1,0 +1,843 @@
+//! A blocking client over `std::net`, built only on [`crate::protocol`].
+//!
+//! A [`Client`] owns one TCP connection and the session on it: it sends HELLO and waits for
+//! WELCOME in [`Client::connect`], numbers publishes 1, 2, 3, ..., checks acks against the
+//! deliveries it has seen, answers the server's PINGs, and turns ERROR and GOODBYE into a
+//! [`ClientError`].
+//!
+//! # Buffering
+//!
+//! Publishes and acks are encoded into a write buffer and sent when it passes 64 KiB, on
+//! [`Client::flush`], and at the start of every call that waits for the server (`recv`,
+//! `poll_deliveries`, `subscribe`, `wait_receipt`, `ping`, `stats`, `bye`). Consecutive
+//! cumulative acks are merged into one ACK. Frames arriving while a call waits for something
+//! else (deliveries during `subscribe`, receipts during `recv`) are kept, in order, for
+//! [`Client::recv`]. Reads are large (a 64 KiB buffer that grows only to fit a frame whose
+//! length has been checked against the limit in force).
+//!
+//! # No background thread
+//!
+//! The client reads only inside a call. The server expects to hear from a client within
+//! WELCOME's `heartbeat_timeout_ms` (30 s by default) and sends PING after
+//! `heartbeat_interval_ms` of silence; a client that is inside `recv` or `poll_deliveries`
+//! answers automatically, but one that makes no call for longer than the timeout is closed
+//! with HEARTBEAT_TIMEOUT. Call [`Client::ping`] from idle loops.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use weir::client::{Client, ClientOptions, Event};
+//!
+//! # fn main() -> Result<(), weir::client::ClientError> {
+//! let mut client = Client::connect("127.0.0.1:7400", &ClientOptions::default())?;
+//! client.subscribe_all("db")?;
+//! let seq = client.publish("db", "update", b"row 7")?;
+//! client.wait_receipt(seq)?;
+//! if let Event::Deliver(delivery) = client.recv()? {
+//!     client.ack(delivery.seq)?;
+//! }
+//! client.bye()
+//! # }
+//! ```
+//!
+//! The client must not know anything about the server beyond protocol.md.
+
+mod buffer;
+mod error;
+mod event;
+mod session;
+mod socket;
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::protocol::codec::{
+    encode_ack, encode_empty, encode_hello, encode_ping, encode_publish, encode_subscription,
+};
+use crate::protocol::header::FrameHeader;
+use crate::protocol::{
+    decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
+    MAX_FRAME_LEN_BEFORE_HELLO,
+};
+
+pub use self::error::ClientError;
+pub use self::event::{Delivery, Event};
+pub use crate::protocol::{Deliver, Welcome};
+
+use self::buffer::{ReadBuf, WriteBuf, FLUSH_THRESHOLD_BYTES};
+use self::error::CloseCause;
+use self::session::{op_name, Reply, Session};
+use self::socket::{ReadOutcome, Socket};
+
+/// How a [`Client`] introduces itself and how long it waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Name shown in the server's STATS report, at most 255 bytes.
+    pub name: String,
+    /// Deliveries the server may have in flight (sent, not acked) to this client; 0 asks for
+    /// the server's default. The server grants at most its own `inflight_window`; the window in
+    /// force is in [`Client::welcome`].
+    pub inflight_window: u32,
+    /// Upper bound for each blocking wait: connecting, WELCOME, SUBSCRIBED, RECEIPT, PONG,
+    /// STATS_REPLY, GOODBYE, an event in [`Client::recv`], and each socket write. `None` waits
+    /// without limit. Must not be zero.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            name: String::from("weir-client"),
+            inflight_window: 0,
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+}
+
+/// Default for [`ClientOptions::timeout`]: a server on a LAN answers requests in milliseconds,
+/// and 10 s notices a dead one well before the server's own 30 s heartbeat timeout would.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection with a session on a Weir server. See the [module docs](self).
+pub struct Client {
+    socket: Socket,
+    read_buf: ReadBuf,
+    write_buf: WriteBuf,
+    session: Session,
+    /// From [`ClientOptions::timeout`].
+    timeout: Option<Duration>,
+    /// Bytes written since the socket was last read; past [`DRAIN_AFTER_BYTES`], `flush`
+    /// also reads what has arrived, so receipts do not pile up on the server.
+    written_since_read: usize,
+}
+
+impl Client {
+    /// Connects, sends HELLO with `options`, and waits for WELCOME.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] if no address accepts the connection; [`ClientError::Server`] if the
+    /// server refuses it (SERVER_BUSY); [`ClientError::Timeout`] if WELCOME does not arrive
+    /// within `options.timeout`; [`ClientError::Encode`] for a name over 255 bytes;
+    /// [`ClientError::InvalidArgument`] for a zero timeout; any other fatal error.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
+        if options.timeout == Some(Duration::ZERO) {
+            return Err(ClientError::InvalidArgument("timeout must not be zero"));
+        }
+        let deadline = Deadline::after(options.timeout);
+        let socket = Socket::connect(addr, options.timeout).map_err(ClientError::Io)?;
+        let mut client = Client {
+            socket,
+            read_buf: ReadBuf::new(),
+            write_buf: WriteBuf::new(),
+            session: Session::new(),
+            timeout: options.timeout,
+            written_since_read: 0,
+        };
+        client.write_buf.push(MAX_FRAME_LEN_BEFORE_HELLO, |out| {
+            encode_hello(
+                &Hello {
+                    inflight_window: options.inflight_window,
+                    client_name: options.name.as_bytes(),
+                    resume: None,
+                },
+                out,
+            )
+        })?;
+        client.write_out()?;
+        let welcome = loop {
+            match decode(client.read_buf.data(), MAX_FRAME_LEN) {
+                Ok(Some((Frame::Welcome(welcome), used))) => {
+                    client.read_buf.consume(used);
+                    break welcome;
+                }
+                Ok(Some((frame @ (Frame::Error(_) | Frame::Goodbye(_)), _))) => {
+                    // Both come back as an error (SERVER_BUSY, HANDSHAKE_TIMEOUT, ...).
+                    return Err(match client.session.handle(frame, &mut client.write_buf) {
+                        Err(e) => e,
+                        Ok(_) => ClientError::UnexpectedFrame(op_name(&frame)),
+                    });
+                }
+                Ok(Some((frame, _))) => {
+                    return Err(client
+                        .session
+                        .close(CloseCause::Unexpected(op_name(&frame))))
+                }
+                Ok(None) => client.fill(deadline.remaining()?)?,
+                Err(e) => return Err(client.session.close(CloseCause::Decode(e))),
+            }
+        };
+        client.session.handle_welcome(welcome);
+        Ok(client)
+    }
+
+    /// The session id the server assigned.
+    pub fn session_id(&self) -> u64 {
+        self.session.welcome.session_id
+    }
+
+    /// The WELCOME the server sent: the limits in force for this session (max_frame_len,
+    /// inflight_window, heartbeat interval and timeout, queue depth and bytes).
+    pub fn welcome(&self) -> &Welcome {
+        &self.session.welcome
+    }
+
+    /// The server's address.
+    ///
+    /// # Errors
+    /// The socket's error, if it has none (e.g. after a reset).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    /// This end's address, as the server's STATS report shows it in `peer`.
+    ///
+    /// # Errors
+    /// The socket's error, if it has none.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Publishes `payload` as `event` on `queue` and returns its publish seq (1 for the
+    /// session's first, then +1 each). The frame is buffered; see [`Client::flush`] and
+    /// [`Client::wait_receipt`]. An empty event reaches only ALL_EVENTS subscribers.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for an empty queue name; [`ClientError::Encode`] for a
+    /// name over 255 bytes; [`ClientError::FrameTooLarge`] when the frame would exceed the
+    /// server's max_frame_len; errors of the automatic flush, in which case the message was
+    /// not buffered and its seq not used.
+    pub fn publish(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<u64, ClientError> {
+        self.publish_frame(queue.as_ref(), event.as_ref(), None, payload.as_ref())
+    }
+
+    /// Like [`Client::publish`], with a conflation key: while a message with the same queue,
+    /// event and key is still waiting to be sent to a subscriber, this one replaces it there.
+    ///
+    /// # Errors
+    /// As [`Client::publish`]; the key is at most 255 bytes (it may be empty).
+    pub fn publish_conflated(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<u64, ClientError> {
+        self.publish_frame(
+            queue.as_ref(),
+            event.as_ref(),
+            Some(key.as_ref()),
+            payload.as_ref(),
+        )
+    }
+
+    /// Sends everything buffered. When much has been written since the socket was last read,
+    /// also takes in the receipts and PINGs that have arrived, without blocking.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] if the socket accepted nothing within the timeout (what was not
+    /// sent stays buffered for the next flush); the error that ended the connection.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        self.write_out()?;
+        self.drain()
+    }
+
+    /// Subscribes to one event of `queue` and waits for SUBSCRIBED. Only messages published
+    /// after this are delivered. Subscribing twice is harmless.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] for an empty queue or event name (use
+    /// [`Client::subscribe_all`] for every event); [`ClientError::Encode`] for a name over
+    /// 255 bytes; [`ClientError::Server`] with LIMIT_EXCEEDED past the server's
+    /// `max_subscriptions`; [`ClientError::Timeout`]; the error that ended the connection.
+    pub fn subscribe(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let event = named_event(event.as_ref())?;
+        self.request_subscription(Op::Subscribe, queue.as_ref(), Some(event))
+    }
+
+    /// Subscribes to every event of `queue` (ALL_EVENTS) and waits for SUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn subscribe_all(&mut self, queue: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.request_subscription(Op::Subscribe, queue.as_ref(), None)
+    }
+
+    /// Removes the subscription to one event of `queue` and waits for UNSUBSCRIBED. Messages
+    /// already queued for this session are still delivered.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn unsubscribe(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let event = named_event(event.as_ref())?;
+        self.request_subscription(Op::Unsubscribe, queue.as_ref(), Some(event))
+    }
+
+    /// Removes the ALL_EVENTS subscription to `queue` (not the named-event ones) and waits for
+    /// UNSUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn unsubscribe_all(&mut self, queue: impl AsRef<[u8]>) -> Result<(), ClientError> {
+        self.request_subscription(Op::Unsubscribe, queue.as_ref(), None)
+    }
+
+    /// Returns the next delivery or receipt, waiting up to [`ClientOptions::timeout`].
+    /// Events kept while another call waited come first. Sends the write buffer first.
+    ///
+    /// After the connection ends, events received before the end are still returned; then
+    /// the error that ended it.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] (the client stays usable); [`ClientError::Goodbye`] when the
+    /// server ends the session; any other error that ends the connection.
+    pub fn recv(&mut self) -> Result<Event, ClientError> {
+        let deadline = self.deadline();
+        self.recv_until(deadline)
+    }
+
+    /// Like [`Client::recv`], but waits up to `timeout` and returns `Ok(None)` if nothing
+    /// came. `Duration::ZERO` only takes what has already arrived.
+    ///
+    /// # Errors
+    /// As [`Client::recv`], without the timeout.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, ClientError> {
+        match self.recv_until(Deadline::after(Some(timeout))) {
+            Ok(event) => Ok(Some(event)),
+            Err(ClientError::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The zero-copy receive path: calls `f` on every delivery available, borrowed from the
+    /// read buffer, and returns how many there were. Sends the write buffer first.
+    ///
+    /// Deliveries kept by earlier calls come first. If none is buffered, waits for bytes once:
+    /// up to `wait` (`None`: no limit, `Some(Duration::ZERO)`: not at all), and returns
+    /// `Ok(0)` if none came. Receipts are not passed to `f`; they show in
+    /// [`Client::last_receipt`]. Allocates nothing once the buffers have grown to their size.
+    ///
+    /// # Errors
+    /// The error that ended the connection, once the deliveries received before it have been
+    /// passed to `f`; a write [`ClientError::Timeout`]. Every delivery passed to `f` counts in
+    /// [`Client::last_delivery_seq`], even when an error is returned.
+    pub fn poll_deliveries(
+        &mut self,
+        wait: Option<Duration>,
+        mut f: impl FnMut(&Deliver<'_>),
+    ) -> Result<usize, ClientError> {
+        if self.session.is_open() {
+            self.write_out()?;
+        }
+        let mut count = 0;
+        while let Some(event) = self.session.inbox.pop_front() {
+            if let Event::Deliver(delivery) = event {
+                f(&delivery.as_deliver());
+                count += 1;
+            }
+        }
+        if let Err(e) = self.session.check_open() {
+            return if count > 0 { Ok(count) } else { Err(e) };
+        }
+        count += self.deliver_buffered(&mut f, count)?;
+        if count == 0 {
+            match self.fill(wait) {
+                Ok(()) => {}
+                Err(ClientError::Timeout) => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            count += self.deliver_buffered(&mut f, count)?;
+        }
+        Ok(count)
+    }
+
+    /// Acknowledges every delivery with a seq ≤ `up_to` (buffered like a publish; consecutive
+    /// calls merge into one ACK). Acks free window slots so more deliveries flow. `0` does
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] if `up_to` is above the highest delivery seq received
+    /// (the server would close the session with UNKNOWN_ACK_SEQ); errors of the automatic
+    /// flush.
+    pub fn ack(&mut self, up_to: u64) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        if up_to > self.session.last_delivery_seq {
+            return Err(ClientError::InvalidArgument(
+                "ack of a delivery seq not received",
+            ));
+        }
+        if up_to == 0 {
+            return Ok(());
+        }
+        self.flush_if_full()?;
+        self.write_buf.push_cumulative_ack(up_to);
+        Ok(())
+    }
+
+    /// Acknowledges every delivery with a seq ≤ `up_to` and each seq in `seqs` (buffered).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] if a seq is above the highest delivery seq received;
+    /// [`ClientError::Encode`] for more than 65,535 seqs; [`ClientError::FrameTooLarge`];
+    /// errors of the automatic flush.
+    pub fn ack_seqs(&mut self, up_to: u64, seqs: &[u64]) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        let last = self.session.last_delivery_seq;
+        if up_to > last || seqs.iter().any(|&seq| seq > last) {
+            return Err(ClientError::InvalidArgument(
+                "ack of a delivery seq not received",
+            ));
+        }
+        self.flush_if_full()?;
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_ack(up_to, seqs, out)
+        })
+    }
+
+    /// Sends the write buffer and waits until a RECEIPT covers publish `seq`: the server has
+    /// accepted every publish up to it.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] if `seq` was never published; [`ClientError::Timeout`];
+    /// the server's ERROR about a publish (LIMIT_EXCEEDED, INVALID_NAME, ...); the error that
+    /// ended the connection.
+    pub fn wait_receipt(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        if seq > self.session.last_publish_seq {
+            return Err(ClientError::InvalidArgument("seq not published yet"));
+        }
+        let deadline = self.deadline();
+        self.write_out()?;
+        while self.session.last_receipt < seq {
+            self.step(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// The highest publish seq a RECEIPT has confirmed (0 for none).
+    pub fn last_receipt(&self) -> u64 {
+        self.session.last_receipt
+    }
+
+    /// The seq of the last publish buffered (0 for none).
+    pub fn last_publish_seq(&self) -> u64 {
+        self.session.last_publish_seq
+    }
+
+    /// The highest delivery seq received (0 for none); acks may name up to it.
+    pub fn last_delivery_seq(&self) -> u64 {
+        self.session.last_delivery_seq
+    }
+
+    /// Sends PING and waits for its PONG; returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`]; the error that ended the connection.
+    pub fn ping(&mut self) -> Result<Duration, ClientError> {
+        self.session.check_open()?;
+        let nonce = self.session.next_ping_nonce;
+        self.session.next_ping_nonce += 1;
+        let deadline = self.deadline();
+        let started = Instant::now();
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_ping(Op::Ping, nonce, out);
+            Ok(())
+        })?;
+        self.write_out()?;
+        loop {
+            if let Some(Reply::Pong(echoed)) = self.step(deadline)? {
+                if echoed == nonce {
+                    return Ok(started.elapsed());
+                }
+            }
+        }
+    }
+
+    /// Asks for the server's introspection report and returns it: UTF-8 JSON with the schema
+    /// of [`crate::protocol::stats::StatsReport`].
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`]; the error that ended the connection.
+    pub fn stats(&mut self) -> Result<String, ClientError> {
+        self.session.check_open()?;
+        let deadline = self.deadline();
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_empty(Op::Stats, out);
+            Ok(())
+        })?;
+        self.session.stats_requested += 1;
+        let number = self.session.stats_requested;
+        self.write_out()?;
+        loop {
+            if let Some(Reply::Stats { number: n, json }) = self.step(deadline)? {
+                if n == number {
+                    return Ok(json);
+                }
+            }
+        }
+    }
+
+    /// Ends the session: sends BYE and waits for GOODBYE(CLIENT_BYE). Deliveries not yet
+    /// received are dropped by the server.
+    ///
+    /// # Errors
+    /// [`ClientError::Goodbye`] with another code; [`ClientError::Timeout`]; the error that
+    /// ended the connection.
+    pub fn bye(mut self) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        let deadline = self.deadline();
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_empty(Op::Bye, out);
+            Ok(())
+        })?;
+        self.write_out()?;
+        loop {
+            match self.step(deadline) {
+                Ok(_) => {}
+                Err(ClientError::Goodbye {
+                    code: Ok(ErrorCode::ClientBye),
+                    ..
+                }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn publish_frame(
+        &mut self,
+        queue: &[u8],
+        event: &[u8],
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        self.session.check_open()?;
+        if queue.is_empty() {
+            return Err(ClientError::InvalidArgument("queue name is empty"));
+        }
+        self.flush_if_full()?;
+        let seq = self.session.last_publish_seq + 1;
+        let publish = Publish {
+            seq,
+            queue,
+            event,
+            key,
+            payload,
+        };
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_publish(&publish, out)
+        })?;
+        self.session.last_publish_seq = seq;
+        Ok(seq)
+    }
+
+    fn request_subscription(
+        &mut self,
+        op: Op,
+        queue: &[u8],
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        if queue.is_empty() {
+            return Err(ClientError::InvalidArgument("queue name is empty"));
+        }
+        let deadline = self.deadline();
+        let sub = Subscription { queue, event };
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_subscription(op, &sub, out)
+        })?;
+        self.write_out()?;
+        loop {
+            match self.step(deadline)? {
+                Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(queue, event) => {
+                    return Ok(())
+                }
+                Some(Reply::Unsubscribed(echo))
+                    if op == Op::Unsubscribe && echo.is(queue, event) =>
+                {
+                    return Ok(())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn recv_until(&mut self, deadline: Deadline) -> Result<Event, ClientError> {
+        if self.session.is_open() {
+            self.write_out()?;
+        }
+        loop {
+            if let Some(event) = self.session.inbox.pop_front() {
+                return Ok(event);
+            }
+            self.step(deadline)?;
+        }
+    }
+
+    /// Handles one frame, reading until one is complete or `deadline` passes.
+    fn step(&mut self, deadline: Deadline) -> Result<Option<Reply>, ClientError> {
+        self.session.check_open()?;
+        loop {
+            match decode(self.read_buf.data(), self.session.decode_limit) {
+                Ok(Some((frame, used))) => {
+                    let result = self.session.handle(frame, &mut self.write_buf);
+                    self.read_buf.consume(used);
+                    return result;
+                }
+                Ok(None) => self.fill(deadline.remaining()?)?,
+                Err(e) => return Err(self.session.close(CloseCause::Decode(e))),
+            }
+        }
+    }
+
+    /// Passes the complete DELIVER frames buffered to `f` and handles the other frames, without
+    /// reading. `earlier` deliveries were already passed by this call: if a fatal error
+    /// follows them, it is left for the next call.
+    fn deliver_buffered(
+        &mut self,
+        f: &mut impl FnMut(&Deliver<'_>),
+        earlier: usize,
+    ) -> Result<usize, ClientError> {
+        let mut count = 0;
+        loop {
+            match decode(self.read_buf.data(), self.session.decode_limit) {
+                Ok(Some((Frame::Deliver(deliver), used))) => {
+                    self.session.handle_deliver(&deliver);
+                    f(&deliver);
+                    count += 1;
+                    self.read_buf.consume(used);
+                }
+                Ok(Some((frame, used))) => {
+                    let result = self.session.handle(frame, &mut self.write_buf);
+                    self.read_buf.consume(used);
+                    match result {
+                        Ok(_) => {}
+                        Err(e) if e.is_fatal() && earlier + count > 0 => return Ok(count),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(None) => return Ok(count),
+                Err(e) => {
+                    let e = self.session.close(CloseCause::Decode(e));
+                    return if earlier + count > 0 {
+                        Ok(count)
+                    } else {
+                        Err(e)
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends the write buffer, then reads once, waiting up to `wait` (see [`Socket::read`]).
+    fn fill(&mut self, wait: Option<Duration>) -> Result<(), ClientError> {
+        self.write_out()?;
+        let frame_len = match FrameHeader::check(self.read_buf.data(), self.session.decode_limit) {
+            Ok(Some(header)) => header.wire_len(),
+            // A bad header is reported by decode; an incomplete one needs no room yet.
+            Ok(None) | Err(_) => 0,
+        };
+        self.read_buf.reserve(frame_len);
+        match self.socket.read(self.read_buf.spare_mut(), wait) {
+            Ok(ReadOutcome::Data(n)) => {
+                self.read_buf.filled(n);
+                self.written_since_read = 0;
+                Ok(())
+            }
+            Ok(ReadOutcome::Eof) => Err(self.session.close(CloseCause::Eof)),
+            Ok(ReadOutcome::TimedOut) => Err(ClientError::Timeout),
+            Err(e) => Err(self.session.fail_io(e)),
+        }
+    }
+
+    /// Writes the whole write buffer, blocking up to the write timeout per write.
+    fn write_out(&mut self) -> Result<(), ClientError> {
+        while !self.write_buf.unsent().is_empty() {
+            match self.socket.write(self.write_buf.unsent()) {
+                Ok(n) => {
+                    self.write_buf.advance(n);
+                    self.written_since_read += n;
+                }
+                Err(e) if socket::is_timeout(&e) => return Err(ClientError::Timeout),
+                Err(e) => return Err(self.salvage_close_reason(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_if_full(&mut self) -> Result<(), ClientError> {
+        if self.write_buf.unsent().len() >= FLUSH_THRESHOLD_BYTES {
+            self.write_out()?;
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Once enough has been written since the last read, takes in what has arrived without
+    /// blocking and handles the receipts and PINGs at its front. Without this, a publisher
+    /// that never waits would leave one RECEIPT per server write turn unread until the
+    /// server's write buffer limit closes it as a slow consumer. It stops at any other frame,
+    /// which a waiting call or `recv` must see, and never grows the read buffer.
+    fn drain(&mut self) -> Result<(), ClientError> {
+        if self.written_since_read < DRAIN_AFTER_BYTES {
+            return Ok(());
+        }
+        self.written_since_read = 0;
+        self.read_buf.compact_if_short(0);
+        loop {
+            let spare = self.read_buf.spare_mut();
+            let room = spare.len();
+            if room == 0 {
+                break;
+            }
+            match self.socket.read(spare, Some(Duration::ZERO)) {
+                Ok(ReadOutcome::Data(n)) => {
+                    self.read_buf.filled(n);
+                    if n < room {
+                        break;
+                    }
+                }
+                // EOF and socket errors persist: the next blocking call meets and reports
+                // them, after the frames that came before them.
+                Ok(ReadOutcome::Eof | ReadOutcome::TimedOut) | Err(_) => break,
+            }
+        }
+        loop {
+            match decode(self.read_buf.data(), self.session.decode_limit) {
+                Ok(Some((frame @ (Frame::Receipt(_) | Frame::Ping(_)), used))) => {
+                    let result = self.session.handle(frame, &mut self.write_buf);
+                    self.read_buf.consume(used);
+                    result?;
+                }
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(self.session.close(CloseCause::Decode(e))),
+            }
+        }
+    }
+
+    /// After a failed write, looks at what the server sent before closing: a GOODBYE or ERROR
+    /// explains the failure better than the broken pipe does.
+    fn salvage_close_reason(&mut self, error: io::Error) -> ClientError {
+        self.read_buf.compact_if_short(0);
+        loop {
+            let spare = self.read_buf.spare_mut();
+            if spare.is_empty() {
+                break;
+            }
+            match self.socket.read(spare, Some(Duration::ZERO)) {
+                Ok(ReadOutcome::Data(n)) => self.read_buf.filled(n),
+                _ => break,
+            }
+        }
+        while let Ok(Some((frame, used))) = decode(self.read_buf.data(), self.session.decode_limit)
+        {
+            let result = self.session.handle(frame, &mut self.write_buf);
+            self.read_buf.consume(used);
+            if let Err(e) = result {
+                if e.is_fatal() {
+                    return e;
+                }
+            }
+        }
+        self.session.fail_io(error)
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::after(self.timeout)
+    }
+}
+
+impl Drop for Client {
+    /// Sends what is still buffered, best effort (as `BufWriter` does); call
+    /// [`Client::flush`] or [`Client::bye`] to see errors.
+    fn drop(&mut self) {
+        if self.session.is_open() {
+            let _ = self.write_out();
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("session_id", &self.session.welcome.session_id)
+            .field("peer", &self.socket.peer_addr().ok())
+            .field("last_publish_seq", &self.session.last_publish_seq)
+            .field("last_receipt", &self.session.last_receipt)
+            .field("last_delivery_seq", &self.session.last_delivery_seq)
+            .field("open", &self.session.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a blocking wait gives up.
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    /// Take only what has arrived.
+    Now,
+    At(Instant),
+    Never,
+}
+
+impl Deadline {
+    fn after(timeout: Option<Duration>) -> Deadline {
+        match timeout {
+            Some(Duration::ZERO) => Deadline::Now,
+            Some(timeout) => Instant::now()
+                .checked_add(timeout)
+                .map_or(Deadline::Never, Deadline::At),
+            None => Deadline::Never,
+        }
+    }
+
+    /// The wait left for the next read, in [`Socket::read`]'s terms.
+    fn remaining(self) -> Result<Option<Duration>, ClientError> {
+        match self {
+            Deadline::Now => Ok(Some(Duration::ZERO)),
+            Deadline::At(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(ClientError::Timeout)
+                } else {
+                    Ok(Some(left))
+                }
+            }
+            Deadline::Never => Ok(None),
+        }
+    }
+}
+
+fn named_event(event: &[u8]) -> Result<&[u8], ClientError> {
+    if event.is_empty() {
+        Err(ClientError::InvalidArgument(
+            "event name is empty; the _all variant covers every event",
+        ))
+    } else {
+        Ok(event)
+    }
+}
+
+/// Bytes written without reading after which `flush` takes in receipts. 256 KiB of publishes
+/// yields at most a few receipts per server write turn, far below any buffer limit, while
+/// keeping the extra non-blocking read off the per-message path.
+const DRAIN_AFTER_BYTES: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! weir-cli against a real server on 127.0.0.1:0, run as a child process.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::client::{Client, ClientOptions, Event};
+use weir::protocol::stats::StatsReport;
+use weir::Config;
+
+use common::{TestServer, WAIT};
+
+/// Waits for `child` (killing it after [`WAIT`]) and collects its output.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weir-cli did not exit: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn run(command: &mut Command) -> Output {
+    finish(command.spawn().expect("spawn weir-cli"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn subscribed(stats: &StatsReport, queue: &str) -> bool {
+    stats
+        .sessions
+        .iter()
+        .any(|s| s.subscriptions.iter().any(|sub| sub.queue == queue))
+}
+
+#[test]
+fn pub_delivers_to_sub_which_prints_payloads_and_exits_after_count() {
+    let server = TestServer::start();
+    let sub = server.cli().args(["sub", "-n", "3", "db"]).spawn().unwrap();
+    server.wait_for("the subscription", |stats| subscribed(stats, "db"));
+
+    let published = run(server
+        .cli()
+        .args(["pub", "db", "update", "hello", "-n", "3"]));
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert_eq!(published.stdout, b"", "pub prints nothing on success");
+
+    let received = finish(sub);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(text(&received.stdout), "hello\nhello\nhello\n");
+    server.wait_for("every delivery acked", |stats| {
+        stats.server.messages_acked == 3 && stats.server.closes.get("CLIENT_BYE") == Some(&2)
+    });
+}
+
+#[test]
+fn pub_reads_one_message_per_stdin_line_and_sub_v_prints_queue_and_event() {
+    let server = TestServer::start();
+    let sub = server
+        .cli()
+        .args(["sub", "-v", "-n", "3", "db", "update", "insert"])
+        .spawn()
+        .unwrap();
+    server.wait_for("both subscriptions", |stats| {
+        stats.sessions.iter().any(|s| s.subscriptions.len() == 2)
+    });
+
+    let mut publisher = server
+        .cli()
+        .args(["--server", &server.addr.to_string(), "pub", "db", "update"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\r\n\n")
+        .unwrap();
+    let published = finish(publisher);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+
+    let received = finish(sub);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(
+        text(&received.stdout),
+        "db update one\ndb update two\ndb update \n"
+    );
+}
+
+#[test]
+fn pub_keeps_its_session_alive_while_stdin_is_idle() {
+    let server = TestServer::with_config(Config {
+        heartbeat_interval_ms: 50,
+        heartbeat_timeout_ms: 200,
+        ..Config::default()
+    });
+    let sub = server.cli().args(["sub", "-n", "2", "db"]).spawn().unwrap();
+    server.wait_for("the subscription", |stats| subscribed(stats, "db"));
+    let mut publisher = server
+        .cli()
+        .args(["pub", "db", "update"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(b"before\n").unwrap();
+    // The stimulus, not a wait for state: stdin stays silent for several heartbeat timeouts.
+    std::thread::sleep(Duration::from_millis(700));
+    stdin.write_all(b"after\n").unwrap();
+    drop(stdin);
+    let published = finish(publisher);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let received = finish(sub);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(text(&received.stdout), "before\nafter\n");
+}
+
+#[test]
+fn sub_sees_only_the_events_it_names() {
+    let server = TestServer::start();
+    let sub = server
+        .cli()
+        .args(["sub", "-n", "1", "db", "insert"])
+        .spawn()
+        .unwrap();
+    server.wait_for("the subscription", |stats| subscribed(stats, "db"));
+    for (event, payload) in [("update", "skipped"), ("insert", "wanted")] {
+        let published = run(server.cli().args(["pub", "db", event, payload]));
+        assert!(published.status.success(), "{}", text(&published.stderr));
+    }
+    let received = finish(sub);
+    assert_eq!(text(&received.stdout), "wanted\n");
+}
+
+#[test]
+fn pub_with_a_key_conflates_on_the_server() {
+    let server = TestServer::start();
+    // A subscriber that reads nothing keeps the messages queued on the server.
+    let mut client = Client::connect(server.addr, &ClientOptions::default()).unwrap();
+    client.subscribe_all("prices").unwrap();
+    let published = run(server
+        .cli()
+        .args(["pub", "prices", "tick", "v", "-n", "5", "--key", "EURUSD"]));
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    server.wait_for("conflation", |stats| stats.server.messages_published == 5);
+    let stats = server.handle.stats().unwrap();
+    let session = stats
+        .sessions
+        .iter()
+        .find(|s| s.session_id == client.session_id())
+        .unwrap();
+    // Conflation only replaces messages not yet sent; all that is certain is that nothing was
+    // lost or duplicated.
+    assert_eq!(session.delivered + session.pending, 5 - session.conflated);
+    match client.recv().unwrap() {
+        Event::Deliver(delivery) => assert_eq!(delivery.payload, b"v"),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    client.bye().unwrap();
+}
+
+#[test]
+fn stats_prints_a_summary_or_the_raw_json() {
+    let server = TestServer::start();
+    let mut client = Client::connect(server.addr, &ClientOptions::default()).unwrap();
+    client.subscribe("db", "update").unwrap();
+    client.publish("db", "update", "x").unwrap();
+    client.wait_receipt(1).unwrap();
+
+    let summary = run(server.cli().arg("stats"));
+    assert!(summary.status.success(), "{}", text(&summary.stderr));
+    let summary = text(&summary.stdout);
+    assert!(summary.contains("subscriptions: db:update"), "{summary}");
+    assert!(
+        summary.contains("db  1 subscribers, 1 published"),
+        "{summary}"
+    );
+
+    let json = run(server.cli().args(["stats", "--json"]));
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let report: StatsReport = serde_json::from_slice(&json.stdout).expect("valid JSON");
+    assert_eq!(report.server.messages_published, 1);
+    client.bye().unwrap();
+}
+
+#[test]
+fn sub_with_a_timeout_stops_when_idle_and_fails_if_the_count_is_not_reached() {
+    let server = TestServer::start();
+    let idle = run(server.cli().args(["-W", "0.2", "sub", "quiet"]));
+    assert!(idle.status.success(), "{}", text(&idle.stderr));
+    assert_eq!(idle.stdout, b"");
+
+    let short = run(server.cli().args(["sub", "quiet", "-n", "1", "-W", "0.2"]));
+    assert_eq!(short.status.code(), Some(1));
+    assert_eq!(
+        text(&short.stderr),
+        "weir-cli: timed out after 0 of 1 messages\n"
+    );
+}
+
+#[test]
+fn an_unreachable_server_exits_1_with_a_message() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = run(Command::new(env!("CARGO_BIN_EXE_weir-cli"))
+        .args(["-s", &format!("127.0.0.1:{port}"), "pub", "q", "e", "m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("weir-cli: cannot connect to 127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let server = TestServer::start();
+    for args in [
+        &["pub", "q"][..],
+        &["sub"],
+        &["bench"],
+        &["-W", "0", "stats"],
+    ] {
+        let output = run(server.cli().args(args));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_empty_queue_name_is_refused_without_ending_in_a_server_error() {
+    let server = TestServer::start();
+    let output = run(server.cli().args(["pub", "", "e", "m"]));
+    assert_eq!(output.status.code(), Some(1));
+    let mut stderr = String::new();
+    output
+        .stderr
+        .as_slice()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(stderr, "weir-cli: invalid argument: queue name is empty\n");
+}
