@@ -48,4 +48,5 @@ pub const MAX_NAME_LEN: usize = 255;
 
 /// Length of the resume token in WELCOME and HELLO, in bytes.
 pub const RESUME_TOKEN_LEN: usize = 16;
-#[cfg(test)] mod tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! protocol.md against the code: the error-code table, the op table, the section headings, the
+//! STATS_REPLY fields and the worked example's bytes.
+
+use std::collections::BTreeSet;
+
+use super::support::{decode_all, doc_name, example_welcome, repo_path, Owned};
+use crate::protocol::codec::decode;
+use crate::protocol::frame::{Resume, OUTCOME_LOST, OUTCOME_NEW};
+use crate::protocol::header::Op;
+use crate::protocol::stats::{
+    QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+};
+use crate::protocol::{ErrorCode, MAX_FRAME_LEN};
+
+#[test]
+fn error_code_table_in_protocol_md_matches_error_code_all() {
+    let doc = protocol_md();
+    let rows = markdown_table_under(&doc, "## Error codes");
+    assert_eq!(rows[0], ["code", "name", "meaning"], "column headings");
+    let rows = &rows[1..];
+    assert_eq!(
+        rows.len(),
+        ErrorCode::ALL.len(),
+        "one row per ErrorCode::ALL entry"
+    );
+    for (row, &code) in rows.iter().zip(ErrorCode::ALL) {
+        assert_eq!(row.len(), 3, "row {row:?}");
+        assert_eq!(
+            row[0],
+            format!("0x{:04X}", code as u16),
+            "code of {}",
+            code.name()
+        );
+        assert_eq!(row[1], code.name());
+        assert_eq!(row[2], code.description(), "meaning of {}", code.name());
+    }
+}
+
+#[test]
+fn op_table_in_protocol_md_matches_op_all() {
+    let doc = protocol_md();
+    let rows = markdown_table_under(&doc, "## Op codes");
+    assert_eq!(
+        rows[0],
+        ["code", "name", "direction", "meaning"],
+        "column headings"
+    );
+    let rows = &rows[1..];
+    assert_eq!(rows.len(), Op::ALL.len(), "one row per Op::ALL entry");
+    for (row, &op) in rows.iter().zip(Op::ALL) {
+        assert_eq!(row[0], format!("0x{:02X}", op as u8), "code of {op:?}");
+        assert_eq!(row[1], doc_name(op));
+        let direction = match op {
+            Op::Ping | Op::Pong => "both",
+            _ if (op as u8) < 0x80 => "C→S",
+            _ => "S→C",
+        };
+        assert_eq!(row[2], direction, "direction of {op:?}");
+    }
+}
+
+#[test]
+fn every_op_has_its_own_section_in_protocol_md() {
+    let doc = protocol_md();
+    let headings: BTreeSet<&str> = doc.lines().filter(|l| l.starts_with("## ")).collect();
+    for &op in Op::ALL {
+        let heading = format!("## {}", doc_name(op));
+        assert!(headings.contains(heading.as_str()), "missing `{heading}`");
+    }
+    for heading in ["## Framing", "## Flags", "## Error codes", "## Limits"] {
+        assert!(headings.contains(heading), "missing `{heading}`");
+    }
+}
+
+#[test]
+fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
+    let report = StatsReport {
+        server: ServerStats {
+            closes: [("CLIENT_BYE".to_owned(), 1)].into_iter().collect(),
+            ..ServerStats::default()
+        },
+        sessions: vec![SessionStats {
+            subscriptions: vec![SubscriptionStats {
+                queue: "db".to_owned(),
+                event: Some("update".to_owned()),
+            }],
+            ..SessionStats::default()
+        }],
+        queues: vec![QueueStats::default()],
+        sessions_omitted: 0,
+    };
+    let json = serde_json::to_value(&report).unwrap();
+    let mut from_code = Vec::new();
+    json_fields(&json, "", &mut from_code);
+
+    let doc = protocol_md();
+    let rows = markdown_table_with_columns(&doc, "## STATS_REPLY", &["field", "type", "meaning"]);
+    let from_doc: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone()))
+        .collect();
+    let mut sorted_doc = from_doc.clone();
+    sorted_doc.sort();
+    from_code.sort();
+    let names = |fields: &[(String, String)]| -> Vec<String> {
+        fields.iter().map(|(name, _)| name.clone()).collect()
+    };
+    assert_eq!(names(&sorted_doc), names(&from_code), "field names");
+    for ((field, doc_type), (_, code_type)) in sorted_doc.iter().zip(&from_code) {
+        assert!(
+            doc_type.starts_with(code_type.as_str()),
+            "{field}: {doc_type} vs {code_type}"
+        );
+    }
+}
+
+/// Flattens a JSON value into (path, JSON type) rows the way protocol.md's STATS_REPLY table
+/// lists them: `a.b` for object members, `a[]` for an array and then its first element's
+/// members under `a[].`; a map of counters (`closes`) is one `object` row.
+fn json_fields(value: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::Object(_) if path.ends_with("closes") => {
+            out.push((path.to_owned(), "object".into()))
+        }
+        Value::Object(map) => {
+            for (key, member) in map {
+                json_fields(member, &join(key), out);
+            }
+        }
+        Value::Array(items) => {
+            let path = format!("{path}[]");
+            out.push((path.clone(), "array".into()));
+            if let Some(first) = items.first() {
+                json_fields(first, &path, out);
+            }
+        }
+        Value::String(_) => out.push((path.to_owned(), "string".into())),
+        Value::Number(_) => out.push((path.to_owned(), "integer".into())),
+        Value::Bool(_) => out.push((path.to_owned(), "boolean".into())),
+        Value::Null => out.push((path.to_owned(), "null".into())),
+    }
+}
+
+#[test]
+fn worked_example_bytes_match_the_encoders() {
+    let doc = protocol_md();
+    let examples = worked_example();
+    for (step, frame) in &examples {
+        let bytes = frame.encoded();
+        let hex = to_hex_lines(&bytes);
+        assert!(
+            doc.contains(&format!("```\n{hex}\n```")),
+            "{step}: protocol.md does not show these bytes in a code block of their own:\n{hex}"
+        );
+        let (decoded, used) = decode(&bytes, MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!(decoded, frame.frame(), "{step}");
+        assert_eq!(used, bytes.len(), "{step}");
+    }
+    // PING and PONG share one code block in protocol.md.
+    let ping_pong = format!(
+        "```\n{}\n{}\n```",
+        to_hex_lines(&Owned::Ping(0x1122_3344_5566_7788).encoded()),
+        to_hex_lines(&Owned::Pong(0x1122_3344_5566_7788).encoded()),
+    );
+    assert!(doc.contains(&ping_pong), "PING / PONG:\n{ping_pong}");
+
+    let stream: Vec<u8> = examples.iter().flat_map(|(_, f)| f.encoded()).collect();
+    assert_eq!(decode_all(&stream).0.len(), examples.len());
+}
+
+/// The frames of protocol.md §Worked example, in the order shown there (PING and PONG apart).
+pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
+    let resume = Resume {
+        session_id: 7,
+        resume_token: super::support::EXAMPLE_TOKEN,
+        last_delivery_seq: 41,
+        first_resendable_publish_seq: 12,
+    };
+    let lost = Some(ErrorCode::SessionUnknown);
+    vec![
+        ("HELLO", Owned::hello(0, b"demo", None)),
+        (
+            "WELCOME",
+            example_welcome(OUTCOME_NEW, None, Some(0), 1, 1024),
+        ),
+        (
+            "SUBSCRIBE",
+            Owned::subscription(Op::Subscribe, b"db", Some(b"update")),
+        ),
+        (
+            "SUBSCRIBED",
+            Owned::subscription(Op::Subscribed, b"db", Some(b"update")),
+        ),
+        ("PUBLISH", Owned::publish(1, b"db", b"update", None, b"hi")),
+        ("RECEIPT", Owned::Receipt(1)),
+        ("DELIVER", Owned::deliver(1, 1, 0, b"db", b"update", b"hi")),
+        ("ACK", Owned::ack(1, vec![])),
+        ("BYE", Owned::Bye),
+        ("GOODBYE", Owned::goodbye(ErrorCode::ClientBye, b"bye")),
+        // More frames.
+        (
+            "HELLO with RESUME",
+            Owned::hello(256, b"demo", Some(resume)),
+        ),
+        (
+            "WELCOME lost",
+            example_welcome(OUTCOME_LOST, lost, None, 2, 256),
+        ),
+        (
+            "SUBSCRIBE all events",
+            Owned::subscription(Op::Subscribe, b"db", None),
+        ),
+        (
+            "PUBLISH with key",
+            Owned::publish(2, b"px", b"", Some(b"EURUSD"), b"1.08"),
+        ),
+        ("ACK with list", Owned::ack(3, vec![5, 7])),
+        ("STATS", Owned::Stats),
+        (
+            "ERROR",
+            Owned::error(ErrorCode::PublishSeqGap, 5, b"expected 3"),
+        ),
+    ]
+}
+
+/// Hex as protocol.md prints it: lower case, 16 bytes a line.
+fn to_hex_lines(bytes: &[u8]) -> String {
+    let lines: Vec<String> = bytes
+        .chunks(16)
+        .map(|line| {
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            hex.join(" ")
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn protocol_md() -> String {
+    std::fs::read_to_string(repo_path("protocol.md")).unwrap()
+}
+
+/// The first markdown table in the section `heading`: heading row first, then data rows,
+/// cells trimmed, the `| --- |` row left out.
+fn markdown_table_under(doc: &str, heading: &str) -> Vec<Vec<String>> {
+    let tables = tables_in_section(doc, heading);
+    let first = tables.into_iter().next();
+    first.unwrap_or_else(|| panic!("no table under `{heading}` in protocol.md"))
+}
+
+/// The data rows of the table in section `heading` whose heading row is `columns`.
+fn markdown_table_with_columns(doc: &str, heading: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let tables = tables_in_section(doc, heading);
+    let table = tables.into_iter().find(|table| table[0] == columns);
+    let table = table.unwrap_or_else(|| panic!("no {columns:?} table under `{heading}`"));
+    table[1..].to_vec()
+}
+
+/// Every table between the line `heading` and the next `## ` heading.
+fn tables_in_section(doc: &str, heading: &str) -> Vec<Vec<Vec<String>>> {
+    let mut tables: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut in_table = false;
+    let section = doc
+        .lines()
+        .skip_while(|line| line.trim_end() != heading)
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "));
+    for line in section {
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+        let cells: Vec<String> = inner
+            .split('|')
+            .map(|cell| cell.trim().to_owned())
+            .collect();
+        if cells
+            .iter()
+            .all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-'))
+        {
+            continue;
+        }
+        if !in_table {
+            tables.push(Vec::new());
+            in_table = true;
+        }
+        if let Some(table) = tables.last_mut() {
+            table.push(cells);
+        }
+    }
+    tables
+}
