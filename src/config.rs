@@ -59,8 +59,83 @@ pub struct Config {
     pub max_queues: usize,
     /// Max subscriptions per session. Default 1,000.
     pub max_subscriptions: usize,
+    /// How long a session outlives its connection, waiting for the client to resume it.
+    /// 0 disables reconnection. Default 60,000 ms.
+    pub reconnect_keep_alive_ms: u64,
+    /// Max messages queued for a detached session (the larger of this and `max_queue_depth`
+    /// applies while detached). Default 200,000.
+    pub max_queue_depth_disconnected: u32,
+    /// Max payload bytes queued for a detached session (the larger of this and
+    /// `max_queue_bytes` applies while detached). Default 128 MiB.
+    pub max_queue_bytes_disconnected: u64,
+    /// Several listeners, each with its own settings. Empty (the default): one listener on
+    /// `listen` with the top-level values.
+    pub listeners: Vec<ListenerConfig>,
     /// Pre-declared queues with their settings.
     pub queues: Vec<QueueConfig>,
+}
+
+/// One listener (`[[listeners]]`): an address and optional overrides of the top-level session
+/// settings, so a loopback listener for local clients and a public one behind a proxy can
+/// differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Overrides `reconnect_keep_alive_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_keep_alive_ms: Option<u64>,
+    /// Overrides `heartbeat_interval_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Overrides `heartbeat_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Overrides `max_frame_len`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_len: Option<u32>,
+    /// Overrides `inflight_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight_window: Option<u32>,
+    /// Overrides `max_queue_depth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_depth: Option<u32>,
+    /// Overrides `max_queue_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_bytes: Option<u64>,
+    /// Overrides `max_queue_depth_disconnected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_depth_disconnected: Option<u32>,
+    /// Overrides `max_queue_bytes_disconnected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_bytes_disconnected: Option<u64>,
+}
+
+/// The settings in force on one listener: top-level values with that listener's overrides
+/// applied. Sessions take the settings of the listener their connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Detached-session keep-alive; 0 disables reconnection.
+    pub reconnect_keep_alive: Duration,
+    /// PING after this much server silence.
+    pub heartbeat_interval: Duration,
+    /// Close after this much client silence.
+    pub heartbeat_timeout: Duration,
+    /// Max frame length after HELLO.
+    pub max_frame_len: u32,
+    /// Max in-flight window.
+    pub inflight_window: u32,
+    /// Max queued messages while connected.
+    pub max_queue_depth: u32,
+    /// Max queued payload bytes while connected.
+    pub max_queue_bytes: u64,
+    /// Max queued messages while detached (already the larger of the two settings).
+    pub max_queue_depth_disconnected: u32,
+    /// Max queued payload bytes while detached (already the larger of the two settings).
+    pub max_queue_bytes_disconnected: u64,
 }
 
 /// Settings of one pre-declared queue (`[[queues]]` in the config file).
@@ -97,6 +172,10 @@ impl Default for Config {
             heartbeat_timeout_ms: 30_000,
             max_queues: 100_000,
             max_subscriptions: 1_000,
+            reconnect_keep_alive_ms: 60_000,
+            max_queue_depth_disconnected: 200_000,
+            max_queue_bytes_disconnected: 128 * 1024 * 1024,
+            listeners: Vec::new(),
             queues: Vec::new(),
         }
     }
@@ -207,6 +286,43 @@ impl Config {
                 "heartbeat_timeout_ms must be greater than heartbeat_interval_ms".into(),
             );
         }
+        let mut addresses = HashSet::new();
+        for (index, listener) in self.listener_settings().iter().enumerate() {
+            let at = format!("listeners[{index}] ({})", listener.listen);
+            if !addresses.insert(listener.listen) {
+                return invalid(format!("{at}: address listed twice"));
+            }
+            if listener.max_frame_len < self.max_frame_len_before_hello
+                || listener.max_frame_len as usize > 64 * 1024 * 1024
+            {
+                return invalid(format!(
+                    "{at}: max_frame_len must be between max_frame_len_before_hello and 64 MiB"
+                ));
+            }
+            if self.max_write_buffer_bytes
+                < self.write_high_water_bytes + listener.max_frame_len as usize
+            {
+                return invalid(format!(
+                    "{at}: max_write_buffer_bytes must be >= write_high_water_bytes + \
+                     max_frame_len"
+                ));
+            }
+            if listener.heartbeat_interval.is_zero()
+                || listener.heartbeat_timeout <= listener.heartbeat_interval
+            {
+                return invalid(format!(
+                    "{at}: heartbeat_timeout_ms must be greater than heartbeat_interval_ms > 0"
+                ));
+            }
+            if listener.inflight_window == 0
+                || listener.max_queue_depth == 0
+                || listener.max_queue_bytes == 0
+            {
+                return invalid(format!(
+                    "{at}: inflight_window, max_queue_depth and max_queue_bytes must be > 0"
+                ));
+            }
+        }
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
         }
@@ -229,6 +345,62 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The listeners to open, with their settings resolved: `[[listeners]]`, or one on
+    /// `listen` when none are declared.
+    pub fn listener_settings(&self) -> Vec<ListenerSettings> {
+        let one;
+        let listeners = if self.listeners.is_empty() {
+            one = [ListenerConfig {
+                listen: self.listen,
+                reconnect_keep_alive_ms: None,
+                heartbeat_interval_ms: None,
+                heartbeat_timeout_ms: None,
+                max_frame_len: None,
+                inflight_window: None,
+                max_queue_depth: None,
+                max_queue_bytes: None,
+                max_queue_depth_disconnected: None,
+                max_queue_bytes_disconnected: None,
+            }];
+            &one[..]
+        } else {
+            &self.listeners[..]
+        };
+        listeners
+            .iter()
+            .map(|l| {
+                let max_queue_depth = l.max_queue_depth.unwrap_or(self.max_queue_depth);
+                let max_queue_bytes = l.max_queue_bytes.unwrap_or(self.max_queue_bytes);
+                ListenerSettings {
+                    listen: l.listen,
+                    reconnect_keep_alive: Duration::from_millis(
+                        l.reconnect_keep_alive_ms
+                            .unwrap_or(self.reconnect_keep_alive_ms),
+                    ),
+                    heartbeat_interval: Duration::from_millis(
+                        l.heartbeat_interval_ms
+                            .unwrap_or(self.heartbeat_interval_ms),
+                    ),
+                    heartbeat_timeout: Duration::from_millis(
+                        l.heartbeat_timeout_ms.unwrap_or(self.heartbeat_timeout_ms),
+                    ),
+                    max_frame_len: l.max_frame_len.unwrap_or(self.max_frame_len),
+                    inflight_window: l.inflight_window.unwrap_or(self.inflight_window),
+                    max_queue_depth,
+                    max_queue_bytes,
+                    max_queue_depth_disconnected: l
+                        .max_queue_depth_disconnected
+                        .unwrap_or(self.max_queue_depth_disconnected)
+                        .max(max_queue_depth),
+                    max_queue_bytes_disconnected: l
+                        .max_queue_bytes_disconnected
+                        .unwrap_or(self.max_queue_bytes_disconnected)
+                        .max(max_queue_bytes),
+                }
+            })
+            .collect()
     }
 
     /// `handshake_timeout_ms` as a Duration.
@@ -281,6 +453,30 @@ mod tests {
     fn duplicate_queue_declarations_are_refused() {
         let text = "[[queues]]\nname = \"a\"\n[[queues]]\nname = \"a\"\n";
         assert!(Config::from_toml(text).is_err());
+    }
+
+    #[test]
+    fn listeners_inherit_top_level_values_and_apply_their_overrides() {
+        let text = "max_queue_depth = 10\nreconnect_keep_alive_ms = 5000\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7401\"\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7402\"\n\
+                    reconnect_keep_alive_ms = 0\nmax_queue_depth_disconnected = 5\n";
+        let config = Config::from_toml(text).unwrap();
+        let listeners = config.listener_settings();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(listeners[0].reconnect_keep_alive, Duration::from_secs(5));
+        assert_eq!(listeners[0].max_queue_depth, 10);
+        assert_eq!(listeners[1].reconnect_keep_alive, Duration::ZERO);
+        // The disconnected limit is never below the connected one.
+        assert_eq!(listeners[1].max_queue_depth_disconnected, 10);
+    }
+
+    #[test]
+    fn the_same_address_twice_is_refused() {
+        let text = "[[listeners]]\nlisten = \"127.0.0.1:7401\"\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7401\"\n";
+        let err = Config::from_toml(text).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

@@ -38,28 +38,35 @@ impl std::error::Error for ServerGone {}
 pub struct ServerHandle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
-    local_addr: SocketAddr,
+    /// One per listener, in config order; never empty.
+    local_addrs: Arc<[SocketAddr]>,
 }
 
 impl ServerHandle {
     pub(crate) fn new(
         waker: Arc<Waker>,
-        local_addr: SocketAddr,
+        local_addrs: Vec<SocketAddr>,
     ) -> (ServerHandle, Receiver<Command>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         (
             ServerHandle {
                 tx,
                 waker,
-                local_addr,
+                local_addrs: local_addrs.into(),
             },
             rx,
         )
     }
 
-    /// The address the server listens on (useful after binding port 0).
+    /// The address of the first listener (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        // Invariant: a server has at least one listener (Config::listener_settings).
+        self.local_addrs[0]
+    }
+
+    /// Every listener's address, in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Asks the server to shut down gracefully: GOODBYE(SERVER_SHUTDOWN) to every client, flush,

@@ -18,7 +18,7 @@ struct Args {
     /// Config file (TOML); keys it omits keep their defaults.
     #[arg(short = 'c', long = "config", env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
-    /// Listen address, overriding the config file.
+    /// Listen address, replacing the listeners of the config file.
     #[arg(short = 'l', long = "listen", env = "WEIR_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// Validate the configuration and exit (0 if valid, 78 if not).
@@ -43,7 +43,9 @@ fn main() -> ExitCode {
         None => Config::default(),
     };
     if let Some(listen) = args.listen {
+        // One address on the command line replaces every configured listener.
         config.listen = listen;
+        config.listeners.clear();
     }
     if let Err(e) = config.validate() {
         eprintln!("weir-server: {e}");

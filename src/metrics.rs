@@ -24,6 +24,20 @@ pub struct Metrics {
     pub messages_dropped_overflow: u64,
     /// Messages a session still held when it ended for any other reason.
     pub messages_dropped_session_closed: u64,
+    /// DELIVER frames sent again after a resume (REDELIVERED flag).
+    pub messages_redelivered: u64,
+    /// Sessions detached when their connection ended (kept for a resume).
+    pub sessions_detached: u64,
+    /// Sessions resumed.
+    pub sessions_resumed: u64,
+    /// Resume attempts answered with LOST.
+    pub sessions_lost: u64,
+    /// Resumes that took a session over from a connection that still looked alive.
+    pub sessions_taken_over: u64,
+    /// Detached sessions closed at the end of their keep-alive.
+    pub sessions_expired: u64,
+    /// Connections closed for HEARTBEAT_TIMEOUT (silent peer or stalled reader).
+    pub heartbeat_timeouts: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

@@ -13,7 +13,7 @@ use mio::{Interest, Poll, Waker};
 use crate::broker::Broker;
 use crate::config::Config;
 pub use crate::control::{ServerGone, ServerHandle};
-use crate::net::event_loop::{EventLoop, LISTENER, SIGNALS, WAKER};
+use crate::net::event_loop::{listener_token, EventLoop, MAX_LISTENERS, SIGNALS, WAKER};
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -23,23 +23,39 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config`, binds its listen address and prepares the event loop.
+    /// Validates `config`, binds every listener's address and prepares the event loop.
     ///
     /// # Errors
-    /// `InvalidInput` for an invalid config; the OS error if the address cannot be bound.
+    /// `InvalidInput` for an invalid config; the OS error (naming the address) if an address
+    /// cannot be bound.
     pub fn bind(config: Config) -> io::Result<Server> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let settings = config.listener_settings();
+        if settings.len() > MAX_LISTENERS {
+            let text = format!("at most {MAX_LISTENERS} listeners");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
+        }
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for (index, listener) in settings.iter().enumerate() {
+            let mut socket = TcpListener::bind(listener.listen).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}", listener.listen),
+                )
+            })?;
+            local_addrs.push(socket.local_addr()?);
+            poll.registry()
+                .register(&mut socket, listener_token(index), Interest::READABLE)?;
+            listeners.push(socket);
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (handle, commands) = ServerHandle::new(waker, local_addr);
+        let (handle, commands) = ServerHandle::new(waker, local_addrs);
         let broker = Broker::new(config);
-        let event_loop = EventLoop::new(poll, listener, broker, commands);
+        let event_loop = EventLoop::new(poll, listeners, broker, commands);
         Ok(Server { event_loop, handle })
     }
 
@@ -56,7 +72,7 @@ impl Server {
         Ok((handle, thread))
     }
 
-    /// The address the server listens on.
+    /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr()
     }
@@ -87,7 +103,9 @@ impl Server {
     /// # Errors
     /// Only a failure of the poll itself; a connection's error never ends the server.
     pub fn run(mut self) -> io::Result<()> {
-        info!("weir listening on {}", self.local_addr());
+        for addr in self.handle.local_addrs() {
+            info!("weir listening on {addr}");
+        }
         self.event_loop.run()
     }
 }

@@ -1,36 +1,45 @@
-//! The broker core: sessions, queues, routing, acks, conflation, limits and timers.
+//! The broker core: sessions, queues, routing, acks, conflation, limits, reconnection, timers.
 //!
 //! Sans-IO (quinn-proto style): no sockets, no threads, no clock reads. The event loop feeds
 //! it with `handle_*` (a decoded frame, a new or lost connection, the current time) and drains
 //! it with `poll_*` (bytes to send per connection, connections to close, the next deadline).
-//! Every decision about a message (route, queue, conflate, overflow-close, ack) is made here,
-//! so it is tested deterministically without a socket (see `tests.rs`).
+//! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
+//! made here, so it is tested deterministically without a socket (see `tests/`).
+//!
+//! Files: `hello.rs` (new sessions, resume, tombstones), `publish.rs` (publish, routing,
+//! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,
+//! detaching and ending sessions), `stats.rs`.
 //!
 //! Invariants:
 //! - a connection is closed only by the loop's close pass, after `poll_close` named it; until
 //!   then its state stays here, marked closing, and it receives no further frames;
-//! - a session is freed the moment its end is decided (overflow, error, BYE, disconnect), so its
-//!   queue stops growing at once;
+//! - a session is attached to at most one connection, and that connection's state names it;
+//! - a session whose end is decided is freed at once (its queue stops growing), leaving a
+//!   tombstone so a client that comes back learns why;
 //! - per message the hot path allocates only the stored payload; per subscriber it does no
 //!   hashing beyond an identity-hashed conflation lookup.
 
 mod close;
+mod ending;
+mod heartbeat;
+mod hello;
+mod publish;
 mod queue;
 mod routes;
 mod session;
 mod stats;
 mod store;
+mod subscribe;
 #[cfg(test)]
 mod tests;
 mod timers;
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::debug;
 use slab::Slab;
 
 pub use close::CloseReason;
@@ -38,22 +47,18 @@ pub use routes::QueueId;
 pub use session::SessionKey;
 pub use store::MsgKey;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{
-    encode_deliver, encode_error, encode_goodbye, encode_ping, encode_receipt, encode_subscription,
-    encode_welcome,
-};
-use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW};
-use crate::protocol::{
-    Ack, DecodeError, ErrorCode, Frame, Hello, Op, Publish, Subscription, Welcome, RESUME_TOKEN_LEN,
-};
+use crate::protocol::codec::{encode_deliver, encode_ping, encode_receipt};
+use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use close::CLOSE_COUNTERS;
-use queue::{Nodes, SessionQueue};
+use hello::Tombstones;
+use queue::Nodes;
 use routes::Routes;
 use session::Session;
 use store::MessageStore;
-use timers::Timers;
+use timers::{TimerTarget, Timers};
 
 /// A connection's id: the event loop's slab key and mio token value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,10 +68,15 @@ pub struct ConnId(pub usize);
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
+    /// Resolved settings per listener, indexed by the listener number the loop passes to
+    /// [`Broker::handle_connect_via`].
+    listeners: Vec<ListenerSettings>,
     /// Indexed by `ConnId.0`; `None` for free slots.
     conns: Vec<Option<ConnState>>,
     conn_count: usize,
     sessions: Slab<Session>,
+    sessions_by_id: HashMap<u64, SessionKey>,
+    tombstones: Tombstones,
     nodes: Nodes,
     store: MessageStore,
     routes: Routes,
@@ -75,12 +85,16 @@ pub struct Broker {
     closing: VecDeque<ConnId>,
     metrics: Metrics,
     closes: [u64; CLOSE_COUNTERS],
-    next_session_id: u64,
+    /// Failed resumes by reason, indexed like `ErrorCode::ALL`.
+    losses: [u64; ErrorCode::ALL.len()],
+    /// Random per broker run; the high 32 bits of every session id, so a resume aimed at an
+    /// earlier run is told SERVER_RESTARTED.
+    epoch: u32,
+    next_session_counter: u32,
     next_message_id: u64,
     next_generation: u64,
-    /// The latest `now` given to any `handle_*`: the loop calls `poll_transmit` in the same turn,
-    /// so this stands for when its bytes go out (`last_sent`). A turn with no `handle_*` call
-    /// leaves it older than the write, which can make a PING early, never late.
+    /// The latest `now` given to any `handle_*`. The loop calls `poll_transmit` in the same
+    /// turn, so this stands for when its bytes go out (`last_sent`).
     latest_now: Option<Instant>,
     /// Reused target list for fan-out (no allocation per publish once grown).
     targets: Vec<SessionKey>,
@@ -94,13 +108,14 @@ pub struct Broker {
 #[derive(Debug)]
 struct ConnState {
     peer: SocketAddr,
+    /// Which listener it came in on.
+    listener: usize,
     /// Tells this connection's live timer entries from stale ones: those of earlier connections
     /// with the same `ConnId`, and its own handshake entry once HELLO is accepted.
     generation: u64,
     session: Option<SessionKey>,
-    /// Encoded control frames waiting for `poll_transmit` (WELCOME, RECEIPT is separate,
-    /// SUBSCRIBED, PONG, PING, ERROR, GOODBYE, STATS_REPLY). Bounded by
-    /// `max_write_buffer_bytes`.
+    /// Encoded control frames waiting for `poll_transmit` (WELCOME, SUBSCRIBED, PONG, PING,
+    /// ERROR, GOODBYE, STATS_REPLY). Bounded by `max_write_buffer_bytes`.
     control: Vec<u8>,
     is_dirty: bool,
     /// Set once the broker has decided to close; no frames are handled after that.
@@ -110,6 +125,10 @@ struct ConnState {
     /// When bytes were last handed to the loop for this connection (PING is due an interval
     /// later).
     last_sent: Instant,
+    /// Since when output has been waiting that the loop has not taken (it takes output only
+    /// while the socket accepts bytes); `None` when nothing waits. Waiting for a whole
+    /// heartbeat timeout means the peer stopped reading.
+    waiting_since: Option<Instant>,
     ping_nonce: u64,
 }
 
@@ -117,11 +136,22 @@ impl Broker {
     /// Creates a broker from a validated configuration.
     pub fn new(config: Config) -> Broker {
         let routes = Routes::new(&config.queues);
+        let listeners = config.listener_settings();
+        let conflation_hasher = RandomState::new();
+        let mut epoch_bytes = [0u8; 4];
+        let epoch = match getrandom::getrandom(&mut epoch_bytes) {
+            Ok(()) => u32::from_be_bytes(epoch_bytes),
+            // RandomState is seeded from the OS too; any distinct value will do here.
+            Err(_) => std::hash::BuildHasher::hash_one(&conflation_hasher, 0u8) as u32,
+        };
         Broker {
             config,
+            listeners,
             conns: Vec::new(),
             conn_count: 0,
             sessions: Slab::new(),
+            sessions_by_id: HashMap::new(),
+            tombstones: Tombstones::default(),
             nodes: Nodes::new(),
             store: MessageStore::default(),
             routes,
@@ -130,12 +160,14 @@ impl Broker {
             closing: VecDeque::new(),
             metrics: Metrics::default(),
             closes: [0; CLOSE_COUNTERS],
-            next_session_id: 1,
+            losses: [0; ErrorCode::ALL.len()],
+            epoch: epoch.max(1),
+            next_session_counter: 1,
             next_message_id: 1,
             next_generation: 1,
             latest_now: None,
             targets: Vec::new(),
-            conflation_hasher: RandomState::new(),
+            conflation_hasher,
             is_shutting_down: false,
         }
     }
@@ -143,6 +175,11 @@ impl Broker {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Resolved settings of every listener, in config order.
+    pub fn listeners(&self) -> &[ListenerSettings] {
+        &self.listeners
     }
 
     /// Open connections known to the broker.
@@ -163,7 +200,7 @@ impl Broker {
     /// Max frame length to decode with on `conn`: smaller until HELLO is accepted.
     pub fn max_frame_len(&self, conn: ConnId) -> u32 {
         match self.conn(conn) {
-            Some(state) if state.session.is_some() => self.config.max_frame_len,
+            Some(state) if state.session.is_some() => self.settings(state.listener).max_frame_len,
             _ => self.config.max_frame_len_before_hello,
         }
     }
@@ -174,16 +211,28 @@ impl Broker {
         self.conn(conn).is_none_or(|state| state.close.is_some())
     }
 
-    /// A connection was accepted. `conn` must not be in use.
+    /// A connection was accepted on the first listener. `conn` must not be in use.
     pub fn handle_connect(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
+        self.handle_connect_via(0, conn, peer, now);
+    }
+
+    /// A connection was accepted on listener `listener` (index into [`Self::listeners`]).
+    /// `conn` must not be in use.
+    pub fn handle_connect_via(
+        &mut self,
+        listener: usize,
+        conn: ConnId,
+        peer: SocketAddr,
+        now: Instant,
+    ) {
         self.latest_now = Some(now);
         if self.conns.len() <= conn.0 {
             self.conns.resize_with(conn.0 + 1, || None);
         }
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        let generation = self.new_generation();
         self.conns[conn.0] = Some(ConnState {
             peer,
+            listener: listener.min(self.listeners.len().saturating_sub(1)),
             generation,
             session: None,
             control: Vec::new(),
@@ -192,12 +241,16 @@ impl Broker {
             accepted_at: now,
             last_recv: now,
             last_sent: now,
+            waiting_since: None,
             ping_nonce: 0,
         });
         self.conn_count += 1;
         self.metrics.connections_accepted += 1;
-        self.timers
-            .schedule(now + self.config.handshake_timeout(), conn, generation);
+        self.timers.schedule(
+            now + self.config.handshake_timeout(),
+            TimerTarget::Conn(conn.0),
+            generation,
+        );
         debug!("conn {} accepted from {peer}", conn.0);
     }
 
@@ -249,7 +302,7 @@ impl Broker {
             Frame::Bye => self.goodbye(conn, ErrorCode::ClientBye, "bye"),
             Frame::Stats => self.handle_stats(conn),
             Frame::Hello(_) => {
-                self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted")
+                self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted");
             }
             Frame::Welcome(_)
             | Frame::Deliver(_)
@@ -259,12 +312,8 @@ impl Broker {
             | Frame::Error(_)
             | Frame::Goodbye(_)
             | Frame::StatsReply(_) => {
-                self.fail(
-                    conn,
-                    ErrorCode::UnknownOp,
-                    0,
-                    "server-to-client op sent by a client",
-                );
+                let text = "server-to-client op sent by a client";
+                self.fail(conn, ErrorCode::UnknownOp, 0, text);
             }
         }
     }
@@ -277,9 +326,11 @@ impl Broker {
         self.fail(conn, error.code(), 0, &error.to_string());
     }
 
-    /// The connection is gone (or the loop finished closing it). Frees its state; if the broker
-    /// had not decided to close it, `reason` is recorded.
-    pub fn handle_disconnect(&mut self, conn: ConnId, reason: CloseReason, _now: Instant) {
+    /// The connection is gone (or the loop finished closing it). Frees its state. If the
+    /// broker had not decided to close it, `reason` is recorded and its session is detached
+    /// (kept for the listener's keep-alive) rather than ended.
+    pub fn handle_disconnect(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        self.latest_now = Some(now);
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::take) else {
             return;
         };
@@ -287,22 +338,26 @@ impl Broker {
         let reason = state.close.unwrap_or(reason);
         self.closes[reason.counter_index()] += 1;
         if let Some(session) = state.session {
-            let dropped = self.end_session(session);
-            self.metrics.messages_dropped_session_closed += dropped;
+            self.detach(session, now);
         }
         debug!("conn {} from {} closed: {reason}", conn.0, state.peer);
     }
 
-    /// Runs every timer due at `now`: handshake timeouts, heartbeat PINGs and timeouts.
+    /// Runs every timer due at `now`: handshake timeouts, heartbeats, write stalls, detached
+    /// session expiry, old tombstones.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.latest_now = Some(now);
-        while let Some((conn, generation)) = self.timers.pop_due(now) {
-            self.check_timers(conn, generation, now);
+        while let Some((target, generation)) = self.timers.pop_due(now) {
+            match target {
+                TimerTarget::Conn(conn) => self.check_conn(ConnId(conn), generation, now),
+                TimerTarget::Session(key) => self.check_session(SessionKey(key), generation),
+            }
         }
+        self.tombstones.expire(now);
     }
 
     /// Starts a graceful shutdown: every connection gets GOODBYE(SERVER_SHUTDOWN) and is queued
-    /// for closing.
+    /// for closing; every session, detached ones included, ends.
     pub fn handle_shutdown(&mut self) {
         self.is_shutting_down = true;
         for index in 0..self.conns.len() {
@@ -311,11 +366,15 @@ impl Broker {
                 self.goodbye(conn, ErrorCode::ServerShutdown, "server shutting down");
             }
         }
+        let detached: Vec<SessionKey> = self.sessions.iter().map(|(k, _)| SessionKey(k)).collect();
+        for key in detached {
+            self.end_session(key, ErrorCode::ServerShutdown);
+        }
     }
 
-    /// Appends bytes for `conn` to `out`: pending control frames, a batched RECEIPT, then
-    /// deliveries while `out.len() < room` and the in-flight window allows. Returns the
-    /// number of bytes appended.
+    /// Appends bytes for `conn` to `out`: pending control frames, a batched RECEIPT,
+    /// redeliveries after a resume, then new deliveries while `out.len() < room` and the
+    /// in-flight window allows. Returns the number of bytes appended.
     ///
     /// Bounded work: stops at `room` (plus one frame).
     pub fn poll_transmit(&mut self, conn: ConnId, out: &mut Vec<u8>, room: usize) -> usize {
@@ -324,6 +383,7 @@ impl Broker {
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return 0;
         };
+        state.waiting_since = None;
         if !state.control.is_empty() {
             out.extend_from_slice(&state.control);
             state.control.clear();
@@ -334,7 +394,26 @@ impl Broker {
                 encode_receipt(session.last_publish_seq, out);
                 session.is_receipt_due = false;
             }
-            while out.len() < room && session.queue.in_flight() < session.window {
+            while out.len() < room {
+                let Some((msg, seq)) = session.queue.next_redelivery() else {
+                    break;
+                };
+                let message = self.store.get(msg);
+                let queue = &self.routes.queue(message.queue).name;
+                // Cannot fail: names were ≤ 255 bytes when decoded, payload ≤ max_frame_len.
+                let _ = encode_deliver(
+                    seq,
+                    message.id,
+                    DELIVER_REDELIVERED,
+                    queue,
+                    message.event(),
+                    message.payload(),
+                    out,
+                );
+                session.redelivered += 1;
+                self.metrics.messages_redelivered += 1;
+            }
+            while out.len() < room && session.queue.span() < session.window {
                 let Some((msg, node, seq)) = session.queue.send_next(&mut self.nodes) else {
                     break;
                 };
@@ -345,7 +424,6 @@ impl Broker {
                     }
                 }
                 let queue = &self.routes.queue(message.queue).name;
-                // Cannot fail: names were ≤ 255 bytes when decoded, payload ≤ max_frame_len.
                 let _ = encode_deliver(
                     seq,
                     message.id,
@@ -357,6 +435,10 @@ impl Broker {
                 );
                 session.delivered += 1;
                 self.metrics.messages_delivered += 1;
+            }
+            if out.len() >= room && session.has_output() {
+                // Cut off by `room`: the rest waits for the socket to take more.
+                state.waiting_since = latest_now;
             }
         }
         let appended = out.len() - start;
@@ -395,433 +477,13 @@ impl Broker {
         self.timers.next_deadline()
     }
 
-    // ---- frame handlers ----
-
-    fn handle_hello(&mut self, conn: ConnId, hello: &Hello<'_>, now: Instant) {
-        let mut resume_token = [0u8; RESUME_TOKEN_LEN];
-        if let Err(error) = getrandom::getrandom(&mut resume_token) {
-            warn!("OS random source failed ({error}); refusing HELLO");
-            self.goodbye(conn, ErrorCode::ServerBusy, "cannot create a session now");
-            return;
-        }
-        let window = match hello.inflight_window {
-            0 => self.config.inflight_window,
-            requested => requested.min(self.config.inflight_window),
-        };
-        let id = self.next_session_id;
-        self.next_session_id += 1;
-        let key = SessionKey(self.sessions.insert(Session {
-            id,
-            resume_token,
-            client_name: String::from_utf8_lossy(hello.client_name).into(),
-            conn,
-            window,
-            queue: SessionQueue::default(),
-            subscriptions: Vec::new(),
-            conflation: Default::default(),
-            last_publish_seq: 0,
-            is_receipt_due: false,
-            published: 0,
-            delivered: 0,
-            acked: 0,
-            conflated: 0,
-        }));
-        // v1 keeps no session after its connection ends, so every resume is LOST.
-        let (outcome, lost_reason) = match hello.resume {
-            Some(_) => (OUTCOME_LOST, Some(ErrorCode::SessionUnknown)),
-            None => (OUTCOME_NEW, None),
-        };
-        let welcome = Welcome {
-            outcome,
-            lost_reason,
-            missed: if lost_reason.is_some() { None } else { Some(0) },
-            session_id: id,
-            resume_token,
-            last_publish_seq: 0,
-            max_frame_len: self.config.max_frame_len,
-            inflight_window: window,
-            heartbeat_interval_ms: clamp_u32(self.config.heartbeat_interval_ms),
-            heartbeat_timeout_ms: clamp_u32(self.config.heartbeat_timeout_ms),
-            max_queue_depth: self.config.max_queue_depth,
-            max_queue_bytes: self.config.max_queue_bytes,
-        };
-        let interval = self.config.heartbeat_interval();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        if let Some(state) = self.conn_mut(conn) {
-            state.session = Some(key);
-            // Heartbeat checks start now, as one chain: the new generation retires the
-            // handshake timer entry, which would otherwise start a second chain of checks.
-            state.generation = generation;
-            self.timers.schedule(now + interval, conn, generation);
-        }
-        self.push_control(conn, |out| encode_welcome(&welcome, out));
-        debug!("conn {} session {id} opened (window {window})", conn.0);
-    }
-
-    fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: &Publish<'_>) {
-        let session = &mut self.sessions[key.0];
-        let expected = session.last_publish_seq + 1;
-        if publish.seq != expected {
-            if publish.seq != 0 && publish.seq < expected {
-                self.metrics.messages_duplicate += 1;
-                session.is_receipt_due = true;
-                self.mark_dirty(conn);
-            } else {
-                let text = "publish seq must be the previous one + 1 (the first is 1)";
-                self.fail(conn, ErrorCode::PublishSeqGap, publish.seq, text);
-            }
-            return;
-        }
-        if publish.queue.is_empty() {
-            self.fail(
-                conn,
-                ErrorCode::InvalidName,
-                publish.seq,
-                "empty queue name",
-            );
-            return;
-        }
-        let Ok(queue_id) = self
-            .routes
-            .find_or_create(publish.queue, self.config.max_queues)
-        else {
-            self.fail(
-                conn,
-                ErrorCode::LimitExceeded,
-                publish.seq,
-                "max_queues reached",
-            );
-            return;
-        };
-        let queue = self.routes.queue_mut(queue_id);
-        if let Some(max) = queue.max_payload_len {
-            if publish.payload.len() > max as usize {
-                let text = "payload longer than the queue's max_payload_len";
-                self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
-                return;
-            }
-        }
-        queue.published += 1;
-        let conflates = queue.conflate || publish.key.is_some();
-        let session = &mut self.sessions[key.0];
-        session.last_publish_seq = publish.seq;
-        session.published += 1;
-        session.is_receipt_due = true;
-        self.mark_dirty(conn);
-        self.metrics.messages_published += 1;
-        let message_id = self.next_message_id;
-        self.next_message_id += 1;
-        self.route(queue_id, message_id, conflates, publish);
-    }
-
-    /// Queues one accepted message for every matching session.
-    fn route(&mut self, queue: QueueId, message_id: u64, conflates: bool, publish: &Publish<'_>) {
-        let mut targets = std::mem::take(&mut self.targets);
-        targets.clear();
-        self.routes.targets(queue, publish.event, &mut targets);
-        if !targets.is_empty() {
-            let key = publish.key.unwrap_or_default();
-            let conflation = conflates.then(|| {
-                self.conflation_hasher
-                    .hash_one((queue.0, publish.event, key))
-            });
-            let msg = self.store.insert(
-                message_id,
-                queue,
-                conflation,
-                publish.event,
-                key,
-                publish.payload,
-            );
-            for &session in &targets {
-                self.enqueue(session, msg);
-            }
-            self.store.release_if_unused(msg);
-        }
-        self.targets = targets;
-    }
-
-    /// Queues `msg` for one session: conflation first, then the depth and byte limits.
-    fn enqueue(&mut self, key: SessionKey, msg: MsgKey) {
-        let message = self.store.get(msg);
-        let bytes = message.queue_bytes();
-        let conflation = message.conflation;
-        let session = &mut self.sessions[key.0];
-        let mut replaced = None;
-        if let Some(hash) = conflation {
-            if let Some(&node) = session.conflation.get(&hash) {
-                if let Some(old) = SessionQueue::node_msg(&self.nodes, node) {
-                    let old_message = self.store.get(old);
-                    if old_message.queue == message.queue
-                        && old_message.event() == message.event()
-                        && old_message.key() == message.key()
-                    {
-                        replaced = Some((node, old, old_message.queue_bytes()));
-                    }
-                }
-            }
-        }
-        let (removed_depth, removed_bytes) = replaced.map_or((0, 0), |(_, _, b)| (1, b));
-        let depth = session.queue.depth() - removed_depth + 1;
-        let queue_bytes = session.queue.bytes - removed_bytes + bytes;
-        if depth > self.config.max_queue_depth || queue_bytes > self.config.max_queue_bytes {
-            let conn = session.conn;
-            warn!(
-                "session {} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes",
-                session.id,
-                session.client_name,
-                session.queue.depth(),
-                session.queue.bytes
-            );
-            self.metrics.messages_dropped_overflow += 1;
-            let text = "queue overflow: max_queue_depth or max_queue_bytes exceeded";
-            self.goodbye_with(conn, ErrorCode::QueueOverflow, text, true);
-            return;
-        }
-        if let Some((node, old, old_bytes)) = replaced {
-            session.queue.remove(&mut self.nodes, node, old_bytes);
-            self.store.release(old);
-            session.conflated += 1;
-            self.metrics.messages_conflated += 1;
-        }
-        let node = session.queue.push_back(&mut self.nodes, msg, bytes);
-        self.store.retain(msg);
-        if let Some(hash) = conflation {
-            session.conflation.insert(hash, node);
-        }
-        if session.queue.in_flight() < session.window {
-            let conn = session.conn;
-            self.mark_dirty(conn);
-        }
-    }
-
-    fn handle_subscribe(&mut self, conn: ConnId, key: SessionKey, sub: &Subscription<'_>) {
-        if sub.queue.is_empty() || sub.event == Some(&[][..]) {
-            self.fail(conn, ErrorCode::InvalidName, 0, "empty queue or event name");
-            return;
-        }
-        let existing = self.routes.find(sub.queue);
-        let session = &self.sessions[key.0];
-        let is_subscribed =
-            existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
-        if !is_subscribed {
-            if session.subscriptions.len() >= self.config.max_subscriptions {
-                self.fail(
-                    conn,
-                    ErrorCode::LimitExceeded,
-                    0,
-                    "max_subscriptions reached",
-                );
-                return;
-            }
-            let Ok(queue) = self
-                .routes
-                .find_or_create(sub.queue, self.config.max_queues)
-            else {
-                self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
-                return;
-            };
-            let session = &mut self.sessions[key.0];
-            let had_any = session.subscriptions.iter().any(|s| s.queue == queue);
-            let has_all = session.has_all_events(queue);
-            match sub.event {
-                None => self
-                    .routes
-                    .add_all_events(queue, key, session.named_events(queue)),
-                Some(event) if !has_all => self.routes.add_event(queue, key, event),
-                Some(_) => {}
-            }
-            session.subscriptions.push(session::Subscription {
-                queue,
-                event: sub.event.map(Box::from),
-            });
-            if !had_any {
-                self.routes.queue_mut(queue).subscribers += 1;
-            }
-        }
-        self.push_control(conn, |out| {
-            let _ = encode_subscription(Op::Subscribed, sub, out);
-        });
-    }
-
-    fn handle_unsubscribe(&mut self, conn: ConnId, key: SessionKey, sub: &Subscription<'_>) {
-        if let Some(queue) = self.routes.find(sub.queue) {
-            let session = &mut self.sessions[key.0];
-            if let Some(index) = session.find_subscription(queue, sub.event) {
-                session.subscriptions.swap_remove(index);
-                match sub.event {
-                    None => self
-                        .routes
-                        .remove_all_events(queue, key, session.named_events(queue)),
-                    Some(event) if !session.has_all_events(queue) => {
-                        self.routes.remove_event(queue, key, event);
-                    }
-                    Some(_) => {}
-                }
-                if !session.subscriptions.iter().any(|s| s.queue == queue) {
-                    self.routes.queue_mut(queue).subscribers -= 1;
-                }
-            }
-        }
-        self.push_control(conn, |out| {
-            let _ = encode_subscription(Op::Unsubscribed, sub, out);
-        });
-    }
-
-    fn handle_ack(&mut self, conn: ConnId, key: SessionKey, ack: &Ack<'_>) {
-        let session = &mut self.sessions[key.0];
-        let last_sent = session.queue.last_sent_seq;
-        if ack.up_to > last_sent || ack.seqs.iter().any(|seq| seq == 0 || seq > last_sent) {
-            let text = "ACK names a delivery seq that was never sent";
-            self.fail(conn, ErrorCode::UnknownAckSeq, 0, text);
-            return;
-        }
-        let before = session.queue.in_flight();
-        let store = &mut self.store;
-        let mut freed_bytes = 0;
-        session.queue.ack_up_to(ack.up_to, |msg| {
-            freed_bytes += store.get(msg).queue_bytes();
-            store.release(msg);
-        });
-        for seq in ack.seqs.iter() {
-            if let Some(msg) = session.queue.ack_one(seq) {
-                freed_bytes += store.get(msg).queue_bytes();
-                store.release(msg);
-            }
-        }
-        session.queue.release_bytes(freed_bytes);
-        let acked = u64::from(before - session.queue.in_flight());
-        session.acked += acked;
-        self.metrics.messages_acked += acked;
-        if acked > 0 && session.queue.has_pending() {
-            self.mark_dirty(conn);
-        }
-    }
-
-    fn handle_stats(&mut self, conn: ConnId) {
-        let max_body = self.config.max_frame_len as usize - crate::protocol::HEADER_LEN;
-        let json = stats::render_json(self, max_body);
-        self.push_control(conn, |out| {
-            let _ = crate::protocol::codec::encode(&Frame::StatsReply(&json), out);
-        });
-    }
-
-    // ---- timers ----
-
-    fn check_timers(&mut self, conn: ConnId, generation: u64, now: Instant) {
-        let handshake_deadline = self.config.handshake_timeout();
-        let interval = self.config.heartbeat_interval();
-        let timeout = self.config.heartbeat_timeout();
-        let Some(state) = self.conn_mut(conn) else {
-            return;
-        };
-        if state.generation != generation || state.close.is_some() {
-            return;
-        }
-        if state.session.is_none() {
-            let deadline = state.accepted_at + handshake_deadline;
-            if now >= deadline {
-                self.fail(conn, ErrorCode::HandshakeTimeout, 0, "no HELLO in time");
-            } else {
-                self.timers.schedule(deadline, conn, generation);
-            }
-            return;
-        }
-        let silent_until = state.last_recv + timeout;
-        if now >= silent_until {
-            self.goodbye(
-                conn,
-                ErrorCode::HeartbeatTimeout,
-                "nothing received in time",
-            );
-            return;
-        }
-        let ping_at = state.last_sent + interval;
-        if now < ping_at {
-            self.timers
-                .schedule(ping_at.min(silent_until), conn, generation);
-            return;
-        }
-        state.ping_nonce += 1;
-        let nonce = state.ping_nonce;
-        // The PING goes out in this turn's flush pass.
-        state.last_sent = now;
-        self.push_control(conn, |out| encode_ping(Op::Ping, nonce, out));
-        self.timers
-            .schedule((now + interval).min(silent_until), conn, generation);
-    }
-
-    // ---- closing ----
-
-    /// Sends a fatal ERROR and closes `conn` (bad input).
-    fn fail(&mut self, conn: ConnId, code: ErrorCode, ref_seq: u64, text: &str) {
-        info!("conn {}: ERROR {}: {text}", conn.0, code.name());
-        self.push_control(conn, |out| {
-            let _ = encode_error(code, true, ref_seq, text, out);
-        });
-        self.begin_close(conn, CloseReason::ProtocolError(code), false);
-    }
-
-    /// Sends GOODBYE and closes `conn`.
-    fn goodbye(&mut self, conn: ConnId, code: ErrorCode, text: &str) {
-        self.goodbye_with(conn, code, text, false);
-    }
-
-    fn goodbye_with(&mut self, conn: ConnId, code: ErrorCode, text: &str, is_overflow: bool) {
-        self.push_control(conn, |out| encode_goodbye(code, text, out));
-        self.begin_close(conn, CloseReason::Goodbye(code), is_overflow);
-    }
-
-    fn begin_close(&mut self, conn: ConnId, reason: CloseReason, is_overflow: bool) {
-        let Some(state) = self.conn_mut(conn) else {
-            return;
-        };
-        if state.close.is_some() {
-            return;
-        }
-        state.close = Some(reason);
-        let session = state.session.take();
-        self.closing.push_back(conn);
-        if let Some(session) = session {
-            let dropped = self.end_session(session);
-            if is_overflow {
-                self.metrics.messages_dropped_overflow += dropped;
-            } else {
-                self.metrics.messages_dropped_session_closed += dropped;
-            }
-        }
-    }
-
-    /// Frees a session: its queue (releasing stored messages) and its routes. Returns the
-    /// number of messages it still held.
-    fn end_session(&mut self, key: SessionKey) -> u64 {
-        let mut session = self.sessions.remove(key.0);
-        let mut dropped = 0;
-        let store = &mut self.store;
-        session.queue.drain(&mut self.nodes, |msg| {
-            dropped += 1;
-            store.release(msg);
-        });
-        for sub in &session.subscriptions {
-            match &sub.event {
-                None => self
-                    .routes
-                    .remove_all_events(sub.queue, key, std::iter::empty()),
-                Some(event) => self.routes.remove_event(sub.queue, key, event),
-            }
-        }
-        let mut queues: Vec<QueueId> = session.subscriptions.iter().map(|s| s.queue).collect();
-        queues.sort_unstable();
-        queues.dedup();
-        for queue in queues {
-            self.routes.queue_mut(queue).subscribers -= 1;
-        }
-        debug!("session {} ended, {dropped} messages dropped", session.id);
-        dropped
-    }
-
     // ---- helpers ----
+
+    fn settings(&self, listener: usize) -> &ListenerSettings {
+        // Invariant: listener indexes are clamped to the list at connect; config validation
+        // guarantees at least one listener.
+        &self.listeners[listener]
+    }
 
     fn conn(&self, conn: ConnId) -> Option<&ConnState> {
         self.conns.get(conn.0).and_then(Option::as_ref)
@@ -831,8 +493,18 @@ impl Broker {
         self.conns.get_mut(conn.0).and_then(Option::as_mut)
     }
 
+    fn new_generation(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        generation
+    }
+
     fn mark_dirty(&mut self, conn: ConnId) {
+        let now = self.latest_now;
         if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
+            if state.waiting_since.is_none() {
+                state.waiting_since = now;
+            }
             if !state.is_dirty {
                 state.is_dirty = true;
                 self.dirty.push(conn);
@@ -851,12 +523,20 @@ impl Broker {
         let is_over = state.control.len() > limit && state.close.is_none();
         if is_over {
             state.control.clear();
-            self.goodbye(conn, ErrorCode::SlowConsumer, "write buffer limit exceeded");
+            self.drop_connection(conn, ErrorCode::SlowConsumer, "write buffer limit exceeded");
         }
         self.mark_dirty(conn);
     }
+
+    fn handle_stats(&mut self, conn: ConnId) {
+        let max_frame_len = self.max_frame_len(conn) as usize;
+        let json = stats::render_json(self, max_frame_len - crate::protocol::HEADER_LEN);
+        self.push_control(conn, |out| {
+            let _ = crate::protocol::codec::encode(&Frame::StatsReply(&json), out);
+        });
+    }
 }
 
-fn clamp_u32(value: u64) -> u32 {
+fn clamp_u32(value: u128) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }

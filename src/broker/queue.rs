@@ -7,7 +7,12 @@
 //!
 //! In-flight (sent, unacked) messages sit in a ring indexed by `seq - base_seq`: delivery
 //! sequence numbers are assigned when a message is sent, so in-flight seqs are one contiguous
-//! range and an individual ack is O(1). The ring never holds more than the session's window.
+//! range and an individual ack is O(1). The ring spans from the oldest unacked seq to the
+//! newest sent one; the in-flight window bounds that span (not just the count of unacked
+//! slots), so a client that never acks one seq cannot make the ring grow without bound.
+//!
+//! After a resume, `resend_from` walks the ring once to redeliver, with their original seqs,
+//! the in-flight messages the client did not receive.
 //!
 //! Invariants: `pending_len` is the length of the list from `head`; `in_flight` is the number
 //! of `Some` slots in `ring`; `ring` is empty or its first slot is `Some`; `bytes` is the sum of
@@ -50,6 +55,8 @@ pub(crate) struct SessionQueue {
     pub(crate) bytes: u64,
     /// Highest delivery seq sent so far (0 = none).
     pub(crate) last_sent_seq: u64,
+    /// Next seq to redeliver after a resume; past `last_sent_seq` when there is none.
+    resend_from: u64,
 }
 
 impl Default for SessionQueue {
@@ -63,6 +70,7 @@ impl Default for SessionQueue {
             in_flight: 0,
             bytes: 0,
             last_sent_seq: 0,
+            resend_from: 1,
         }
     }
 }
@@ -83,6 +91,51 @@ impl SessionQueue {
 
     pub(crate) fn has_pending(&self) -> bool {
         self.head != NIL
+    }
+
+    /// Seqs from the oldest unacked to the newest sent: what the in-flight window bounds.
+    pub(crate) fn span(&self) -> u32 {
+        // The ring never exceeds the window, a u32.
+        u32::try_from(self.ring.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Lowest seq still awaiting an ack, or `last_sent_seq + 1` if none.
+    pub(crate) fn lowest_unacked(&self) -> u64 {
+        if self.ring.is_empty() {
+            self.last_sent_seq + 1
+        } else {
+            self.base_seq
+        }
+    }
+
+    /// After a resume: redeliver every in-flight seq ≥ `seq`.
+    pub(crate) fn set_resend_from(&mut self, seq: u64) {
+        self.resend_from = seq;
+    }
+
+    /// True while in-flight messages remain to be redelivered.
+    pub(crate) fn has_redeliveries(&self) -> bool {
+        self.ring
+            .iter()
+            .skip(self.resend_offset())
+            .any(Option::is_some)
+    }
+
+    /// Next in-flight message to redeliver, with its seq.
+    pub(crate) fn next_redelivery(&mut self) -> Option<(MsgKey, u64)> {
+        while self.resend_from <= self.last_sent_seq {
+            let seq = self.resend_from.max(self.base_seq);
+            self.resend_from = seq + 1;
+            let index = usize::try_from(seq - self.base_seq).ok()?;
+            if let Some(Some(msg)) = self.ring.get(index) {
+                return Some((*msg, seq));
+            }
+        }
+        None
+    }
+
+    fn resend_offset(&self) -> usize {
+        usize::try_from(self.resend_from.saturating_sub(self.base_seq)).unwrap_or(usize::MAX)
     }
 
     /// Appends a message at the tail of the pending list.
@@ -147,6 +200,10 @@ impl SessionQueue {
             self.base_seq = self.last_sent_seq + 1;
         }
         self.last_sent_seq += 1;
+        if self.resend_from == self.last_sent_seq {
+            // Nothing left to redeliver: keep the cursor just past the newest sent seq.
+            self.resend_from += 1;
+        }
         self.ring.push_back(Some(msg));
         self.in_flight += 1;
         Some((msg, node, self.last_sent_seq))
@@ -265,6 +322,43 @@ mod tests {
         q.push_back(&mut nodes, msg(9), 1);
         assert_eq!(q.send_next(&mut nodes).map(|s| s.2), Some(6));
         assert_eq!(q.ack_one(6), Some(msg(9)));
+    }
+
+    #[test]
+    fn redelivery_walks_unacked_seqs_from_the_resume_point_once() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..5 {
+            q.push_back(&mut nodes, msg(n), 1);
+            q.send_next(&mut nodes);
+        }
+        q.ack_one(4);
+        q.set_resend_from(3);
+        assert!(q.has_redeliveries());
+        let again: Vec<_> = std::iter::from_fn(|| q.next_redelivery()).collect();
+        assert_eq!(again, vec![(msg(2), 3), (msg(4), 5)]);
+        assert!(!q.has_redeliveries());
+        // New sends continue after the newest seq and are not redelivered.
+        q.push_back(&mut nodes, msg(7), 1);
+        assert_eq!(q.send_next(&mut nodes).map(|s| s.2), Some(6));
+        assert_eq!(q.next_redelivery(), None);
+    }
+
+    #[test]
+    fn the_span_counts_from_the_oldest_unacked_seq() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..4 {
+            q.push_back(&mut nodes, msg(n), 1);
+            q.send_next(&mut nodes);
+        }
+        q.ack_one(2);
+        q.ack_one(3);
+        assert_eq!(q.in_flight(), 2);
+        assert_eq!(q.span(), 4, "seq 1 unacked holds the span open");
+        q.ack_one(1);
+        assert_eq!(q.span(), 1);
+        assert_eq!(q.lowest_unacked(), 4);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! A session: one client's identity, subscriptions, sequence numbers and delivery queue.
 //!
-//! In v1 a session lives exactly as long as its connection; the fields that let it outlive
-//! one (resume token, both sequence counters) are already kept here.
+//! A session outlives its connection: when the connection ends for a reason that is not the
+//! session's own fault or wish, it is *detached* (`conn == None`) and kept for the listener's
+//! `reconnect_keep_alive`, queuing under the disconnected limits, until the client resumes it
+//! or it expires. Sequence numbers in both directions live here, not on the connection.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
 
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
@@ -24,11 +27,17 @@ pub(crate) struct Subscription {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: u64,
-    /// Secret that proves the right to resume; compared in constant time (issue 3).
-    #[allow(dead_code)]
+    /// Secret that proves the right to resume; compared in constant time.
     pub(crate) resume_token: [u8; RESUME_TOKEN_LEN],
     pub(crate) client_name: Box<str>,
-    pub(crate) conn: ConnId,
+    /// The connection it is attached to; `None` while detached.
+    pub(crate) conn: Option<ConnId>,
+    /// Listener whose settings apply (the one its latest connection came in on).
+    pub(crate) listener: usize,
+    /// When it was detached; `None` while connected.
+    pub(crate) detached_at: Option<Instant>,
+    /// Retires stale expiry timer entries: bumped on every detach and resume.
+    pub(crate) generation: u64,
     /// In-flight window in force (≤ config `inflight_window`).
     pub(crate) window: u32,
     pub(crate) queue: SessionQueue,
@@ -44,9 +53,27 @@ pub(crate) struct Session {
     pub(crate) delivered: u64,
     pub(crate) acked: u64,
     pub(crate) conflated: u64,
+    /// Deliveries sent again after a resume.
+    pub(crate) redelivered: u64,
+    /// Successful resumes.
+    pub(crate) resumes: u64,
 }
 
 impl Session {
+    /// Compares a presented token with this session's in constant time (no early exit), so
+    /// timing tells an attacker nothing about how many bytes matched.
+    pub(crate) fn is_token(&self, token: &[u8; RESUME_TOKEN_LEN]) -> bool {
+        tokens_match(&self.resume_token, token)
+    }
+
+    /// Something for its connection beyond control frames: a RECEIPT, redeliveries, or
+    /// pending messages the window has room for.
+    pub(crate) fn has_output(&self) -> bool {
+        self.is_receipt_due
+            || self.queue.has_redeliveries()
+            || (self.queue.has_pending() && self.queue.span() < self.window)
+    }
+
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {
         self.subscriptions
             .iter()
@@ -86,4 +113,10 @@ impl Hasher for IdentityHasher {
     fn write_u64(&mut self, value: u64) {
         self.0 = value;
     }
+}
+
+/// Constant-time equality of two resume tokens.
+pub(crate) fn tokens_match(a: &[u8; RESUME_TOKEN_LEN], b: &[u8; RESUME_TOKEN_LEN]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }

@@ -2,16 +2,25 @@
 //!
 //! Built on request, never on the hot path; allocation here is fine.
 
+use std::time::Instant;
+
 use crate::protocol::stats::{
-    QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
 };
+use crate::protocol::ErrorCode;
 
 use super::close::CloseReason;
 use super::Broker;
 
+/// Most recently ended sessions listed in a report.
+const CLOSED_SESSIONS_LISTED: usize = 100;
+
 impl Broker {
-    /// A full introspection report: server counters, every session, every queue.
+    /// A full introspection report: server counters, every session, every queue, recently
+    /// ended sessions.
     pub fn stats(&self) -> StatsReport {
+        let now = self.latest_now;
+        let since = |at: Instant| now.map_or(0, |now| ms(now.saturating_duration_since(at)));
         let m = &self.metrics;
         let closes = self
             .closes
@@ -20,6 +29,18 @@ impl Broker {
             .filter(|(_, &n)| n > 0)
             .map(|(i, &n)| (CloseReason::counter_name(i).to_owned(), n))
             .collect();
+        let losses = self
+            .losses
+            .iter()
+            .zip(ErrorCode::ALL)
+            .filter(|(&n, _)| n > 0)
+            .map(|(&n, code)| (code.name().to_owned(), n))
+            .collect();
+        let detached_now = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.conn.is_none())
+            .count();
         let server = ServerStats {
             connections: self.conn_count as u64,
             sessions: self.sessions.len() as u64,
@@ -35,6 +56,14 @@ impl Broker {
             messages_dropped_session_closed: m.messages_dropped_session_closed,
             stored_messages: self.store.len() as u64,
             stored_bytes: self.store.payload_bytes(),
+            sessions_detached_now: detached_now as u64,
+            messages_redelivered: m.messages_redelivered,
+            sessions_resumed: m.sessions_resumed,
+            sessions_lost: m.sessions_lost,
+            losses,
+            sessions_taken_over: m.sessions_taken_over,
+            sessions_expired: m.sessions_expired,
+            heartbeat_timeouts: m.heartbeat_timeouts,
             bytes_in: m.bytes_in,
             bytes_out: m.bytes_out,
             closes,
@@ -43,15 +72,27 @@ impl Broker {
             .sessions
             .iter()
             .map(|(_, s)| {
-                let peer = self
-                    .conn(s.conn)
+                let peer = s
+                    .conn
+                    .and_then(|conn| self.conn(conn))
                     .map(|c| c.peer.to_string())
                     .unwrap_or_default();
+                let keep_alive = self.listeners[s.listener].reconnect_keep_alive;
                 SessionStats {
                     session_id: s.id,
                     client_name: s.client_name.to_string(),
                     peer,
-                    state: "connected".to_owned(),
+                    state: if s.conn.is_some() {
+                        "connected"
+                    } else {
+                        "detached"
+                    }
+                    .to_owned(),
+                    detached_ms: s.detached_at.map(since),
+                    expires_in_ms: s
+                        .detached_at
+                        .map(|at| ms(keep_alive).saturating_sub(since(at))),
+                    resumes: s.resumes,
                     subscriptions: s
                         .subscriptions
                         .iter()
@@ -68,6 +109,7 @@ impl Broker {
                     delivered: s.delivered,
                     acked: s.acked,
                     conflated: s.conflated,
+                    redelivered: s.redelivered,
                     last_publish_seq: s.last_publish_seq,
                     last_delivery_seq: s.queue.last_sent_seq,
                 }
@@ -84,11 +126,24 @@ impl Broker {
                 published: q.published,
             })
             .collect();
+        let closed_sessions = self
+            .tombstones
+            .recent()
+            .take(CLOSED_SESSIONS_LISTED)
+            .map(|(id, t)| ClosedSessionStats {
+                session_id: id,
+                client_name: t.client_name.to_string(),
+                reason: t.reason.name().to_owned(),
+                closed_ms_ago: since(t.closed_at),
+                missed: t.missed,
+            })
+            .collect();
         StatsReport {
             server,
             sessions,
             queues,
             sessions_omitted: 0,
+            closed_sessions,
         }
     }
 }
@@ -99,17 +154,28 @@ pub(super) fn render_json(broker: &Broker, max_len: usize) -> Vec<u8> {
     let mut report = broker.stats();
     loop {
         let json = serde_json::to_vec(&report).unwrap_or_default();
-        if json.len() <= max_len || (report.sessions.is_empty() && report.queues.is_empty()) {
+        let is_minimal = report.sessions.is_empty()
+            && report.queues.is_empty()
+            && report.closed_sessions.is_empty();
+        if json.len() <= max_len || is_minimal {
             return json;
         }
-        if report.sessions.is_empty() {
-            report.queues.truncate(report.queues.len() / 2);
-        } else {
+        if !report.closed_sessions.is_empty() {
+            report
+                .closed_sessions
+                .truncate(report.closed_sessions.len() / 2);
+        } else if !report.sessions.is_empty() {
             let keep = report.sessions.len() / 2;
             report.sessions_omitted += (report.sessions.len() - keep) as u64;
             report.sessions.truncate(keep);
+        } else {
+            report.queues.truncate(report.queues.len() / 2);
         }
     }
+}
+
+fn ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn lossy(bytes: &[u8]) -> String {

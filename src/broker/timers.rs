@@ -1,23 +1,30 @@
-//! Deadlines per connection: handshake timeout and heartbeats.
+//! Deadlines: handshake timeouts and heartbeats per connection, expiry per detached session.
 //!
-//! A min-heap of (deadline, connection, generation). Entries are never removed early; an entry
-//! whose generation no longer matches its connection is skipped when it fires (lazy deletion),
-//! so rescheduling is one push and nothing scans every connection.
+//! A min-heap of (deadline, target, generation). Entries are never removed early; an entry
+//! whose generation no longer matches its target is skipped when it fires (lazy deletion), so
+//! rescheduling is one push and nothing scans every connection.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::ConnId;
+/// What a timer entry is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerTarget {
+    /// A connection (`ConnId.0`): handshake deadline, heartbeats, write stalls.
+    Conn(usize),
+    /// A detached session (`SessionKey.0`): keep-alive expiry.
+    Session(usize),
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    heap: BinaryHeap<Reverse<(Instant, TimerTarget, u64)>>,
 }
 
 impl Timers {
-    pub(crate) fn schedule(&mut self, at: Instant, conn: ConnId, generation: u64) {
-        self.heap.push(Reverse((at, conn.0, generation)));
+    pub(crate) fn schedule(&mut self, at: Instant, target: TimerTarget, generation: u64) {
+        self.heap.push(Reverse((at, target, generation)));
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -25,11 +32,11 @@ impl Timers {
     }
 
     /// Pops one entry due at `now`.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(ConnId, u64)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerTarget, u64)> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => {
-                let Reverse((_, conn, generation)) = self.heap.pop()?;
-                Some((ConnId(conn), generation))
+                let Reverse((_, target, generation)) = self.heap.pop()?;
+                Some((target, generation))
             }
             _ => None,
         }

@@ -29,9 +29,22 @@ use crate::broker::{Broker, CloseReason, ConnId};
 use crate::control::Command;
 use crate::protocol::{self, codec, ErrorCode};
 
-pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
-pub(crate) const WAKER: Token = Token(usize::MAX - 2);
-pub(crate) const SIGNALS: Token = Token(usize::MAX - 3);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listener `i` has token `LISTENER_BASE - i`; connection tokens are slab keys, far below.
+const LISTENER_BASE: usize = usize::MAX - 3;
+/// Most listeners one server opens.
+pub(crate) const MAX_LISTENERS: usize = 64;
+
+/// The token of listener number `index`.
+pub(crate) fn listener_token(index: usize) -> Token {
+    Token(LISTENER_BASE - index)
+}
+
+fn listener_index(token: Token) -> Option<usize> {
+    let index = LISTENER_BASE.checked_sub(token.0)?;
+    (index < MAX_LISTENERS).then_some(index)
+}
 
 /// Shared read buffer: one `read` call moves up to this many bytes. 64 KiB matches the usual
 /// socket receive buffer, so a busy connection is drained in few syscalls.
@@ -49,7 +62,8 @@ const LINGER_DISCARD_BYTES: usize = 256 * 1024;
 
 pub(crate) struct EventLoop {
     pub(crate) poll: Poll,
-    pub(crate) listener: Option<TcpListener>,
+    /// Indexed like the broker's listeners; `None` once shut down.
+    pub(crate) listeners: Vec<Option<TcpListener>>,
     pub(crate) broker: Broker,
     pub(crate) commands: Receiver<Command>,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -82,13 +96,13 @@ impl std::fmt::Debug for EventLoop {
 impl EventLoop {
     pub(crate) fn new(
         poll: Poll,
-        listener: TcpListener,
+        listeners: Vec<TcpListener>,
         broker: Broker,
         commands: Receiver<Command>,
     ) -> EventLoop {
         EventLoop {
             poll,
-            listener: Some(listener),
+            listeners: listeners.into_iter().map(Some).collect(),
             broker,
             commands,
             signals: None,
@@ -125,9 +139,13 @@ impl EventLoop {
             std::mem::swap(&mut self.read_now, &mut self.read_again);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
                     WAKER => self.drain_commands(),
                     SIGNALS => self.drain_signals(),
+                    token if listener_index(token).is_some() => {
+                        if let Some(index) = listener_index(token) {
+                            self.accept(index, now);
+                        }
+                    }
                     token => {
                         let id = ConnId(token.0);
                         let Some(conn) = self.conns.get_mut(id.0) else {
@@ -152,7 +170,9 @@ impl EventLoop {
 
             if self.accept_retry_at.is_some_and(|at| at <= now) {
                 self.accept_retry_at = None;
-                self.accept(now);
+                for index in 0..self.listeners.len() {
+                    self.accept(index, now);
+                }
             }
             if self.broker.poll_timeout().is_some_and(|at| at <= now) {
                 self.broker.handle_timeout(now);
@@ -184,8 +204,8 @@ impl EventLoop {
         .map(|at| at.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else {
+    fn accept(&mut self, index: usize, now: Instant) {
+        let Some(Some(listener)) = self.listeners.get(index) else {
             return;
         };
         loop {
@@ -235,7 +255,7 @@ impl EventLoop {
                 continue;
             }
             entry.insert(Connection::new(stream, peer));
-            self.broker.handle_connect(id, peer, now);
+            self.broker.handle_connect_via(index, id, peer, now);
         }
     }
 
@@ -267,8 +287,10 @@ impl EventLoop {
         if self.broker.is_shutting_down() {
             return;
         }
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for slot in &mut self.listeners {
+            if let Some(mut listener) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
         }
         self.broker.handle_shutdown();
     }

@@ -64,6 +64,11 @@ errors! {
     LimitExceeded(0x0011) "LIMIT_EXCEEDED" "a configured limit was reached (max_queues, max_subscriptions, max_payload_len)",
     HeartbeatTimeout(0x0012) "HEARTBEAT_TIMEOUT" "nothing was received from the client within heartbeat_timeout",
     SessionUnknown(0x0013) "SESSION_UNKNOWN" "the session to resume does not exist here, or the resume token is wrong",
+    SessionExpired(0x0014) "SESSION_EXPIRED" "the session stayed detached longer than reconnect_keep_alive_ms and was closed",
+    TakenOver(0x0015) "TAKEN_OVER" "another connection resumed this session",
+    ResendGap(0x0016) "RESEND_GAP" "the client can no longer resend publishes the server has not accepted",
+    ServerRestarted(0x0017) "SERVER_RESTARTED" "the session belongs to an earlier run of the server",
+    ResumeInvalid(0x0018) "RESUME_INVALID" "the resume block contradicts the session's state",
 }
 
 impl fmt::Display for ErrorCode {

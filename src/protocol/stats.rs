@@ -19,6 +19,24 @@ pub struct StatsReport {
     /// Sessions left out of `sessions` so the reply fits in one frame (0 normally).
     #[serde(default)]
     pub sessions_omitted: u64,
+    /// Recently ended sessions, most recent first (at most 100).
+    #[serde(default)]
+    pub closed_sessions: Vec<ClosedSessionStats>,
+}
+
+/// A session that ended recently: what a client resuming it will be told.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedSessionStats {
+    /// Session id.
+    pub session_id: u64,
+    /// Client name from its last HELLO.
+    pub client_name: String,
+    /// Why it ended: an error code name (`QUEUE_OVERFLOW`, `SESSION_EXPIRED`, ...).
+    pub reason: String,
+    /// Milliseconds since it ended.
+    pub closed_ms_ago: u64,
+    /// Messages it still held when it ended.
+    pub missed: u64,
 }
 
 /// Server-wide figures.
@@ -52,6 +70,30 @@ pub struct ServerStats {
     pub stored_messages: u64,
     /// Payload bytes currently stored.
     pub stored_bytes: u64,
+    /// Sessions currently detached (waiting for a resume).
+    #[serde(default)]
+    pub sessions_detached_now: u64,
+    /// DELIVER frames sent again after resumes.
+    #[serde(default)]
+    pub messages_redelivered: u64,
+    /// Sessions resumed.
+    #[serde(default)]
+    pub sessions_resumed: u64,
+    /// Resume attempts answered with LOST.
+    #[serde(default)]
+    pub sessions_lost: u64,
+    /// Resume attempts answered with LOST, by reason name.
+    #[serde(default)]
+    pub losses: BTreeMap<String, u64>,
+    /// Resumes that took a session over from a live connection.
+    #[serde(default)]
+    pub sessions_taken_over: u64,
+    /// Detached sessions that expired.
+    #[serde(default)]
+    pub sessions_expired: u64,
+    /// Connections closed for HEARTBEAT_TIMEOUT.
+    #[serde(default)]
+    pub heartbeat_timeouts: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.
@@ -69,8 +111,17 @@ pub struct SessionStats {
     pub client_name: String,
     /// Peer address of the connection.
     pub peer: String,
-    /// `connected` (v1 has no other live state).
+    /// `connected` or `detached`.
     pub state: String,
+    /// While detached: milliseconds since the connection ended.
+    #[serde(default)]
+    pub detached_ms: Option<u64>,
+    /// While detached: milliseconds until the session expires.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+    /// Successful resumes of this session.
+    #[serde(default)]
+    pub resumes: u64,
     /// Subscriptions; `event: null` means ALL_EVENTS.
     pub subscriptions: Vec<SubscriptionStats>,
     /// Messages held: pending + in flight.
@@ -89,6 +140,9 @@ pub struct SessionStats {
     pub acked: u64,
     /// Its queued messages replaced by conflation.
     pub conflated: u64,
+    /// Deliveries sent to it again after resumes.
+    #[serde(default)]
+    pub redelivered: u64,
     /// Highest publish seq accepted from it.
     pub last_publish_seq: u64,
     /// Highest delivery seq sent to it.

@@ -73,9 +73,24 @@ fn the_server_pings_a_quiet_client_and_closes_a_silent_one() {
     let _lively = answering
         .join()
         .expect("the lively client was never closed");
-    let stats = server.stats();
-    assert_eq!(stats.server.sessions, 1, "the lively client is still there");
-    assert_eq!(stats.sessions[0].client_name, "lively");
+    let stats = server.wait_for("the silent connection closed", |s| {
+        s.server.connections == 1
+    });
+    let state = |name: &str| {
+        let session = stats
+            .sessions
+            .iter()
+            .find(|s| s.client_name == name)
+            .unwrap();
+        session.state.clone()
+    };
+    assert_eq!(
+        state("lively"),
+        "connected",
+        "the lively client is still there"
+    );
+    assert_eq!(state("silent"), "detached", "kept for a resume");
+    assert_eq!(stats.server.heartbeat_timeouts, 1);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::config::{Config, QueueConfig};
 use crate::protocol::codec::{self, encode_ack};
+use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::stats::{SessionStats, StatsReport};
 use crate::protocol::{self, ErrorCode, Frame, Hello, Publish, Resume, Subscription, Welcome};
 
@@ -29,9 +30,11 @@ pub(super) const CONFLATING_QUEUE: &str = "latest";
 pub(super) const SMALL_QUEUE: &str = "small";
 pub(super) const SMALL_QUEUE_MAX_PAYLOAD_LEN: u32 = 8;
 
-/// Small limits so that every limit is reachable in a few frames.
+/// Small limits so that every limit is reachable in a few frames. Reconnection is off: a
+/// session ends with its connection (the reconnection tests use [`reconnect_config`]).
 pub(super) fn test_config() -> Config {
     Config {
+        reconnect_keep_alive_ms: 0,
         handshake_timeout_ms: 5_000,
         heartbeat_interval_ms: 10_000,
         heartbeat_timeout_ms: 30_000,
@@ -53,6 +56,17 @@ pub(super) fn test_config() -> Config {
             },
         ],
         ..Config::default()
+    }
+}
+
+/// [`test_config`] with sessions kept 60 s after their connection ends, and disconnected
+/// limits twice the connected ones.
+pub(super) fn reconnect_config() -> Config {
+    Config {
+        reconnect_keep_alive_ms: 60_000,
+        max_queue_depth_disconnected: 64,
+        max_queue_bytes_disconnected: 2_048,
+        ..test_config()
     }
 }
 
@@ -80,6 +94,8 @@ pub(super) enum Received {
 /// An owned DELIVER.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Delivery {
+    /// The REDELIVERED flag (sent again after a resume).
+    pub(super) redelivered: bool,
     pub(super) seq: u64,
     pub(super) message_id: u64,
     pub(super) queue: String,
@@ -476,10 +492,12 @@ fn received(frame: Frame<'_>) -> Received {
         Frame::Welcome(welcome) => Received::Welcome(welcome),
         Frame::Deliver(d) => {
             assert_eq!(
-                d.flags, 0,
-                "v1 never sets REDELIVERED (resume, issue 3, will)"
+                d.flags & !DELIVER_REDELIVERED,
+                0,
+                "no unknown DELIVER flags"
             );
             Received::Deliver(Delivery {
+                redelivered: d.flags & DELIVER_REDELIVERED != 0,
                 seq: d.seq,
                 message_id: d.message_id,
                 queue: text(d.queue),

@@ -40,12 +40,13 @@ fn welcome_carries_a_new_session_and_the_limits_in_force() {
 }
 
 #[test]
-fn hello_with_resume_gets_a_new_session_with_outcome_lost_and_session_unknown() {
+fn hello_resuming_a_session_of_another_server_run_gets_lost_server_restarted() {
     let mut h = Harness::new();
     h.connect(CLIENT);
+    // Session id 42 has epoch 0 in its high 32 bits; this broker's epoch is never 0.
     let welcome = h.handshake(CLIENT, resume_hello());
     assert_eq!(welcome.outcome, OUTCOME_LOST);
-    assert_eq!(welcome.lost_reason, Some(ErrorCode::SessionUnknown));
+    assert_eq!(welcome.lost_reason, Some(ErrorCode::ServerRestarted));
     assert_eq!(welcome.missed, None, "unknown: u64::MAX on the wire");
     assert_ne!(welcome.session_id, 42);
     assert_eq!(welcome.last_publish_seq, 0);

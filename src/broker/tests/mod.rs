@@ -13,5 +13,6 @@ mod lifecycle;
 mod model;
 mod overflow;
 mod publish;
+mod reconnect;
 mod routing;
 mod stats;

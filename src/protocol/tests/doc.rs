@@ -8,7 +8,7 @@ use crate::protocol::codec::decode;
 use crate::protocol::frame::{Resume, OUTCOME_LOST, OUTCOME_NEW};
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
-    QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
 };
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN};
 
@@ -77,6 +77,7 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
     let report = StatsReport {
         server: ServerStats {
             closes: [("CLIENT_BYE".to_owned(), 1)].into_iter().collect(),
+            losses: [("SESSION_EXPIRED".to_owned(), 1)].into_iter().collect(),
             ..ServerStats::default()
         },
         sessions: vec![SessionStats {
@@ -84,10 +85,13 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
                 queue: "db".to_owned(),
                 event: Some("update".to_owned()),
             }],
+            detached_ms: Some(1),
+            expires_in_ms: Some(1),
             ..SessionStats::default()
         }],
         queues: vec![QueueStats::default()],
         sessions_omitted: 0,
+        closed_sessions: vec![ClosedSessionStats::default()],
     };
     let json = serde_json::to_value(&report).unwrap();
     let mut from_code = Vec::new();
@@ -127,7 +131,7 @@ fn json_fields(value: &serde_json::Value, path: &str, out: &mut Vec<(String, Str
         }
     };
     match value {
-        Value::Object(_) if path.ends_with("closes") => {
+        Value::Object(_) if path.ends_with("closes") || path.ends_with("losses") => {
             out.push((path.to_owned(), "object".into()))
         }
         Value::Object(map) => {

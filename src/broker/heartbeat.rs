@@ -1,0 +1,66 @@
+//! Per-connection timers: the handshake deadline, PINGs, the heartbeat timeout, and write
+//! stalls (a peer that stopped reading). Rules: protocol.md §Heartbeats.
+
+use std::time::Instant;
+
+use super::timers::TimerTarget;
+use super::{Broker, ConnId};
+use crate::protocol::codec::encode_ping;
+use crate::protocol::{ErrorCode, Op};
+
+impl Broker {
+    pub(super) fn check_conn(&mut self, conn: ConnId, generation: u64, now: Instant) {
+        let handshake_deadline = self.config.handshake_timeout();
+        let Some(state) = self.conn(conn) else {
+            return;
+        };
+        if state.generation != generation || state.close.is_some() {
+            return;
+        }
+        let target = TimerTarget::Conn(conn.0);
+        if state.session.is_none() {
+            let deadline = state.accepted_at + handshake_deadline;
+            if now >= deadline {
+                self.fail(conn, ErrorCode::HandshakeTimeout, 0, "no HELLO in time");
+            } else {
+                self.timers.schedule(deadline, target, generation);
+            }
+            return;
+        }
+        let settings = self.listeners[state.listener];
+        let (interval, timeout) = (settings.heartbeat_interval, settings.heartbeat_timeout);
+        let silent_until = state.last_recv + timeout;
+        if now >= silent_until {
+            self.metrics.heartbeat_timeouts += 1;
+            let text = "nothing received within heartbeat_timeout_ms";
+            self.drop_connection(conn, ErrorCode::HeartbeatTimeout, text);
+            return;
+        }
+        // Output that has waited a whole timeout for the loop to take it: the socket has been
+        // full all that time, so the peer stopped reading.
+        let stalled_until = state.waiting_since.map(|since| since + timeout);
+        if stalled_until.is_some_and(|at| now >= at) {
+            self.metrics.heartbeat_timeouts += 1;
+            let text = "the client stopped reading for heartbeat_timeout_ms";
+            self.drop_connection(conn, ErrorCode::HeartbeatTimeout, text);
+            return;
+        }
+        let next_check = stalled_until.map_or(silent_until, |at| at.min(silent_until));
+        let ping_at = state.last_sent + interval;
+        if now < ping_at {
+            self.timers
+                .schedule(ping_at.min(next_check), target, generation);
+            return;
+        }
+        let Some(state) = self.conn_mut(conn) else {
+            return;
+        };
+        state.ping_nonce += 1;
+        let nonce = state.ping_nonce;
+        // The PING goes out in this turn's flush pass.
+        state.last_sent = now;
+        self.push_control(conn, |out| encode_ping(Op::Ping, nonce, out));
+        self.timers
+            .schedule((now + interval).min(next_check), target, generation);
+    }
+}

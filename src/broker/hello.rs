@@ -1,0 +1,317 @@
+//! HELLO: new sessions, resumes, and the tombstones that explain sessions that are gone.
+//!
+//! Layout and rules: protocol.md §HELLO, §WELCOME, §Reconnection.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::queue::SessionQueue;
+use super::session::{tokens_match, Session};
+use super::timers::TimerTarget;
+use super::{clamp_u32, Broker, ConnId, SessionKey};
+use crate::protocol::codec::{encode_goodbye, encode_welcome};
+use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED};
+use crate::protocol::{ErrorCode, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
+
+/// Tombstones are kept at least this long, and at least as long as the longest keep-alive.
+const MIN_TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+
+/// Most tombstones kept; the oldest go first. 100,000 × ~100 bytes = ~10 MB at worst.
+const MAX_TOMBSTONES: usize = 100_000;
+
+/// Why a resume did not happen, and how many messages were lost if known.
+type Lost = (ErrorCode, Option<u64>);
+
+/// What the server remembers of a session that ended.
+#[derive(Debug)]
+pub(crate) struct Tombstone {
+    pub(crate) resume_token: [u8; RESUME_TOKEN_LEN],
+    pub(crate) client_name: Box<str>,
+    pub(crate) reason: ErrorCode,
+    /// Messages the session still held when it ended.
+    pub(crate) missed: u64,
+    pub(crate) closed_at: Instant,
+}
+
+/// Recently ended sessions by id, bounded in time and number.
+#[derive(Debug, Default)]
+pub(crate) struct Tombstones {
+    by_id: HashMap<u64, Tombstone>,
+    /// (expiry, session id), in insertion order; the TTL is the same for all.
+    order: VecDeque<(Instant, u64)>,
+}
+
+impl Tombstones {
+    pub(crate) fn insert(
+        &mut self,
+        session: &Session,
+        reason: ErrorCode,
+        missed: u64,
+        now: Instant,
+        ttl: Duration,
+    ) {
+        while self.by_id.len() >= MAX_TOMBSTONES {
+            let Some((_, id)) = self.order.pop_front() else {
+                break;
+            };
+            self.by_id.remove(&id);
+        }
+        self.by_id.insert(
+            session.id,
+            Tombstone {
+                resume_token: session.resume_token,
+                client_name: session.client_name.clone(),
+                reason,
+                missed,
+                closed_at: now,
+            },
+        );
+        self.order.push_back((now + ttl, session.id));
+    }
+
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.order.front() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            self.by_id.remove(&id);
+        }
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Tombstone> {
+        self.by_id.get(&id)
+    }
+
+    /// Most recent first.
+    pub(crate) fn recent(&self) -> impl Iterator<Item = (u64, &Tombstone)> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.by_id.get(id).map(|t| (*id, t)))
+    }
+}
+
+impl Broker {
+    pub(super) fn handle_hello(&mut self, conn: ConnId, hello: &Hello<'_>, now: Instant) {
+        let lost = match &hello.resume {
+            None => None,
+            Some(resume) => match self.try_resume(conn, hello, resume, now) {
+                Ok(()) => return,
+                Err(lost) => Some(lost),
+            },
+        };
+        let mut resume_token = [0u8; RESUME_TOKEN_LEN];
+        if let Err(error) = getrandom::getrandom(&mut resume_token) {
+            warn!("OS random source failed ({error}); refusing HELLO");
+            self.goodbye(conn, ErrorCode::ServerBusy, "cannot create a session now");
+            return;
+        }
+        let listener = self.conn(conn).map_or(0, |c| c.listener);
+        let window = self.window_for(listener, hello.inflight_window);
+        let id = (u64::from(self.epoch) << 32) | u64::from(self.next_session_counter);
+        self.next_session_counter = self.next_session_counter.wrapping_add(1).max(1);
+        let key = SessionKey(self.sessions.insert(Session {
+            id,
+            resume_token,
+            client_name: String::from_utf8_lossy(hello.client_name).into(),
+            conn: Some(conn),
+            listener,
+            detached_at: None,
+            generation: 0,
+            window,
+            queue: SessionQueue::default(),
+            subscriptions: Vec::new(),
+            conflation: Default::default(),
+            last_publish_seq: 0,
+            is_receipt_due: false,
+            published: 0,
+            delivered: 0,
+            acked: 0,
+            conflated: 0,
+            redelivered: 0,
+            resumes: 0,
+        }));
+        self.sessions_by_id.insert(id, key);
+        let (outcome, lost_reason, missed) = match lost {
+            None => (OUTCOME_NEW, None, Some(0)),
+            Some((reason, missed)) => {
+                self.metrics.sessions_lost += 1;
+                if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == reason) {
+                    self.losses[i] += 1;
+                }
+                (OUTCOME_LOST, Some(reason), missed)
+            }
+        };
+        self.attach(conn, key, now);
+        let welcome = self.welcome(key, outcome, lost_reason, missed);
+        self.push_control(conn, |out| encode_welcome(&welcome, out));
+        debug!("conn {} session {id:#x} opened (window {window})", conn.0);
+    }
+
+    /// Resumes the session named in `resume` on `conn`, or says why not. On some failures the
+    /// old session is ended here (RESEND_GAP, RESUME_INVALID).
+    fn try_resume(
+        &mut self,
+        conn: ConnId,
+        hello: &Hello<'_>,
+        resume: &Resume,
+        now: Instant,
+    ) -> Result<(), Lost> {
+        let live = self
+            .sessions_by_id
+            .get(&resume.session_id)
+            .copied()
+            .filter(|key| self.sessions[key.0].is_token(&resume.resume_token));
+        let Some(key) = live else {
+            return Err(self.why_gone(resume));
+        };
+        let session = &self.sessions[key.0];
+        let last_publish = session.last_publish_seq;
+        if resume.first_resendable_publish_seq > last_publish + 1 {
+            let missed = resume.first_resendable_publish_seq - 1 - last_publish;
+            info!(
+                "session {:#x}: resume refused, RESEND_GAP of {missed}",
+                session.id
+            );
+            self.end_session(key, ErrorCode::ResendGap);
+            return Err((ErrorCode::ResendGap, Some(missed)));
+        }
+        let received = resume.last_delivery_seq;
+        if received > session.queue.last_sent_seq || received + 1 < session.queue.lowest_unacked() {
+            info!("session {:#x}: resume refused, RESUME_INVALID", session.id);
+            self.end_session(key, ErrorCode::ResumeInvalid);
+            return Err((ErrorCode::ResumeInvalid, None));
+        }
+        if let Some(old) = session.conn {
+            // Takeover: the old connection still looks alive; the new one wins.
+            self.metrics.sessions_taken_over += 1;
+            if let Some(state) = self.conn_mut(old) {
+                state.session = None;
+            }
+            self.push_control(old, |out| {
+                encode_goodbye(
+                    ErrorCode::TakenOver,
+                    "another connection resumed this session",
+                    out,
+                );
+            });
+            self.close_without_session(old, ErrorCode::TakenOver);
+        }
+        let listener = self.conn(conn).map_or(0, |c| c.listener);
+        let window = self.window_for(listener, hello.inflight_window);
+        let generation = self.new_generation();
+        let session = &mut self.sessions[key.0];
+        session.listener = listener;
+        session.window = window;
+        session.detached_at = None;
+        session.generation = generation;
+        session.resumes += 1;
+        session.is_receipt_due = false;
+        session.queue.set_resend_from(received + 1);
+        if !hello.client_name.is_empty() {
+            session.client_name = String::from_utf8_lossy(hello.client_name).into();
+        }
+        let id = session.id;
+        self.metrics.sessions_resumed += 1;
+        self.attach(conn, key, now);
+        let welcome = self.welcome(key, OUTCOME_RESUMED, None, Some(0));
+        self.push_control(conn, |out| encode_welcome(&welcome, out));
+        info!(
+            "session {id:#x} resumed on conn {} from seq {}",
+            conn.0,
+            received + 1
+        );
+        Ok(())
+    }
+
+    /// Why a session cannot be found: tombstone, earlier server run, or unknown. A wrong
+    /// token is answered exactly like an unknown id.
+    fn why_gone(&self, resume: &Resume) -> Lost {
+        if let Some(tombstone) = self.tombstones.get(resume.session_id) {
+            if tokens_match(&tombstone.resume_token, &resume.resume_token) {
+                return (tombstone.reason, Some(tombstone.missed));
+            }
+            return (ErrorCode::SessionUnknown, None);
+        }
+        let epoch = (resume.session_id >> 32) as u32;
+        if epoch != self.epoch && !self.sessions_by_id.contains_key(&resume.session_id) {
+            (ErrorCode::ServerRestarted, None)
+        } else {
+            (ErrorCode::SessionUnknown, None)
+        }
+    }
+
+    /// Links `key` and `conn` and starts the connection's heartbeat chain.
+    fn attach(&mut self, conn: ConnId, key: SessionKey, now: Instant) {
+        let generation = self.new_generation();
+        let Some(state) = self.conn_mut(conn) else {
+            return;
+        };
+        state.session = Some(key);
+        // The new generation retires the handshake timer entry, so heartbeat checks run as one
+        // chain.
+        state.generation = generation;
+        let listener = state.listener;
+        self.sessions[key.0].conn = Some(conn);
+        let interval = self.listeners[listener].heartbeat_interval;
+        self.timers
+            .schedule(now + interval, TimerTarget::Conn(conn.0), generation);
+        self.mark_dirty(conn);
+    }
+
+    /// Marks a connection closing after its session moved elsewhere.
+    fn close_without_session(&mut self, conn: ConnId, code: ErrorCode) {
+        let Some(state) = self.conn_mut(conn) else {
+            return;
+        };
+        if state.close.is_none() {
+            state.close = Some(super::CloseReason::Goodbye(code));
+            self.closing.push_back(conn);
+        }
+    }
+
+    fn welcome(
+        &self,
+        key: SessionKey,
+        outcome: u8,
+        lost_reason: Option<ErrorCode>,
+        missed: Option<u64>,
+    ) -> Welcome {
+        let session = &self.sessions[key.0];
+        let settings = &self.listeners[session.listener];
+        Welcome {
+            outcome,
+            lost_reason,
+            missed,
+            session_id: session.id,
+            resume_token: session.resume_token,
+            last_publish_seq: session.last_publish_seq,
+            max_frame_len: settings.max_frame_len,
+            inflight_window: session.window,
+            heartbeat_interval_ms: clamp_u32(settings.heartbeat_interval.as_millis()),
+            heartbeat_timeout_ms: clamp_u32(settings.heartbeat_timeout.as_millis()),
+            max_queue_depth: settings.max_queue_depth,
+            max_queue_bytes: settings.max_queue_bytes,
+        }
+    }
+
+    fn window_for(&self, listener: usize, requested: u32) -> u32 {
+        let max = self.listeners[listener].inflight_window;
+        match requested {
+            0 => max,
+            requested => requested.min(max),
+        }
+    }
+
+    pub(super) fn tombstone_ttl(&self) -> Duration {
+        self.listeners
+            .iter()
+            .map(|l| l.reconnect_keep_alive)
+            .max()
+            .unwrap_or_default()
+            .max(MIN_TOMBSTONE_TTL)
+    }
+}

@@ -1,0 +1,177 @@
+//! PUBLISH, routing, per-session enqueue (conflation and limits), and ACK.
+//!
+//! Layout and rules: protocol.md §PUBLISH, §RECEIPT, §ACK, §Conflation, §Limits.
+
+use super::queue::SessionQueue;
+use super::{Broker, ConnId, MsgKey, QueueId, SessionKey};
+use crate::protocol::{Ack, ErrorCode, Publish};
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: &Publish<'_>) {
+        let session = &mut self.sessions[key.0];
+        let expected = session.last_publish_seq + 1;
+        if publish.seq != expected {
+            if publish.seq != 0 && publish.seq < expected {
+                // A resend after a resume, or a client bug: receipted, never routed twice.
+                self.metrics.messages_duplicate += 1;
+                session.is_receipt_due = true;
+                self.mark_dirty(conn);
+            } else {
+                let text = "publish seq must be the previous one + 1 (the first is 1)";
+                self.fail(conn, ErrorCode::PublishSeqGap, publish.seq, text);
+            }
+            return;
+        }
+        if publish.queue.is_empty() {
+            self.fail(
+                conn,
+                ErrorCode::InvalidName,
+                publish.seq,
+                "empty queue name",
+            );
+            return;
+        }
+        let Ok(queue_id) = self
+            .routes
+            .find_or_create(publish.queue, self.config.max_queues)
+        else {
+            let text = "max_queues reached";
+            self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+            return;
+        };
+        let queue = self.routes.queue_mut(queue_id);
+        if let Some(max) = queue.max_payload_len {
+            if publish.payload.len() > max as usize {
+                let text = "payload longer than the queue's max_payload_len";
+                self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+                return;
+            }
+        }
+        queue.published += 1;
+        let conflates = queue.conflate || publish.key.is_some();
+        let session = &mut self.sessions[key.0];
+        session.last_publish_seq = publish.seq;
+        session.published += 1;
+        session.is_receipt_due = true;
+        self.mark_dirty(conn);
+        self.metrics.messages_published += 1;
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        self.route(queue_id, message_id, conflates, publish);
+    }
+
+    /// Queues one accepted message for every matching session.
+    fn route(&mut self, queue: QueueId, message_id: u64, conflates: bool, publish: &Publish<'_>) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        self.routes.targets(queue, publish.event, &mut targets);
+        if !targets.is_empty() {
+            let key = publish.key.unwrap_or_default();
+            let conflation = conflates.then(|| {
+                std::hash::BuildHasher::hash_one(
+                    &self.conflation_hasher,
+                    (queue.0, publish.event, key),
+                )
+            });
+            let msg = self.store.insert(
+                message_id,
+                queue,
+                conflation,
+                publish.event,
+                key,
+                publish.payload,
+            );
+            for &session in &targets {
+                self.enqueue(session, msg);
+            }
+            self.store.release_if_unused(msg);
+        }
+        self.targets = targets;
+    }
+
+    /// Queues `msg` for one session: conflation first, then the depth and byte limits in force
+    /// (the larger, disconnected ones while the session is detached).
+    fn enqueue(&mut self, key: SessionKey, msg: MsgKey) {
+        let message = self.store.get(msg);
+        let bytes = message.queue_bytes();
+        let conflation = message.conflation;
+        let session = &mut self.sessions[key.0];
+        let mut replaced = None;
+        if let Some(hash) = conflation {
+            if let Some(&node) = session.conflation.get(&hash) {
+                if let Some(old) = SessionQueue::node_msg(&self.nodes, node) {
+                    let old_message = self.store.get(old);
+                    if old_message.queue == message.queue
+                        && old_message.event() == message.event()
+                        && old_message.key() == message.key()
+                    {
+                        replaced = Some((node, old, old_message.queue_bytes()));
+                    }
+                }
+            }
+        }
+        let settings = &self.listeners[session.listener];
+        let (max_depth, max_bytes) = if session.conn.is_some() {
+            (settings.max_queue_depth, settings.max_queue_bytes)
+        } else {
+            (
+                settings.max_queue_depth_disconnected,
+                settings.max_queue_bytes_disconnected,
+            )
+        };
+        let (removed_depth, removed_bytes) = replaced.map_or((0, 0), |(_, _, b)| (1, b));
+        let depth = session.queue.depth() - removed_depth + 1;
+        let queue_bytes = session.queue.bytes - removed_bytes + bytes;
+        if depth > max_depth || queue_bytes > max_bytes {
+            self.overflow(key);
+            return;
+        }
+        if let Some((node, old, old_bytes)) = replaced {
+            session.queue.remove(&mut self.nodes, node, old_bytes);
+            self.store.release(old);
+            session.conflated += 1;
+            self.metrics.messages_conflated += 1;
+        }
+        let node = session.queue.push_back(&mut self.nodes, msg, bytes);
+        self.store.retain(msg);
+        if let Some(hash) = conflation {
+            session.conflation.insert(hash, node);
+        }
+        if session.queue.span() < session.window {
+            if let Some(conn) = session.conn {
+                self.mark_dirty(conn);
+            }
+        }
+    }
+
+    pub(super) fn handle_ack(&mut self, conn: ConnId, key: SessionKey, ack: &Ack<'_>) {
+        let session = &mut self.sessions[key.0];
+        let last_sent = session.queue.last_sent_seq;
+        if ack.up_to > last_sent || ack.seqs.iter().any(|seq| seq == 0 || seq > last_sent) {
+            let text = "ACK names a delivery seq that was never sent";
+            self.fail(conn, ErrorCode::UnknownAckSeq, 0, text);
+            return;
+        }
+        let before = session.queue.in_flight();
+        let span_before = session.queue.span();
+        let store = &mut self.store;
+        let mut freed_bytes = 0;
+        session.queue.ack_up_to(ack.up_to, |msg| {
+            freed_bytes += store.get(msg).queue_bytes();
+            store.release(msg);
+        });
+        for seq in ack.seqs.iter() {
+            if let Some(msg) = session.queue.ack_one(seq) {
+                freed_bytes += store.get(msg).queue_bytes();
+                store.release(msg);
+            }
+        }
+        session.queue.release_bytes(freed_bytes);
+        let acked = u64::from(before - session.queue.in_flight());
+        session.acked += acked;
+        self.metrics.messages_acked += acked;
+        if session.queue.span() < span_before && session.queue.has_pending() {
+            self.mark_dirty(conn);
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! SUBSCRIBE and UNSUBSCRIBE. Layout and rules: protocol.md §SUBSCRIBE.
+
+use super::session;
+use super::{Broker, ConnId, SessionKey};
+use crate::protocol::codec::encode_subscription;
+use crate::protocol::{ErrorCode, Op, Subscription};
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        sub: &Subscription<'_>,
+    ) {
+        if sub.queue.is_empty() || sub.event == Some(&[][..]) {
+            self.fail(conn, ErrorCode::InvalidName, 0, "empty queue or event name");
+            return;
+        }
+        let existing = self.routes.find(sub.queue);
+        let session = &self.sessions[key.0];
+        let is_subscribed =
+            existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
+        if !is_subscribed {
+            if session.subscriptions.len() >= self.config.max_subscriptions {
+                let text = "max_subscriptions reached";
+                self.fail(conn, ErrorCode::LimitExceeded, 0, text);
+                return;
+            }
+            let Ok(queue) = self
+                .routes
+                .find_or_create(sub.queue, self.config.max_queues)
+            else {
+                self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
+                return;
+            };
+            let session = &mut self.sessions[key.0];
+            let had_any = session.subscriptions.iter().any(|s| s.queue == queue);
+            let has_all = session.has_all_events(queue);
+            match sub.event {
+                None => self
+                    .routes
+                    .add_all_events(queue, key, session.named_events(queue)),
+                Some(event) if !has_all => self.routes.add_event(queue, key, event),
+                Some(_) => {}
+            }
+            session.subscriptions.push(session::Subscription {
+                queue,
+                event: sub.event.map(Box::from),
+            });
+            if !had_any {
+                self.routes.queue_mut(queue).subscribers += 1;
+            }
+        }
+        self.push_control(conn, |out| {
+            let _ = encode_subscription(Op::Subscribed, sub, out);
+        });
+    }
+
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        sub: &Subscription<'_>,
+    ) {
+        if let Some(queue) = self.routes.find(sub.queue) {
+            let session = &mut self.sessions[key.0];
+            if let Some(index) = session.find_subscription(queue, sub.event) {
+                session.subscriptions.swap_remove(index);
+                match sub.event {
+                    None => self
+                        .routes
+                        .remove_all_events(queue, key, session.named_events(queue)),
+                    Some(event) if !session.has_all_events(queue) => {
+                        self.routes.remove_event(queue, key, event);
+                    }
+                    Some(_) => {}
+                }
+                if !session.subscriptions.iter().any(|s| s.queue == queue) {
+                    self.routes.queue_mut(queue).subscribers -= 1;
+                }
+            }
+        }
+        self.push_control(conn, |out| {
+            let _ = encode_subscription(Op::Unsubscribed, sub, out);
+        });
+    }
+}

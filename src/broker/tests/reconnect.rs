@@ -1,0 +1,236 @@
+//! Tests for the Detached state and resume (protocol.md §Reconnection).
+
+use std::time::Duration;
+
+use super::harness::{reconnect_config, Delivery, Harness, Received};
+use crate::broker::{CloseReason, ConnId};
+use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_RESUMED};
+use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome};
+
+const PUBLISHER: ConnId = ConnId(1);
+const SUBSCRIBER: ConnId = ConnId(2);
+const SUBSCRIBER_AGAIN: ConnId = ConnId(3);
+
+fn resume(welcome: &Welcome, last_delivery_seq: u64, first_resendable: u64) -> Hello<'static> {
+    Hello {
+        inflight_window: 3,
+        client_name: b"",
+        resume: Some(Resume {
+            session_id: welcome.session_id,
+            resume_token: welcome.resume_token,
+            last_delivery_seq,
+            first_resendable_publish_seq: first_resendable,
+        }),
+    }
+}
+
+/// Sends a resuming HELLO; returns the WELCOME and the deliveries that follow it at once.
+fn resume_on(h: &mut Harness, conn: ConnId, hello: Hello<'_>) -> (Welcome, Vec<Delivery>) {
+    h.connect(conn);
+    h.send(conn, &Frame::Hello(hello));
+    let mut frames = h.frames(conn).into_iter();
+    let Some(Received::Welcome(welcome)) = frames.next() else {
+        panic!("WELCOME first");
+    };
+    let deliveries = frames
+        .map(|frame| match frame {
+            Received::Deliver(d) => d,
+            other => panic!("only deliveries after WELCOME, got {other:?}"),
+        })
+        .collect();
+    (welcome, deliveries)
+}
+
+/// A publisher and a subscriber of every event of `db`; five messages published, the first
+/// three received by the subscriber.
+fn subscriber_with_five(h: &mut Harness) -> Welcome {
+    h.hello(PUBLISHER);
+    let welcome = h.hello_with_window(SUBSCRIBER, 3);
+    h.subscribe(SUBSCRIBER, "db", None);
+    for n in 1..=5 {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    let seqs: Vec<u64> = h.deliveries(SUBSCRIBER).iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    welcome
+}
+
+#[test]
+fn a_resumed_session_gets_unreceived_in_flight_seqs_again_then_the_backlog() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.ack(SUBSCRIBER, 1, &[]);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    h.publish(PUBLISHER, "db", "e", "m6");
+    assert_eq!(h.stats().sessions[1].state, "detached");
+
+    // The client saw seq 2 but not 3.
+    let (resumed, deliveries) = resume_on(&mut h, SUBSCRIBER_AGAIN, resume(&welcome, 2, 1));
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+    assert_eq!(resumed.session_id, welcome.session_id);
+    let got: Vec<(u64, bool, String)> = deliveries
+        .into_iter()
+        .map(|d| (d.seq, d.redelivered, d.payload_str().to_owned()))
+        .collect();
+    // Seq 3 again (same seq, flagged); then the window (span 2..=4 after seq 1 was acked) has
+    // room for one more new message.
+    assert_eq!(got, [(3, true, "m3".into()), (4, false, "m4".into())]);
+    h.ack(SUBSCRIBER_AGAIN, 4, &[]);
+    let rest: Vec<_> = h.payloads(SUBSCRIBER_AGAIN);
+    assert_eq!(rest, ["m5", "m6"]);
+    let stats = h.stats();
+    assert_eq!(stats.server.sessions_resumed, 1);
+    assert_eq!(stats.sessions[1].redelivered, 1);
+}
+
+#[test]
+fn a_resume_states_the_last_accepted_publish_and_duplicates_are_not_routed_twice() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = h.hello(PUBLISHER);
+    h.hello(SUBSCRIBER);
+    h.subscribe(SUBSCRIBER, "db", None);
+    h.publish(PUBLISHER, "db", "e", "a");
+    h.publish(PUBLISHER, "db", "e", "b");
+    h.disconnect(PUBLISHER, CloseReason::IoError);
+    let again = ConnId(9);
+    h.connect(again);
+    let resumed = h.handshake(again, resume(&welcome, 0, 1));
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+    assert_eq!(resumed.last_publish_seq, 2);
+    // A client that resends what it was not sure of: seq 2 is a duplicate.
+    h.publish_with_seq(again, 2, "db", "e", None, b"b");
+    h.publish_with_seq(again, 3, "db", "e", None, b"c");
+    assert_eq!(h.payloads(SUBSCRIBER), ["a", "b", "c"]);
+    assert_eq!(h.stats().server.messages_duplicate, 1);
+}
+
+#[test]
+fn a_client_back_after_the_keep_alive_is_told_session_expired() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    h.advance(Duration::from_secs(61));
+    h.assert_store_is_empty();
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 3, 1));
+    assert_eq!(lost.outcome, OUTCOME_LOST);
+    assert_eq!(lost.lost_reason, Some(ErrorCode::SessionExpired));
+    assert_eq!(lost.missed, Some(5), "the five messages it still held");
+    assert_ne!(lost.session_id, welcome.session_id, "a new session");
+    let stats = h.stats();
+    assert_eq!(stats.server.sessions_expired, 1);
+    assert_eq!(stats.closed_sessions[0].reason, "SESSION_EXPIRED");
+}
+
+#[test]
+fn overflow_while_detached_closes_the_session_and_the_client_learns_it_on_return() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    // Disconnected limit: 64 messages (connected: 32).
+    for n in 0..59 {
+        h.publish(PUBLISHER, "db", "e", &format!("x{n}"));
+    }
+    assert_eq!(
+        h.stats().sessions.len(),
+        2,
+        "64 held: still within the detached limit"
+    );
+    h.publish(PUBLISHER, "db", "e", "one too many");
+    assert_eq!(h.stats().sessions.len(), 1);
+    h.assert_store_is_empty();
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 3, 1));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::QueueOverflow));
+}
+
+#[test]
+fn a_wrong_token_is_refused_like_an_unknown_session_and_the_session_is_untouched() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    let mut forged = welcome;
+    forged.resume_token[0] ^= 1;
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&forged, 0, 1));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::SessionUnknown));
+    assert_eq!(lost.missed, None);
+    // The real owner is still connected and still served.
+    h.ack(SUBSCRIBER, 3, &[]);
+    assert_eq!(h.payloads(SUBSCRIBER), ["m4", "m5"]);
+}
+
+#[test]
+fn resuming_a_live_session_takes_it_over_from_the_old_connection() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    let (resumed, deliveries) = resume_on(&mut h, SUBSCRIBER_AGAIN, resume(&welcome, 3, 1));
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+    assert!(
+        deliveries.is_empty(),
+        "the window (3) is full with seqs 1 to 3"
+    );
+    let old = h.frames(SUBSCRIBER);
+    assert!(
+        old.ends_with(&[
+            Received::Goodbye(ErrorCode::TakenOver),
+            Received::Closed(CloseReason::Goodbye(ErrorCode::TakenOver))
+        ]),
+        "{old:?}"
+    );
+    h.ack(SUBSCRIBER_AGAIN, 3, &[]);
+    assert_eq!(h.payloads(SUBSCRIBER_AGAIN), ["m4", "m5"]);
+    let stats = h.stats();
+    assert_eq!(stats.server.sessions_taken_over, 1);
+    assert_eq!(stats.sessions[1].state, "connected");
+}
+
+#[test]
+fn a_client_that_cannot_resend_far_enough_back_gets_resend_gap() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = h.hello(PUBLISHER);
+    h.publish(PUBLISHER, "db", "e", "a");
+    h.disconnect(PUBLISHER, CloseReason::PeerClosed);
+    h.connect(ConnId(9));
+    // The server accepted seq 1; the client can only resend from 4: 2 and 3 are lost.
+    let lost = h.handshake(ConnId(9), resume(&welcome, 0, 4));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::ResendGap));
+    assert_eq!(lost.missed, Some(2));
+}
+
+#[test]
+fn a_resume_claiming_unsent_deliveries_is_resume_invalid() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 9, 1));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::ResumeInvalid));
+    h.assert_store_is_empty();
+}
+
+#[test]
+fn a_heartbeat_timeout_detaches_instead_of_ending_the_session() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.advance(Duration::from_secs(31));
+    let frames = h.frames(SUBSCRIBER);
+    assert!(frames.contains(&Received::Goodbye(ErrorCode::HeartbeatTimeout)));
+    assert_eq!(h.stats().sessions[1].state, "detached");
+    let (resumed, deliveries) = resume_on(&mut h, SUBSCRIBER_AGAIN, resume(&welcome, 3, 1));
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+    assert!(
+        deliveries.is_empty(),
+        "seqs 1 to 3 were received; the window is full"
+    );
+}
+
+#[test]
+fn bye_ends_the_session_for_good() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = h.hello(SUBSCRIBER);
+    h.send(SUBSCRIBER, &crate::protocol::Frame::Bye);
+    h.drive();
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 0, 1));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::ClientBye));
+}
