@@ -125,6 +125,7 @@ impl Broker {
             queue: SessionQueue::default(),
             subscriptions: Vec::new(),
             conflation: Default::default(),
+            last_queue: None,
             last_publish_seq: 0,
             is_receipt_due: false,
             published: 0,

@@ -31,13 +31,23 @@ impl Broker {
             );
             return;
         }
-        let Ok(queue_id) = self
-            .routes
-            .find_or_create(publish.queue, self.config.max_queues)
-        else {
-            let text = "max_queues reached";
-            self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
-            return;
+        let cached = session
+            .last_queue
+            .filter(|&id| *self.routes.queue(id).name == *publish.queue);
+        let queue_id = match cached {
+            Some(id) => id,
+            None => {
+                let Ok(id) = self
+                    .routes
+                    .find_or_create(publish.queue, self.config.max_queues)
+                else {
+                    let text = "max_queues reached";
+                    self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+                    return;
+                };
+                self.sessions[key.0].last_queue = Some(id);
+                id
+            }
         };
         let queue = self.routes.queue_mut(queue_id);
         if let Some(max) = queue.max_payload_len {

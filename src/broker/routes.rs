@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use super::SessionKey;
 use crate::config::QueueConfig;
 
@@ -27,7 +29,7 @@ pub(crate) struct Queue {
     /// Sessions subscribed to every event.
     all_events: Vec<SessionKey>,
     /// Sessions subscribed to a named event and not to ALL_EVENTS.
-    by_event: HashMap<Box<[u8]>, Vec<SessionKey>>,
+    by_event: HashMap<Box<[u8]>, Vec<SessionKey>, RandomState>,
     /// Distinct sessions with any subscription on this queue.
     pub(crate) subscribers: u32,
 }
@@ -36,7 +38,7 @@ pub(crate) struct Queue {
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     queues: Vec<Queue>,
-    by_name: HashMap<Box<[u8]>, QueueId>,
+    by_name: HashMap<Box<[u8]>, QueueId, RandomState>,
 }
 
 /// Why a queue could not be created.
@@ -87,7 +89,7 @@ impl Routes {
             max_payload_len: None,
             published: 0,
             all_events: Vec::new(),
-            by_event: HashMap::new(),
+            by_event: HashMap::default(),
             subscribers: 0,
         });
         self.by_name.insert(name.into(), id);
@@ -112,6 +114,9 @@ impl Routes {
     pub(crate) fn targets(&self, id: QueueId, event: &[u8], out: &mut Vec<SessionKey>) {
         let queue = self.queue(id);
         out.extend_from_slice(&queue.all_events);
+        if queue.by_event.is_empty() {
+            return;
+        }
         if let Some(list) = queue.by_event.get(event) {
             out.extend_from_slice(list);
         }
@@ -169,7 +174,11 @@ impl Routes {
     }
 }
 
-fn remove_from(by_event: &mut HashMap<Box<[u8]>, Vec<SessionKey>>, event: &[u8], s: SessionKey) {
+fn remove_from(
+    by_event: &mut HashMap<Box<[u8]>, Vec<SessionKey>, RandomState>,
+    event: &[u8],
+    s: SessionKey,
+) {
     if let Some(list) = by_event.get_mut(event) {
         if let Some(pos) = list.iter().position(|&x| x == s) {
             list.swap_remove(pos);

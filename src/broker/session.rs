@@ -45,6 +45,9 @@ pub(crate) struct Session {
     /// Conflation identity hash → the pending node holding the newest such message.
     /// Invariant: every entry points at a node still pending in `queue`.
     pub(crate) conflation: HashMap<u64, NodeKey, BuildHasherDefault<IdentityHasher>>,
+    /// The queue of this session's latest publish: publishers tend to repeat it, so a byte
+    /// comparison usually replaces the name lookup.
+    pub(crate) last_queue: Option<QueueId>,
     /// Highest client publish seq accepted (0 = none).
     pub(crate) last_publish_seq: u64,
     /// A RECEIPT for `last_publish_seq` has not been sent yet.
