@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::proxy::IpNet;
 use crate::protocol::{MAX_NAME_LEN, RESUME_TOKEN_LEN};
 
 /// The whole server configuration.
@@ -68,6 +69,12 @@ pub struct Config {
     /// Max payload bytes queued for a detached session (the larger of this and
     /// `max_queue_bytes` applies while detached). Default 128 MiB.
     pub max_queue_bytes_disconnected: u64,
+    /// Connections must start with a PROXY protocol v1 or v2 header naming the real client
+    /// (behind HAProxy `send-proxy-v2`, nginx `proxy_protocol on`). Default false.
+    pub proxy_protocol: bool,
+    /// Addresses or networks allowed to send PROXY headers; other peers are refused on a
+    /// `proxy_protocol` listener. Default loopback only.
+    pub trusted_proxies: Vec<String>,
     /// Several listeners, each with its own settings. Empty (the default): one listener on
     /// `listen` with the top-level values.
     pub listeners: Vec<ListenerConfig>,
@@ -110,6 +117,12 @@ pub struct ListenerConfig {
     /// Overrides `max_queue_bytes_disconnected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_bytes_disconnected: Option<u64>,
+    /// Overrides `proxy_protocol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
+    /// Overrides `trusted_proxies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The settings in force on one listener: top-level values with that listener's overrides
@@ -175,6 +188,8 @@ impl Default for Config {
             reconnect_keep_alive_ms: 60_000,
             max_queue_depth_disconnected: 200_000,
             max_queue_bytes_disconnected: 128 * 1024 * 1024,
+            proxy_protocol: false,
+            trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
             listeners: Vec::new(),
             queues: Vec::new(),
         }
@@ -323,6 +338,7 @@ impl Config {
                 ));
             }
         }
+        self.proxy_policies()?;
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
         }
@@ -363,6 +379,8 @@ impl Config {
                 max_queue_bytes: None,
                 max_queue_depth_disconnected: None,
                 max_queue_bytes_disconnected: None,
+                proxy_protocol: None,
+                trusted_proxies: None,
             }];
             &one[..]
         } else {
@@ -399,6 +417,40 @@ impl Config {
                         .unwrap_or(self.max_queue_bytes_disconnected)
                         .max(max_queue_bytes),
                 }
+            })
+            .collect()
+    }
+
+    /// Per listener (same order as [`Config::listener_settings`]): `None` if it does not use the
+    /// PROXY protocol, else the networks trusted to send the header.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an address that does not parse or an empty trust list.
+    pub fn proxy_policies(&self) -> Result<Vec<Option<Vec<IpNet>>>, ConfigError> {
+        let listeners: Vec<(Option<bool>, Option<&Vec<String>>)> = if self.listeners.is_empty() {
+            vec![(None, None)]
+        } else {
+            self.listeners
+                .iter()
+                .map(|l| (l.proxy_protocol, l.trusted_proxies.as_ref()))
+                .collect()
+        };
+        listeners
+            .into_iter()
+            .map(|(enabled, trusted)| {
+                if !enabled.unwrap_or(self.proxy_protocol) {
+                    return Ok(None);
+                }
+                let trusted = trusted.unwrap_or(&self.trusted_proxies);
+                if trusted.is_empty() {
+                    let text = "proxy_protocol needs at least one trusted_proxies entry";
+                    return Err(ConfigError::Invalid(text.into()));
+                }
+                let nets = trusted
+                    .iter()
+                    .map(|t| IpNet::parse(t).map_err(ConfigError::Invalid))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(nets))
             })
             .collect()
     }

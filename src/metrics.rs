@@ -38,6 +38,12 @@ pub struct Metrics {
     pub sessions_expired: u64,
     /// Connections closed for HEARTBEAT_TIMEOUT (silent peer or stalled reader).
     pub heartbeat_timeouts: u64,
+    /// PROXY protocol headers that named a client.
+    pub proxy_headers: u64,
+    /// PROXY protocol LOCAL headers (proxy health checks).
+    pub proxy_local_headers: u64,
+    /// Connections refused for a missing, bad or untrusted PROXY header.
+    pub proxy_rejected: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

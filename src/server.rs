@@ -52,10 +52,14 @@ impl Server {
                 .register(&mut socket, listener_token(index), Interest::READABLE)?;
             listeners.push(socket);
         }
+        let proxy_policies = config
+            .proxy_policies()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (handle, commands) = ServerHandle::new(waker, local_addrs);
         let broker = Broker::new(config);
-        let event_loop = EventLoop::new(poll, listeners, broker, commands);
+        let mut event_loop = EventLoop::new(poll, listeners, broker, commands);
+        event_loop.proxy_policies = proxy_policies;
         Ok(Server { event_loop, handle })
     }
 

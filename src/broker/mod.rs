@@ -51,6 +51,7 @@ use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::protocol::codec::{encode_deliver, encode_ping, encode_receipt};
 use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use close::CLOSE_COUNTERS;
 use hello::Tombstones;
@@ -258,6 +259,31 @@ impl Broker {
     pub fn handle_refused(&mut self) {
         self.metrics.connections_refused += 1;
         self.closes[CloseReason::ProtocolError(ErrorCode::ServerBusy).counter_index()] += 1;
+    }
+
+    /// The PROXY protocol header of `conn` was read: `Proxied` replaces the peer address used
+    /// in introspection and logs; `Local` (a proxy health check) keeps the socket's; an error
+    /// refuses the connection with ERROR(PROXY_REJECTED).
+    pub fn handle_proxy_header(
+        &mut self,
+        conn: ConnId,
+        header: Result<ProxyHeader, &dyn std::fmt::Display>,
+    ) {
+        match header {
+            Ok(ProxyHeader::Proxied { source }) => {
+                self.metrics.proxy_headers += 1;
+                if let Some(state) = self.conn_mut(conn) {
+                    debug!("conn {}: proxied for {source} by {}", conn.0, state.peer);
+                    state.peer = source;
+                }
+            }
+            Ok(ProxyHeader::Local) => self.metrics.proxy_local_headers += 1,
+            Err(error) => {
+                self.metrics.proxy_rejected += 1;
+                let text = error.to_string();
+                self.fail(conn, ErrorCode::ProxyRejected, 0, &text);
+            }
+        }
     }
 
     /// Bytes moved by the loop, for the counters.

@@ -24,6 +24,9 @@ pub(crate) struct Connection {
     pub(crate) sent: usize,
     /// mio reported writable and no write has hit WouldBlock since.
     pub(crate) is_writable: bool,
+    /// The listener requires a PROXY protocol header and it has not been read yet; bytes
+    /// collect in `read_buf` until it is complete.
+    pub(crate) is_awaiting_proxy_header: bool,
     /// Already on the loop's flush list this turn.
     pub(crate) is_queued_for_flush: bool,
     /// Set once the connection is closing: its final bytes are written, the write side is
@@ -41,6 +44,7 @@ impl Connection {
             write_buf: Vec::new(),
             sent: 0,
             is_writable: false,
+            is_awaiting_proxy_header: false,
             is_queued_for_flush: false,
             linger_until: None,
         }

@@ -27,6 +27,7 @@ use slab::Slab;
 use super::conn::Connection;
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::control::Command;
+use crate::protocol::proxy::{parse_proxy_header, IpNet};
 use crate::protocol::{self, codec, ErrorCode};
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
@@ -64,6 +65,8 @@ pub(crate) struct EventLoop {
     pub(crate) poll: Poll,
     /// Indexed like the broker's listeners; `None` once shut down.
     pub(crate) listeners: Vec<Option<TcpListener>>,
+    /// Per listener: `Some(trusted networks)` if connections must start with a PROXY header.
+    pub(crate) proxy_policies: Vec<Option<Vec<IpNet>>>,
     pub(crate) broker: Broker,
     pub(crate) commands: Receiver<Command>,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -103,6 +106,7 @@ impl EventLoop {
         EventLoop {
             poll,
             listeners: listeners.into_iter().map(Some).collect(),
+            proxy_policies: Vec::new(),
             broker,
             commands,
             signals: None,
@@ -254,8 +258,17 @@ impl EventLoop {
                 warn!("register {peer}: {e}");
                 continue;
             }
-            entry.insert(Connection::new(stream, peer));
+            let mut conn = Connection::new(stream, peer);
+            let proxy_policy = self.proxy_policies.get(index).and_then(Option::as_ref);
+            conn.is_awaiting_proxy_header = proxy_policy.is_some();
+            entry.insert(conn);
             self.broker.handle_connect_via(index, id, peer, now);
+            if let Some(trusted) = proxy_policy {
+                if !trusted.iter().any(|net| net.contains(peer.ip())) {
+                    let error = format!("{peer} is not a trusted proxy on this listener");
+                    self.broker.handle_proxy_header(id, Err(&error));
+                }
+            }
         }
     }
 
@@ -493,6 +506,29 @@ fn queue_flush(list: &mut Vec<ConnId>, conn: &mut Connection, id: ConnId) {
 /// Decodes every complete frame of `data` (appended to any partial frame kept from before)
 /// and hands each to the broker; keeps an incomplete tail in `conn.read_buf`.
 fn feed(broker: &mut Broker, conn: &mut Connection, id: ConnId, data: &[u8], now: Instant) {
+    if conn.is_awaiting_proxy_header {
+        conn.read_buf.extend_from_slice(data);
+        match parse_proxy_header(&conn.read_buf) {
+            Ok(None) => return,
+            Ok(Some((header, used))) => {
+                conn.is_awaiting_proxy_header = false;
+                conn.read_buf.drain(..used);
+                broker.handle_proxy_header(id, Ok(header));
+            }
+            Err(error) => {
+                conn.read_buf.clear();
+                broker.handle_proxy_header(id, Err(&error));
+                return;
+            }
+        }
+        if conn.read_buf.is_empty() {
+            return;
+        }
+        // Frames that followed the header in the same read.
+        let used = decode_all(broker, id, &conn.read_buf, now);
+        conn.read_buf.drain(..used.min(conn.read_buf.len()));
+        return;
+    }
     if conn.read_buf.is_empty() {
         let used = decode_all(broker, id, data, now);
         if let Some(rest) = data.get(used..) {

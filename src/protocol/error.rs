@@ -69,6 +69,7 @@ errors! {
     ResendGap(0x0016) "RESEND_GAP" "the client can no longer resend publishes the server has not accepted",
     ServerRestarted(0x0017) "SERVER_RESTARTED" "the session belongs to an earlier run of the server",
     ResumeInvalid(0x0018) "RESUME_INVALID" "the resume block contradicts the session's state",
+    ProxyRejected(0x0019) "PROXY_REJECTED" "a PROXY protocol header was missing, malformed, too long, or sent by an untrusted address",
 }
 
 impl fmt::Display for ErrorCode {

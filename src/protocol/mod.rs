@@ -21,6 +21,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod proxy;
 pub mod stats;
 
 pub use codec::{decode, fuzz_decode, EncodeError};

@@ -94,6 +94,15 @@ pub struct ServerStats {
     /// Connections closed for HEARTBEAT_TIMEOUT.
     #[serde(default)]
     pub heartbeat_timeouts: u64,
+    /// PROXY protocol headers that named a client.
+    #[serde(default)]
+    pub proxy_headers: u64,
+    /// PROXY protocol LOCAL headers (proxy health checks).
+    #[serde(default)]
+    pub proxy_local_headers: u64,
+    /// Connections refused for a missing, bad or untrusted PROXY header.
+    #[serde(default)]
+    pub proxy_rejected: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

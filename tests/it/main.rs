@@ -5,4 +5,5 @@
 
 mod common;
 mod malformed_frames;
+mod proxy_haproxy;
 mod server_lifecycle;

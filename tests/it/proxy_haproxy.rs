@@ -1,0 +1,201 @@
+//! PROXY protocol behind a real HAProxy (`send-proxy-v2`), plus direct refusals.
+//!
+//! HAProxy comes from Debian's `haproxy` package (.ci/run installs it). It is started with a
+//! generated config on free loopback ports and stopped by its PID.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir::client::{Client, ClientOptions, Event};
+use weir::config::ListenerConfig;
+use weir::protocol::ErrorCode;
+use weir::Config;
+
+use crate::common::{RawConn, TestServer, WAIT};
+
+fn proxy_listener(trusted: &[&str]) -> Config {
+    Config {
+        listeners: vec![ListenerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            reconnect_keep_alive_ms: None,
+            heartbeat_interval_ms: None,
+            heartbeat_timeout_ms: None,
+            max_frame_len: None,
+            inflight_window: None,
+            max_queue_depth: None,
+            max_queue_bytes: None,
+            max_queue_depth_disconnected: None,
+            max_queue_bytes_disconnected: None,
+            proxy_protocol: Some(true),
+            trusted_proxies: Some(trusted.iter().map(|t| t.to_string()).collect()),
+        }],
+        ..Config::default()
+    }
+}
+
+struct HaProxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts HAProxy in front of `backend`, or returns `None` when it is not installed outside
+/// CI (in CI it must be there: .ci/run installs it).
+fn start_haproxy(backend: SocketAddr) -> Option<HaProxy> {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy must be installed in CI (.ci/run installs it)"
+        );
+        eprintln!("haproxy not installed: skipping (apt-get install haproxy)");
+        return None;
+    }
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("weir-haproxy-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "global\n  maxconn 200\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend weir_in\n  bind 127.0.0.1:{port}\n  default_backend weir\n\
+         backend weir\n  server s1 {backend} send-proxy-v2 check check-send-proxy inter 100ms\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let child = Command::new("haproxy")
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start listening");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(HaProxy {
+        child,
+        addr,
+        _dir: TempDir(dir),
+    })
+}
+
+#[test]
+fn through_haproxy_the_server_sees_the_real_client_and_pub_sub_works() {
+    let server = TestServer::with_config(proxy_listener(&["127.0.0.1"]));
+    let Some(haproxy) = start_haproxy(server.addr) else {
+        return;
+    };
+    // HAProxy's health checks send a PROXY v2 LOCAL header, then close.
+    server.wait_for("a health check", |s| s.server.proxy_local_headers >= 1);
+
+    let options = ClientOptions {
+        name: "behind-proxy".to_owned(),
+        ..ClientOptions::default()
+    };
+    let mut subscriber = Client::connect(haproxy.addr, &options).expect("connect via haproxy");
+    subscriber.subscribe_all("db").unwrap();
+    let mut publisher = Client::connect(haproxy.addr, &ClientOptions::default()).unwrap();
+    for n in 0..100u32 {
+        publisher.publish("db", "update", n.to_be_bytes()).unwrap();
+    }
+    publisher.wait_receipt(100).unwrap();
+    let mut received = Vec::new();
+    while received.len() < 100 {
+        if let Event::Deliver(d) = subscriber.recv().unwrap() {
+            received.push(u32::from_be_bytes(d.payload[..4].try_into().unwrap()));
+            subscriber.ack(d.seq).unwrap();
+        }
+    }
+    assert_eq!(received, (0..100).collect::<Vec<_>>());
+
+    // The server shows the client's own address (HAProxy's view of it), not HAProxy's.
+    let stats = server.stats();
+    let session = stats
+        .sessions
+        .iter()
+        .find(|s| s.client_name == "behind-proxy")
+        .unwrap();
+    let client_addr = subscriber.local_addr().unwrap();
+    assert_eq!(session.peer, client_addr.to_string());
+    assert!(stats.server.proxy_headers >= 2);
+    assert_eq!(stats.server.proxy_rejected, 0);
+    println!(
+        "haproxy: {} proxied connections, {} health checks, client seen as {}",
+        stats.server.proxy_headers, stats.server.proxy_local_headers, session.peer
+    );
+}
+
+#[test]
+fn a_trusted_peer_without_a_proxy_header_is_refused() {
+    let server = TestServer::with_config(proxy_listener(&["127.0.0.1"]));
+    let mut conn = RawConn::connect(server.addr);
+    let mut hello = Vec::new();
+    let frame = weir::protocol::Hello {
+        inflight_window: 0,
+        client_name: b"no-header",
+        resume: None,
+    };
+    weir::protocol::codec::encode_hello(&frame, &mut hello).unwrap();
+    conn.send(&hello);
+    conn.expect_error_and_close(ErrorCode::ProxyRejected);
+}
+
+#[test]
+fn an_untrusted_peer_is_refused_before_it_sends_anything() {
+    let server = TestServer::with_config(proxy_listener(&["10.0.0.0/8"]));
+    let mut conn = RawConn::connect(server.addr);
+    conn.expect_error_and_close(ErrorCode::ProxyRejected);
+    server.wait_for("refusal counted", |s| s.server.proxy_rejected == 1);
+}
+
+#[test]
+fn junk_instead_of_a_proxy_header_is_refused() {
+    let server = TestServer::with_config(proxy_listener(&["127.0.0.1"]));
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"PROXY TCP4 not-an-address 1.2.3.4 1 2\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c",
+    ] {
+        let mut conn = RawConn::connect(server.addr);
+        conn.send(junk);
+        conn.expect_error_and_close(ErrorCode::ProxyRejected);
+    }
+    // A header that never ends is refused at its size limit, not buffered forever.
+    let mut conn = RawConn::connect(server.addr);
+    let mut endless = b"PROXY TCP4 ".to_vec();
+    endless.extend_from_slice(&[b'9'; 200]);
+    conn.send(&endless);
+    conn.expect_error_and_close(ErrorCode::ProxyRejected);
+    assert_eq!(server.stats().server.proxy_rejected, 4);
+}
