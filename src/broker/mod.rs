@@ -412,7 +412,9 @@ impl Broker {
         state.waiting_since = None;
         if !state.control.is_empty() {
             out.extend_from_slice(&state.control);
-            state.control.clear();
+            // Control frames are rare (WELCOME, SUBSCRIBED, PING/PONG): free the buffer rather
+            // than keep its capacity on every idle connection.
+            state.control = Vec::new();
         }
         if let (None, Some(key)) = (state.close, state.session) {
             let session = &mut self.sessions[key.0];
@@ -566,3 +568,4 @@ impl Broker {
 fn clamp_u32(value: u128) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
+

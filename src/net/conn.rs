@@ -58,8 +58,43 @@ impl Connection {
     pub(crate) fn reset_write_buf(&mut self) {
         self.write_buf.clear();
         self.sent = 0;
-        if self.write_buf.capacity() > KEEP_BUFFER_BYTES {
-            self.write_buf.shrink_to(KEEP_BUFFER_BYTES);
+    }
+
+    /// Hands the (drained) write buffer back to `pool`, so an idle connection holds none.
+    pub(crate) fn release_write_buf(&mut self, pool: &mut BufferPool) {
+        self.sent = 0;
+        pool.put(std::mem::take(&mut self.write_buf));
+    }
+}
+
+/// Write buffers shared by all connections: a connection takes one when it has something to
+/// send and gives it back once everything is written, so memory follows the number of busy
+/// connections, not open ones (the idle-connection goal of issue 4).
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse; more are freed.
+const POOLED_BUFFERS: usize = 64;
+
+impl BufferPool {
+    /// A cleared buffer with at least `capacity` bytes.
+    pub(crate) fn take(&mut self, capacity: usize) -> Vec<u8> {
+        match self.free.pop() {
+            Some(buf) => buf,
+            None => Vec::with_capacity(capacity),
         }
+    }
+
+    pub(crate) fn put(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || self.free.len() >= POOLED_BUFFERS {
+            return;
+        }
+        buf.clear();
+        if buf.capacity() > KEEP_BUFFER_BYTES {
+            buf.shrink_to(KEEP_BUFFER_BYTES);
+        }
+        self.free.push(buf);
     }
 }

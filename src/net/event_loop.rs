@@ -24,7 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::Connection;
+use super::conn::{BufferPool, Connection};
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::control::Command;
 use crate::protocol::proxy::{parse_proxy_header, IpNet};
@@ -72,6 +72,7 @@ pub(crate) struct EventLoop {
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
     conns: Slab<Connection>,
     scratch: Box<[u8]>,
+    buffers: BufferPool,
     /// Connections cut off by the read budget: mio will not report them again.
     read_again: Vec<ConnId>,
     read_now: Vec<ConnId>,
@@ -112,6 +113,7 @@ impl EventLoop {
             signals: None,
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            buffers: BufferPool::default(),
             read_again: Vec::new(),
             read_now: Vec::new(),
             flush_list: Vec::new(),
@@ -381,11 +383,14 @@ impl EventLoop {
             loop {
                 if !conn.has_unsent() {
                     conn.reset_write_buf();
-                    if self
+                    if conn.write_buf.capacity() == 0 {
+                        conn.write_buf = self.buffers.take(high_water + 4096);
+                    }
+                    let appended = self
                         .broker
-                        .poll_transmit(id, &mut conn.write_buf, high_water)
-                        == 0
-                    {
+                        .poll_transmit(id, &mut conn.write_buf, high_water);
+                    if appended == 0 {
+                        conn.release_write_buf(&mut self.buffers);
                         break;
                     }
                 }
@@ -539,7 +544,8 @@ fn feed(broker: &mut Broker, conn: &mut Connection, id: ConnId, data: &[u8], now
         let used = decode_all(broker, id, &conn.read_buf, now);
         conn.read_buf.drain(..used.min(conn.read_buf.len()));
     }
-    if conn.read_buf.is_empty() && conn.read_buf.capacity() > super::conn::KEEP_BUFFER_BYTES {
+    if conn.read_buf.is_empty() && conn.read_buf.capacity() > 0 {
+        // Only a frame split across reads needs this buffer; an idle connection keeps none.
         conn.read_buf = Vec::new();
     }
 }
