@@ -4,6 +4,7 @@
 //! the loop's shared scratch buffer and only a partial frame is copied here) and an empty
 //! write buffer is shrunk back after a burst, so idle connections stay small.
 
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -36,6 +37,31 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// Reads bytes of the peer's stream (plaintext) into `buf`.
+    ///
+    /// # Errors
+    /// As `Read::read`; `WouldBlock` when nothing is ready.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+
+    /// Writes from `write_buf[sent..]` to the peer and advances `sent`; returns how many bytes
+    /// were taken.
+    ///
+    /// # Errors
+    /// As `Write::write`; `WouldBlock` when the socket is full.
+    pub(crate) fn write_unsent(&mut self) -> io::Result<usize> {
+        let unsent = self.write_buf.get(self.sent..).unwrap_or_default();
+        let n = self.stream.write(unsent)?;
+        self.sent += n;
+        Ok(n)
+    }
+
+    /// Shuts the write side (best effort), after the last frame.
+    pub(crate) fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
     pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Connection {
         Connection {
             stream,

@@ -14,7 +14,7 @@
 //! Streams are registered once for READABLE | WRITABLE (edge-triggered); readiness is kept in
 //! the `Connection` and no `reregister` call is ever needed.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -325,7 +325,7 @@ impl EventLoop {
             if self.broker.is_closing(id) {
                 return;
             }
-            match conn.stream.read(&mut self.scratch) {
+            match conn.read(&mut self.scratch) {
                 Ok(0) => {
                     let reason = if conn.read_buf.is_empty() {
                         CloseReason::PeerClosed
@@ -394,14 +394,12 @@ impl EventLoop {
                         break;
                     }
                 }
-                let unsent = conn.write_buf.get(conn.sent..).unwrap_or_default();
-                match conn.stream.write(unsent) {
+                match conn.write_unsent() {
                     Ok(0) => {
                         self.net_closes.push((id, CloseReason::IoError));
                         break;
                     }
                     Ok(n) => {
-                        conn.sent += n;
                         written += n;
                         self.broker.handle_io_bytes(0, n);
                         if written >= budget {
@@ -451,15 +449,14 @@ impl EventLoop {
             self.broker
                 .poll_transmit(id, &mut conn.write_buf, usize::MAX);
             while conn.has_unsent() {
-                let unsent = conn.write_buf.get(conn.sent..).unwrap_or_default();
-                match conn.stream.write(unsent) {
-                    Ok(n) if n > 0 => conn.sent += n,
+                match conn.write_unsent() {
+                    Ok(n) if n > 0 => {}
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     _ => break,
                 }
             }
             self.broker.handle_disconnect(id, reason, now);
-            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.shutdown_write();
             conn.read_buf = Vec::new();
             conn.write_buf = Vec::new();
             conn.sent = 0;
@@ -581,7 +578,7 @@ fn linger_read(
 ) {
     let mut discarded = 0;
     loop {
-        match conn.stream.read(scratch) {
+        match conn.read(scratch) {
             Ok(0) => break,
             Ok(n) => {
                 discarded += n;
