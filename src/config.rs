@@ -69,6 +69,9 @@ pub struct Config {
     /// Max payload bytes queued for a detached session (the larger of this and
     /// `max_queue_bytes` applies while detached). Default 128 MiB.
     pub max_queue_bytes_disconnected: u64,
+    /// Address of an HTTP listener serving Prometheus metrics at `GET /metrics`, served by the
+    /// same event loop. Default none (off).
+    pub metrics_listen: Option<SocketAddr>,
     /// Connections must start with a PROXY protocol v1 or v2 header naming the real client
     /// (behind HAProxy `send-proxy-v2`, nginx `proxy_protocol on`). Default false.
     pub proxy_protocol: bool,
@@ -188,6 +191,7 @@ impl Default for Config {
             reconnect_keep_alive_ms: 60_000,
             max_queue_depth_disconnected: 200_000,
             max_queue_bytes_disconnected: 128 * 1024 * 1024,
+            metrics_listen: None,
             proxy_protocol: false,
             trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
             listeners: Vec::new(),

@@ -40,6 +40,7 @@ pub struct ServerHandle {
     waker: Arc<Waker>,
     /// One per listener, in config order; never empty.
     local_addrs: Arc<[SocketAddr]>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -53,6 +54,7 @@ impl ServerHandle {
                 tx,
                 waker,
                 local_addrs: local_addrs.into(),
+                metrics_addr: None,
             },
             rx,
         )
@@ -62,6 +64,15 @@ impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         // Invariant: a server has at least one listener (Config::listener_settings).
         self.local_addrs[0]
+    }
+
+    /// The metrics listener's address, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    pub(crate) fn set_metrics_addr(&mut self, addr: Option<SocketAddr>) {
+        self.metrics_addr = addr;
     }
 
     /// Every listener's address, in config order.

@@ -14,7 +14,7 @@
 //! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop; [`ServerHandle`] stops it
 //!   or reads stats from another thread (via [`control`]).
 //! - [`config`]: embedded defaults, TOML parsing, validation.
-//! - [`metrics`]: counters owned by the loop.
+//! - [`metrics`]: counters owned by the loop; [`prometheus`] renders them for scraping.
 //! - `client`: a blocking client for tests, tools and embedding programs.
 #![forbid(unsafe_code)]
 #![warn(
@@ -30,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub(crate) mod net;
+pub mod prometheus;
 pub mod protocol;
 pub mod server;
 

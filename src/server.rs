@@ -13,7 +13,9 @@ use mio::{Interest, Poll, Waker};
 use crate::broker::Broker;
 use crate::config::Config;
 pub use crate::control::{ServerGone, ServerHandle};
-use crate::net::event_loop::{listener_token, EventLoop, MAX_LISTENERS, SIGNALS, WAKER};
+use crate::net::event_loop::{
+    listener_token, EventLoop, MAX_LISTENERS, METRICS_LISTENER, SIGNALS, WAKER,
+};
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -52,14 +54,32 @@ impl Server {
                 .register(&mut socket, listener_token(index), Interest::READABLE)?;
             listeners.push(socket);
         }
+        let metrics_listen = config.metrics_listen;
+        let mut metrics_addr = None;
         let proxy_policies = config
             .proxy_policies()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (handle, commands) = ServerHandle::new(waker, local_addrs);
+        let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
         let broker = Broker::new(config);
         let mut event_loop = EventLoop::new(poll, listeners, broker, commands);
         event_loop.proxy_policies = proxy_policies;
+        if let Some(addr) = metrics_listen {
+            let mut socket = TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for metrics on {addr}: {e}"),
+                )
+            })?;
+            metrics_addr = Some(socket.local_addr()?);
+            event_loop.poll.registry().register(
+                &mut socket,
+                METRICS_LISTENER,
+                Interest::READABLE,
+            )?;
+            event_loop.metrics_listener = Some(socket);
+        }
+        handle.set_metrics_addr(metrics_addr);
         Ok(Server { event_loop, handle })
     }
 
@@ -109,6 +129,9 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         for addr in self.handle.local_addrs() {
             info!("weir listening on {addr}");
+        }
+        if let Some(addr) = self.handle.metrics_addr() {
+            info!("metrics on http://{addr}/metrics");
         }
         self.event_loop.run()
     }

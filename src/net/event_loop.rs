@@ -25,6 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::conn::{BufferPool, Connection};
+use super::http::{HttpConn, HttpState, MAX_HTTP_CONNECTIONS};
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::control::Command;
 use crate::protocol::proxy::{parse_proxy_header, IpNet};
@@ -36,6 +37,11 @@ pub(crate) const SIGNALS: Token = Token(usize::MAX - 2);
 const LISTENER_BASE: usize = usize::MAX - 3;
 /// Most listeners one server opens.
 pub(crate) const MAX_LISTENERS: usize = 64;
+
+/// The metrics (HTTP) listener.
+pub(crate) const METRICS_LISTENER: Token = Token(LISTENER_BASE - MAX_LISTENERS);
+/// Metrics connection `k` has token `HTTP_BASE + k`.
+const HTTP_BASE: usize = 1 << 48;
 
 /// The token of listener number `index`.
 pub(crate) fn listener_token(index: usize) -> Token {
@@ -67,6 +73,9 @@ pub(crate) struct EventLoop {
     pub(crate) listeners: Vec<Option<TcpListener>>,
     /// Per listener: `Some(trusted networks)` if connections must start with a PROXY header.
     pub(crate) proxy_policies: Vec<Option<Vec<IpNet>>>,
+    /// The Prometheus metrics listener, if configured.
+    pub(crate) metrics_listener: Option<TcpListener>,
+    http: Slab<HttpConn>,
     pub(crate) broker: Broker,
     pub(crate) commands: Receiver<Command>,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -108,6 +117,8 @@ impl EventLoop {
             poll,
             listeners: listeners.into_iter().map(Some).collect(),
             proxy_policies: Vec::new(),
+            metrics_listener: None,
+            http: Slab::new(),
             broker,
             commands,
             signals: None,
@@ -147,6 +158,10 @@ impl EventLoop {
                 match event.token() {
                     WAKER => self.drain_commands(),
                     SIGNALS => self.drain_signals(),
+                    METRICS_LISTENER => self.accept_http(now),
+                    token if (HTTP_BASE..METRICS_LISTENER.0).contains(&token.0) => {
+                        self.http_event(token.0 - HTTP_BASE);
+                    }
                     token if listener_index(token).is_some() => {
                         if let Some(index) = listener_index(token) {
                             self.accept(index, now);
@@ -186,8 +201,9 @@ impl EventLoop {
             self.flush_pass();
             self.close_pass(now);
             self.expire_lingering(now);
+            self.expire_http(now);
 
-            if self.broker.is_shutting_down() && self.conns.is_empty() {
+            if self.broker.is_shutting_down() && self.conns.is_empty() && self.http.is_empty() {
                 info!("shutdown complete");
                 return Ok(());
             }
@@ -202,6 +218,7 @@ impl EventLoop {
             self.broker.poll_timeout(),
             self.lingering.front().map(|(at, _)| *at),
             self.accept_retry_at,
+            self.http.iter().map(|(_, c)| c.deadline).min(),
         ]
         .into_iter()
         .flatten()
@@ -274,6 +291,68 @@ impl EventLoop {
         }
     }
 
+    fn accept_http(&mut self, now: Instant) {
+        let Some(listener) = &self.metrics_listener else {
+            return;
+        };
+        loop {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            if self.http.len() >= MAX_HTTP_CONNECTIONS {
+                continue;
+            }
+            let entry = self.http.vacant_entry();
+            let token = Token(HTTP_BASE + entry.key());
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                entry.insert(HttpConn::new(stream, now));
+            }
+        }
+    }
+
+    fn http_event(&mut self, key: usize) {
+        let broker = &self.broker;
+        let Some(conn) = self.http.get_mut(key) else {
+            return;
+        };
+        let mut state = conn.on_readable(&mut self.scratch);
+        if let HttpState::Request(path) = state {
+            state = conn.respond(&path, || crate::prometheus::render(&broker.stats()));
+        }
+        if state == HttpState::Done {
+            self.remove_http(key);
+        }
+    }
+
+    fn expire_http(&mut self, now: Instant) {
+        if self.http.is_empty() {
+            return;
+        }
+        let expired: Vec<usize> = self
+            .http
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            self.remove_http(key);
+        }
+    }
+
+    fn remove_http(&mut self, key: usize) {
+        if let Some(mut conn) = self.http.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.close();
+        }
+    }
+
     fn drain_commands(&mut self) {
         while let Ok(command) = self.commands.try_recv() {
             match command {
@@ -306,6 +385,12 @@ impl EventLoop {
             if let Some(mut listener) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
+        }
+        if let Some(mut listener) = self.metrics_listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        for key in self.http.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+            self.remove_http(key);
         }
         self.broker.handle_shutdown();
     }

@@ -6,3 +6,4 @@
 
 pub(crate) mod conn;
 pub(crate) mod event_loop;
+pub(crate) mod http;

@@ -3,7 +3,10 @@
 //! One test binary with a module per feature area (link time matters on the 2-core CI
 //! machine). Wire-format tests assert raw bytes; behaviour tests use `weir::client`.
 
+mod chaos_proxy;
 mod common;
 mod malformed_frames;
+mod metrics_endpoint;
 mod proxy_haproxy;
+mod reconnect_chaos;
 mod server_lifecycle;
