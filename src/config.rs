@@ -69,6 +69,15 @@ pub struct Config {
     /// Max payload bytes queued for a detached session (the larger of this and
     /// `max_queue_bytes` applies while detached). Default 128 MiB.
     pub max_queue_bytes_disconnected: u64,
+    /// Most PUBLISH frames per second one connection may send (token bucket, bursts up to one
+    /// second's worth). Over it the server stops reading that connection until the bucket
+    /// refills: TCP back-pressure, nothing dropped. 0 = unlimited (the default).
+    pub max_publish_rate: u32,
+    /// Most payload bytes per second one connection may publish, same rule. 0 = unlimited.
+    pub max_publish_bytes_rate: u64,
+    /// Most sessions, detached ones included; a HELLO that would create one more gets
+    /// ERROR(SERVER_BUSY). Default 20,000.
+    pub max_sessions: usize,
     /// Address of an HTTP listener serving Prometheus metrics at `GET /metrics`, served by the
     /// same event loop. Default none (off).
     pub metrics_listen: Option<SocketAddr>,
@@ -120,12 +129,40 @@ pub struct ListenerConfig {
     /// Overrides `max_queue_bytes_disconnected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_bytes_disconnected: Option<u64>,
+    /// Overrides `max_publish_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_publish_rate: Option<u32>,
+    /// Overrides `max_publish_bytes_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_publish_bytes_rate: Option<u64>,
     /// Overrides `proxy_protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
     /// Overrides `trusted_proxies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
+}
+
+impl ListenerConfig {
+    /// A listener on `listen` with no overrides.
+    pub fn new(listen: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            listen,
+            reconnect_keep_alive_ms: None,
+            heartbeat_interval_ms: None,
+            heartbeat_timeout_ms: None,
+            max_frame_len: None,
+            inflight_window: None,
+            max_queue_depth: None,
+            max_queue_bytes: None,
+            max_queue_depth_disconnected: None,
+            max_queue_bytes_disconnected: None,
+            max_publish_rate: None,
+            max_publish_bytes_rate: None,
+            proxy_protocol: None,
+            trusted_proxies: None,
+        }
+    }
 }
 
 /// The settings in force on one listener: top-level values with that listener's overrides
@@ -152,6 +189,10 @@ pub struct ListenerSettings {
     pub max_queue_depth_disconnected: u32,
     /// Max queued payload bytes while detached (already the larger of the two settings).
     pub max_queue_bytes_disconnected: u64,
+    /// PUBLISH frames per second per connection; 0 = unlimited.
+    pub max_publish_rate: u32,
+    /// Payload bytes per second per connection; 0 = unlimited.
+    pub max_publish_bytes_rate: u64,
 }
 
 /// Settings of one pre-declared queue (`[[queues]]` in the config file).
@@ -191,6 +232,9 @@ impl Default for Config {
             reconnect_keep_alive_ms: 60_000,
             max_queue_depth_disconnected: 200_000,
             max_queue_bytes_disconnected: 128 * 1024 * 1024,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
+            max_sessions: 20_000,
             metrics_listen: None,
             proxy_protocol: false,
             trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
@@ -290,6 +334,7 @@ impl Config {
             ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
             ("max_queues", self.max_queues as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            ("max_sessions", self.max_sessions as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));
@@ -372,20 +417,7 @@ impl Config {
     pub fn listener_settings(&self) -> Vec<ListenerSettings> {
         let one;
         let listeners = if self.listeners.is_empty() {
-            one = [ListenerConfig {
-                listen: self.listen,
-                reconnect_keep_alive_ms: None,
-                heartbeat_interval_ms: None,
-                heartbeat_timeout_ms: None,
-                max_frame_len: None,
-                inflight_window: None,
-                max_queue_depth: None,
-                max_queue_bytes: None,
-                max_queue_depth_disconnected: None,
-                max_queue_bytes_disconnected: None,
-                proxy_protocol: None,
-                trusted_proxies: None,
-            }];
+            one = [ListenerConfig::new(self.listen)];
             &one[..]
         } else {
             &self.listeners[..]
@@ -420,6 +452,10 @@ impl Config {
                         .max_queue_bytes_disconnected
                         .unwrap_or(self.max_queue_bytes_disconnected)
                         .max(max_queue_bytes),
+                    max_publish_rate: l.max_publish_rate.unwrap_or(self.max_publish_rate),
+                    max_publish_bytes_rate: l
+                        .max_publish_bytes_rate
+                        .unwrap_or(self.max_publish_bytes_rate),
                 }
             })
             .collect()

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub proxy_local_headers: u64,
     /// Connections refused for a missing, bad or untrusted PROXY header.
     pub proxy_rejected: u64,
+    /// Times a connection's reading was paused by its publish rate limit.
+    pub throttle_episodes: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

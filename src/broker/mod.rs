@@ -37,7 +37,7 @@ mod timers;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use slab::Slab;
@@ -131,6 +131,16 @@ struct ConnState {
     /// heartbeat timeout means the peer stopped reading.
     waiting_since: Option<Instant>,
     ping_nonce: u64,
+    /// Publish token buckets (messages, payload bytes); only used when the listener sets a
+    /// rate. Negative means in debt: reading is paused until they refill.
+    publish_tokens: f64,
+    publish_byte_tokens: f64,
+    bucket_at: Instant,
+    /// Reading this connection is paused until then (rate limit); kept after the pause ends
+    /// to tell one throttling episode from the next.
+    paused_until: Option<Instant>,
+    /// Total time reading was paused, in µs.
+    throttled_us: u64,
 }
 
 impl Broker {
@@ -231,9 +241,11 @@ impl Broker {
             self.conns.resize_with(conn.0 + 1, || None);
         }
         let generation = self.new_generation();
+        let listener = listener.min(self.listeners.len().saturating_sub(1));
+        let settings = self.listeners[listener];
         self.conns[conn.0] = Some(ConnState {
             peer,
-            listener: listener.min(self.listeners.len().saturating_sub(1)),
+            listener,
             generation,
             session: None,
             control: Vec::new(),
@@ -244,6 +256,11 @@ impl Broker {
             last_sent: now,
             waiting_since: None,
             ping_nonce: 0,
+            publish_tokens: f64::from(settings.max_publish_rate),
+            publish_byte_tokens: settings.max_publish_bytes_rate as f64,
+            bucket_at: now,
+            paused_until: None,
+            throttled_us: 0,
         });
         self.conn_count += 1;
         self.metrics.connections_accepted += 1;
@@ -286,6 +303,63 @@ impl Broker {
         }
     }
 
+    /// If reading `conn` is paused by its publish rate limit at `now`, until when. The loop stops reading a paused connection (TCP back-pressure)
+    /// and reads it again at that time.
+    pub fn read_paused_until(&self, conn: ConnId, now: Instant) -> Option<Instant> {
+        let until = self.conn(conn)?.paused_until?;
+        (until > now).then_some(until)
+    }
+
+    /// Charges one PUBLISH of `bytes` payload bytes to `conn`'s token buckets; pauses its
+    /// reading when they go into debt.
+    fn charge_publish(&mut self, conn: ConnId, bytes: usize) {
+        let Some(now) = self.latest_now else {
+            return;
+        };
+        let Some(listener) = self.conn(conn).map(|c| c.listener) else {
+            return;
+        };
+        let settings = self.listeners[listener];
+        let (rate, byte_rate) = (
+            f64::from(settings.max_publish_rate),
+            settings.max_publish_bytes_rate as f64,
+        );
+        if rate == 0.0 && byte_rate == 0.0 {
+            return;
+        }
+        let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(state.bucket_at).as_secs_f64();
+        state.bucket_at = now;
+        let mut debt_secs: f64 = 0.0;
+        if rate > 0.0 {
+            state.publish_tokens = (state.publish_tokens + elapsed * rate).min(rate) - 1.0;
+            debt_secs = debt_secs.max(-state.publish_tokens / rate);
+        }
+        if byte_rate > 0.0 {
+            state.publish_byte_tokens =
+                (state.publish_byte_tokens + elapsed * byte_rate).min(byte_rate) - bytes as f64;
+            debt_secs = debt_secs.max(-state.publish_byte_tokens / byte_rate);
+        }
+        if debt_secs > 0.0 {
+            let until = now + Duration::from_secs_f64(debt_secs);
+            // Paused time counts once: from the later of now and the current pause's end.
+            let from = state.paused_until.map_or(now, |at| at.max(now));
+            let added = until.saturating_duration_since(from);
+            state.throttled_us += u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
+            // One episode per stretch of throttling: a pause that starts within a second of
+            // the previous one's end continues the episode.
+            let is_new_episode = state
+                .paused_until
+                .is_none_or(|at| now.saturating_duration_since(at) > Duration::from_secs(1));
+            if is_new_episode {
+                self.metrics.throttle_episodes += 1;
+            }
+            state.paused_until = Some(until);
+        }
+    }
+
     /// Bytes moved by the loop, for the counters.
     pub fn handle_io_bytes(&mut self, read: usize, written: usize) {
         self.metrics.bytes_in += read as u64;
@@ -317,7 +391,10 @@ impl Broker {
             return;
         };
         match frame {
-            Frame::Publish(publish) => self.handle_publish(conn, session, &publish),
+            Frame::Publish(publish) => {
+                self.charge_publish(conn, publish.payload.len());
+                self.handle_publish(conn, session, &publish);
+            }
             Frame::Subscribe(sub) => self.handle_subscribe(conn, session, &sub),
             Frame::Unsubscribe(sub) => self.handle_unsubscribe(conn, session, &sub),
             Frame::Ack(ack) => self.handle_ack(conn, session, &ack),
@@ -568,4 +645,3 @@ impl Broker {
 fn clamp_u32(value: u128) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
-

@@ -67,6 +67,7 @@ impl Broker {
             proxy_headers: m.proxy_headers,
             proxy_local_headers: m.proxy_local_headers,
             proxy_rejected: m.proxy_rejected,
+            throttle_episodes: m.throttle_episodes,
             bytes_in: m.bytes_in,
             bytes_out: m.bytes_out,
             closes,
@@ -80,7 +81,9 @@ impl Broker {
                     .and_then(|conn| self.conn(conn))
                     .map(|c| c.peer.to_string())
                     .unwrap_or_default();
-                let keep_alive = self.listeners[s.listener].reconnect_keep_alive;
+                let settings = &self.listeners[s.listener];
+                let keep_alive = settings.reconnect_keep_alive;
+                let conn_state = s.conn.and_then(|conn| self.conn(conn));
                 SessionStats {
                     session_id: s.id,
                     client_name: s.client_name.to_string(),
@@ -96,6 +99,13 @@ impl Broker {
                         .detached_at
                         .map(|at| ms(keep_alive).saturating_sub(since(at))),
                     resumes: s.resumes,
+                    max_publish_rate: u64::from(settings.max_publish_rate),
+                    max_publish_bytes_rate: settings.max_publish_bytes_rate,
+                    is_throttled: conn_state.is_some_and(|c| {
+                        c.paused_until
+                            .is_some_and(|at| now.is_none_or(|now| at > now))
+                    }),
+                    throttled_ms: conn_state.map_or(0, |c| c.throttled_us / 1_000),
                     subscriptions: s
                         .subscriptions
                         .iter()

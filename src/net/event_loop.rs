@@ -85,6 +85,8 @@ pub(crate) struct EventLoop {
     /// Connections cut off by the read budget: mio will not report them again.
     read_again: Vec<ConnId>,
     read_now: Vec<ConnId>,
+    /// Connections whose reading is paused by a publish rate limit, with the time to resume.
+    paused: Vec<(Instant, ConnId)>,
     /// Connections to flush this turn.
     flush_list: Vec<ConnId>,
     /// Connections cut off by the write budget.
@@ -127,6 +129,7 @@ impl EventLoop {
             buffers: BufferPool::default(),
             read_again: Vec::new(),
             read_now: Vec::new(),
+            paused: Vec::new(),
             flush_list: Vec::new(),
             flush_again: Vec::new(),
             net_closes: Vec::new(),
@@ -154,6 +157,18 @@ impl EventLoop {
 
             self.read_now.clear();
             std::mem::swap(&mut self.read_now, &mut self.read_again);
+            if !self.paused.is_empty() {
+                // Rate-limited connections whose pause is over are read again (mio will not
+                // report data that was already waiting).
+                let read_now = &mut self.read_now;
+                self.paused.retain(|&(at, id)| {
+                    let is_due = at <= now;
+                    if is_due {
+                        read_now.push(id);
+                    }
+                    !is_due
+                });
+            }
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.drain_commands(),
@@ -219,6 +234,7 @@ impl EventLoop {
             self.lingering.front().map(|(at, _)| *at),
             self.accept_retry_at,
             self.http.iter().map(|(_, c)| c.deadline).min(),
+            self.paused.iter().map(|(at, _)| *at).min(),
         ]
         .into_iter()
         .flatten()
@@ -405,9 +421,22 @@ impl EventLoop {
             linger_read(conn, &mut self.scratch, &mut self.net_closes, id);
             return;
         }
+        if self.broker.read_paused_until(id, now).is_some() {
+            // Still paused: its entry in `paused` brings it back.
+            return;
+        }
+        if !conn.read_buf.is_empty() && !conn.is_awaiting_proxy_header {
+            // Frames held back while the connection was paused come first.
+            feed(&mut self.broker, conn, id, &[], now);
+        }
         let mut total = 0;
         loop {
             if self.broker.is_closing(id) {
+                return;
+            }
+            if let Some(until) = self.broker.read_paused_until(id, now) {
+                // Over its publish rate: stop reading (TCP back-pressure) until `until`.
+                self.paused.push((until, id));
                 return;
             }
             match conn.read(&mut self.scratch) {
@@ -644,6 +673,10 @@ fn decode_all(broker: &mut Broker, id: ConnId, buf: &[u8], now: Instant) -> usiz
             Ok(Some((frame, used))) => {
                 broker.handle_frame(id, frame, now);
                 pos += used;
+                if broker.read_paused_until(id, now).is_some() {
+                    // Over its publish rate: the rest waits in the read buffer.
+                    return pos;
+                }
             }
             Ok(None) => return pos,
             Err(error) => {

@@ -103,6 +103,9 @@ pub struct ServerStats {
     /// Connections refused for a missing, bad or untrusted PROXY header.
     #[serde(default)]
     pub proxy_rejected: u64,
+    /// Times a connection's reading was paused by its publish rate limit.
+    #[serde(default)]
+    pub throttle_episodes: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.
@@ -131,6 +134,18 @@ pub struct SessionStats {
     /// Successful resumes of this session.
     #[serde(default)]
     pub resumes: u64,
+    /// Its connection's publish rate limit in force (messages/s, 0 = unlimited).
+    #[serde(default)]
+    pub max_publish_rate: u64,
+    /// Its connection's publish byte-rate limit in force (bytes/s, 0 = unlimited).
+    #[serde(default)]
+    pub max_publish_bytes_rate: u64,
+    /// Reading its connection is paused right now by the rate limit.
+    #[serde(default)]
+    pub is_throttled: bool,
+    /// Total time its connection's reading was paused by the rate limit, in ms.
+    #[serde(default)]
+    pub throttled_ms: u64,
     /// Subscriptions; `event: null` means ALL_EVENTS.
     pub subscriptions: Vec<SubscriptionStats>,
     /// Messages held: pending + in flight.

@@ -18,18 +18,9 @@ use crate::common::{RawConn, TestServer, WAIT};
 fn proxy_listener(trusted: &[&str]) -> Config {
     Config {
         listeners: vec![ListenerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            reconnect_keep_alive_ms: None,
-            heartbeat_interval_ms: None,
-            heartbeat_timeout_ms: None,
-            max_frame_len: None,
-            inflight_window: None,
-            max_queue_depth: None,
-            max_queue_bytes: None,
-            max_queue_depth_disconnected: None,
-            max_queue_bytes_disconnected: None,
             proxy_protocol: Some(true),
             trusted_proxies: Some(trusted.iter().map(|t| t.to_string()).collect()),
+            ..ListenerConfig::new("127.0.0.1:0".parse().unwrap())
         }],
         ..Config::default()
     }
