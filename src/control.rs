@@ -17,6 +17,8 @@ use crate::protocol::stats::StatsReport;
 pub(crate) enum Command {
     /// Reply with a stats report.
     Stats(Sender<StatsReport>),
+    /// Reload the configuration (as SIGHUP does).
+    Reload,
     /// Begin a graceful shutdown.
     Shutdown,
 }
@@ -87,6 +89,15 @@ impl ServerHandle {
     /// [`ServerGone`] if it has already stopped.
     pub fn shutdown(&self) -> Result<(), ServerGone> {
         self.send(Command::Shutdown)
+    }
+
+    /// Asks the server to reload its configuration, as SIGHUP does (no-op unless the server
+    /// was given a reload source with `Server::reload_with`).
+    ///
+    /// # Errors
+    /// [`ServerGone`] if it has already stopped.
+    pub fn reload(&self) -> Result<(), ServerGone> {
+        self.send(Command::Reload)
     }
 
     /// A stats report from the running server (the same data as STATS_REPLY).

@@ -30,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub(crate) mod net;
+pub mod notify;
 pub mod prometheus;
 pub mod protocol;
 pub mod server;

@@ -66,6 +66,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = args.config.clone() {
+        let listen = args.listen;
+        server.reload_with(move || {
+            let mut config = Config::from_file(&path)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+                config.listeners.clear();
+            }
+            config.validate()?;
+            Ok(config)
+        });
+    }
     if let Err(e) = server.handle_signals() {
         eprintln!("weir-server: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;

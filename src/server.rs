@@ -106,20 +106,31 @@ impl Server {
         self.handle.clone()
     }
 
-    /// Makes SIGINT and SIGTERM start a graceful shutdown (for the `weir-server` binary; an
+    /// Makes SIGINT and SIGTERM start a graceful shutdown and SIGHUP reload the configuration
+    /// through the function given to [`Server::reload_with`] (for the `weir-server` binary; an
     /// embedding program keeps its own signal handling).
     ///
     /// # Errors
     /// The OS error if the handlers cannot be installed.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.event_loop
             .poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.event_loop.signals = Some(signals);
         Ok(())
+    }
+
+    /// Sets how SIGHUP (or [`ServerHandle::reload`]) obtains the new configuration, e.g. by
+    /// reading the config file again. What can change at run time is applied; the rest is
+    /// logged as needing a restart.
+    pub fn reload_with(
+        &mut self,
+        load: impl Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
+    ) {
+        self.event_loop.reload = Some(Box::new(load));
     }
 
     /// Runs the event loop on this thread until a graceful shutdown completes.
@@ -133,6 +144,7 @@ impl Server {
         if let Some(addr) = self.handle.metrics_addr() {
             info!("metrics on http://{addr}/metrics");
         }
+        crate::notify::notify("READY=1");
         self.event_loop.run()
     }
 }

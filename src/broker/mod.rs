@@ -25,6 +25,7 @@ mod heartbeat;
 mod hello;
 mod publish;
 mod queue;
+mod reload;
 mod routes;
 mod session;
 mod stats;
@@ -43,6 +44,7 @@ use log::debug;
 use slab::Slab;
 
 pub use close::CloseReason;
+pub use reload::ReloadOutcome;
 pub use routes::QueueId;
 pub use session::SessionKey;
 pub use store::MsgKey;

@@ -49,12 +49,29 @@ impl Routes {
     pub(crate) fn new(declared: &[QueueConfig]) -> Routes {
         let mut routes = Routes::default();
         for q in declared {
-            let id = routes.create(q.name.as_bytes());
-            let queue = &mut routes.queues[id.0 as usize];
-            queue.conflate = q.conflate;
-            queue.max_payload_len = q.max_payload_len;
+            routes.declare(q);
         }
         routes
+    }
+
+    /// Applies a queue declaration from the config (at startup or reload), creating the
+    /// queue if needed; never refused by `max_queues`.
+    pub(crate) fn declare(&mut self, declared: &QueueConfig) {
+        let id = self
+            .find(declared.name.as_bytes())
+            .unwrap_or_else(|| self.create(declared.name.as_bytes()));
+        let queue = &mut self.queues[id.0 as usize];
+        queue.conflate = declared.conflate;
+        queue.max_payload_len = declared.max_payload_len;
+    }
+
+    /// A declaration was removed from the config: the queue stays, with default settings.
+    pub(crate) fn undeclare(&mut self, name: &str) {
+        if let Some(id) = self.find(name.as_bytes()) {
+            let queue = &mut self.queues[id.0 as usize];
+            queue.conflate = false;
+            queue.max_payload_len = None;
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

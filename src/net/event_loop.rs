@@ -53,6 +53,10 @@ fn listener_index(token: Token) -> Option<usize> {
     (index < MAX_LISTENERS).then_some(index)
 }
 
+/// Produces a new configuration for a reload.
+pub(crate) type ReloadFn =
+    Box<dyn Fn() -> Result<crate::config::Config, crate::config::ConfigError> + Send>;
+
 /// Shared read buffer: one `read` call moves up to this many bytes. 64 KiB matches the usual
 /// socket receive buffer, so a busy connection is drained in few syscalls.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -73,6 +77,8 @@ pub(crate) struct EventLoop {
     pub(crate) listeners: Vec<Option<TcpListener>>,
     /// Per listener: `Some(trusted networks)` if connections must start with a PROXY header.
     pub(crate) proxy_policies: Vec<Option<Vec<IpNet>>>,
+    /// How to obtain a new configuration on SIGHUP or `ServerHandle::reload`.
+    pub(crate) reload: Option<ReloadFn>,
     /// The Prometheus metrics listener, if configured.
     pub(crate) metrics_listener: Option<TcpListener>,
     http: Slab<HttpConn>,
@@ -104,6 +110,7 @@ impl std::fmt::Debug for EventLoop {
         f.debug_struct("EventLoop")
             .field("connections", &self.conns.len())
             .field("has_signals", &self.signals.is_some())
+            .field("has_reload", &self.reload.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +127,7 @@ impl EventLoop {
             listeners: listeners.into_iter().map(Some).collect(),
             proxy_policies: Vec::new(),
             metrics_listener: None,
+            reload: None,
             http: Slab::new(),
             broker,
             commands,
@@ -375,28 +383,65 @@ impl EventLoop {
                 Command::Stats(reply) => {
                     let _ = reply.send(self.broker.stats());
                 }
+                Command::Reload => self.reload(),
                 Command::Shutdown => self.begin_shutdown(),
             }
         }
     }
 
     fn drain_signals(&mut self) {
-        let mut is_shutdown = false;
+        let (mut is_shutdown, mut is_reload) = (false, false);
         if let Some(signals) = &mut self.signals {
             for signal in signals.pending() {
-                info!("signal {signal}: shutting down");
-                is_shutdown = true;
+                if signal == signal_hook::consts::SIGHUP {
+                    is_reload = true;
+                } else {
+                    info!("signal {signal}: shutting down");
+                    is_shutdown = true;
+                }
             }
+        }
+        if is_reload && !is_shutdown {
+            self.reload();
         }
         if is_shutdown {
             self.begin_shutdown();
         }
     }
 
+    /// Loads a new configuration and applies what can change at run time; keeps the old one
+    /// on any error.
+    fn reload(&mut self) {
+        let Some(load) = &self.reload else {
+            warn!("reload requested but this server has no config source to reload");
+            return;
+        };
+        crate::notify::notify("RELOADING=1");
+        match load() {
+            Ok(config) => {
+                let outcome = self.broker.handle_reload(config);
+                if outcome.changed.is_empty() {
+                    info!("reload: nothing changed");
+                } else {
+                    info!("reload: applied {}", outcome.changed.join(", "));
+                }
+                if !outcome.needs_restart.is_empty() {
+                    warn!(
+                        "reload: {} changed but take effect only after a restart",
+                        outcome.needs_restart.join(", ")
+                    );
+                }
+            }
+            Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+        }
+        crate::notify::notify("READY=1");
+    }
+
     fn begin_shutdown(&mut self) {
         if self.broker.is_shutting_down() {
             return;
         }
+        crate::notify::notify("STOPPING=1");
         for slot in &mut self.listeners {
             if let Some(mut listener) = slot.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
