@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(store.get(small).payload(), &[1; 100][..]);
         assert_eq!(store.get(small).event(), b"ev");
         store.release(small);
-        assert_eq!(store.pool.bytes, 128, "102 bytes rounded up to the 128 B class");
+        assert_eq!(
+            store.pool.bytes, 128,
+            "102 bytes rounded up to the 128 B class"
+        );
         let again = store.insert(2, QueueId(0), None, b"e", b"k", &[2; 90]);
         assert_eq!(store.pool.bytes, 0, "the 128 B buffer was taken back");
         assert_eq!(store.get(again).payload(), &[2; 90][..]);
@@ -212,7 +215,10 @@ mod tests {
         let big = store.insert(3, QueueId(0), None, b"", b"", &vec![3; 100_000]);
         assert_eq!(store.get(big).payload().len(), 100_000);
         store.release_if_unused(big);
-        assert_eq!(store.pool.bytes, 128, "payloads over 64 KiB are freed, not pooled");
+        assert_eq!(
+            store.pool.bytes, 128,
+            "payloads over 64 KiB are freed, not pooled"
+        );
         assert_eq!((store.len(), store.payload_bytes()), (0, 0));
     }
 }
