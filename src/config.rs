@@ -78,6 +78,11 @@ pub struct Config {
     /// Most sessions, detached ones included; a HELLO that would create one more gets
     /// ERROR(SERVER_BUSY). Default 20,000.
     pub max_sessions: usize,
+    /// PEM certificate chain for TLS; with `tls_key`, every listener without its own setting
+    /// speaks TLS. Default none (plain TCP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Address of an HTTP listener serving Prometheus metrics at `GET /metrics`, served by the
     /// same event loop. Default none (off).
     pub metrics_listen: Option<SocketAddr>,
@@ -135,6 +140,12 @@ pub struct ListenerConfig {
     /// Overrides `max_publish_bytes_rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_publish_bytes_rate: Option<u64>,
+    /// Overrides `tls_cert` (TLS on this listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Overrides `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Overrides `proxy_protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<bool>,
@@ -159,6 +170,8 @@ impl ListenerConfig {
             max_queue_bytes_disconnected: None,
             max_publish_rate: None,
             max_publish_bytes_rate: None,
+            tls_cert: None,
+            tls_key: None,
             proxy_protocol: None,
             trusted_proxies: None,
         }
@@ -235,6 +248,8 @@ impl Default for Config {
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_sessions: 20_000,
+            tls_cert: None,
+            tls_key: None,
             metrics_listen: None,
             proxy_protocol: false,
             trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
@@ -388,6 +403,7 @@ impl Config {
             }
         }
         self.proxy_policies()?;
+        self.tls_paths()?;
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
         }
@@ -491,6 +507,43 @@ impl Config {
                     .map(|t| IpNet::parse(t).map_err(ConfigError::Invalid))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(nets))
+            })
+            .collect()
+    }
+
+    /// Per listener (same order as [`Config::listener_settings`]): the TLS certificate and key
+    /// paths, or `None` for plain TCP.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when only one of the two is given.
+    pub fn tls_paths(&self) -> Result<Vec<Option<(PathBuf, PathBuf)>>, ConfigError> {
+        let pairs: Vec<(Option<&PathBuf>, Option<&PathBuf>, String)> = if self.listeners.is_empty()
+        {
+            vec![(
+                self.tls_cert.as_ref(),
+                self.tls_key.as_ref(),
+                self.listen.to_string(),
+            )]
+        } else {
+            self.listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.tls_cert.as_ref().or(self.tls_cert.as_ref()),
+                        l.tls_key.as_ref().or(self.tls_key.as_ref()),
+                        l.listen.to_string(),
+                    )
+                })
+                .collect()
+        };
+        pairs
+            .into_iter()
+            .map(|(cert, key, listen)| match (cert, key) {
+                (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+                (None, None) => Ok(None),
+                _ => Err(ConfigError::Invalid(format!(
+                    "listener {listen}: tls_cert and tls_key go together"
+                ))),
             })
             .collect()
     }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -59,11 +60,18 @@ impl Server {
         let proxy_policies = config
             .proxy_policies()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tls_configs = config
+            .tls_paths()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
+            .into_iter()
+            .map(|paths| paths.map(|(cert, key)| load_tls(&cert, &key)).transpose())
+            .collect::<io::Result<Vec<_>>>()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
         let broker = Broker::new(config);
         let mut event_loop = EventLoop::new(poll, listeners, broker, commands);
         event_loop.proxy_policies = proxy_policies;
+        event_loop.tls_configs = tls_configs;
         if let Some(addr) = metrics_listen {
             let mut socket = TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
@@ -147,4 +155,32 @@ impl Server {
         crate::notify::notify("READY=1");
         self.event_loop.run()
     }
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server configuration.
+fn load_tls(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &Path, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TLS: {}: {e}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| invalid(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(cert, &e))?;
+    if chain.is_empty() {
+        return Err(invalid(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| invalid(cert, &e))?;
+    Ok(Arc::new(config))
 }

@@ -13,7 +13,6 @@ use mio::net::TcpStream;
 /// Write buffers that grew past this during a burst are shrunk back once drained.
 pub(crate) const KEEP_BUFFER_BYTES: usize = 256 * 1024;
 
-#[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
@@ -30,19 +29,65 @@ pub(crate) struct Connection {
     pub(crate) is_awaiting_proxy_header: bool,
     /// Already on the loop's flush list this turn.
     pub(crate) is_queued_for_flush: bool,
+    /// The TLS session on a TLS listener.
+    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
     /// Set once the connection is closing: its final bytes are written, the write side is
     /// shut, and incoming bytes are discarded until EOF or this deadline (lingering close, so
     /// the peer reads the ERROR/GOODBYE instead of a reset).
     pub(crate) linger_until: Option<Instant>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("is_tls", &self.tls.is_some())
+            .field("unsent", &(self.write_buf.len() - self.sent))
+            .finish_non_exhaustive()
+    }
+}
+
+/// rustls buffers at most this much plaintext-turned-ciphertext per connection; the rest waits
+/// in the write buffer (and the session queue behind it).
+pub(crate) const TLS_BUFFER_LIMIT_BYTES: usize = 64 * 1024;
+
 impl Connection {
-    /// Reads bytes of the peer's stream (plaintext) into `buf`.
+    /// Reads bytes of the peer's stream (plaintext) into `buf`. On a TLS connection this
+    /// reads records, runs the handshake (sending its replies at once) and returns decrypted
+    /// bytes.
     ///
     /// # Errors
-    /// As `Read::read`; `WouldBlock` when nothing is ready.
+    /// As `Read::read`; `WouldBlock` when nothing is ready; `InvalidData` for a TLS failure
+    /// (after the alert has been sent best effort).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        let Some(tls) = &mut self.tls else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.stream)? == 0 {
+                return Ok(0);
+            }
+            if let Err(error) = tls.process_new_packets() {
+                let _ = tls.write_tls(&mut self.stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            }
+            // Handshake replies go out now; if the socket is full the flush pass sends them.
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.is_writable = false;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
     }
 
     /// Writes from `write_buf[sent..]` to the peer and advances `sent`; returns how many bytes
@@ -50,15 +95,34 @@ impl Connection {
     ///
     /// # Errors
     /// As `Write::write`; `WouldBlock` when the socket is full.
+    ///
+    /// On a TLS connection, encrypted bytes already queued go first; plaintext is taken only
+    /// while rustls holds less than its buffer limit, and the count is of bytes written to the
+    /// socket.
     pub(crate) fn write_unsent(&mut self) -> io::Result<usize> {
-        let unsent = self.write_buf.get(self.sent..).unwrap_or_default();
-        let n = self.stream.write(unsent)?;
-        self.sent += n;
-        Ok(n)
+        let Some(tls) = &mut self.tls else {
+            let unsent = self.write_buf.get(self.sent..).unwrap_or_default();
+            let n = self.stream.write(unsent)?;
+            self.sent += n;
+            return Ok(n);
+        };
+        if !tls.wants_write() {
+            let unsent = self.write_buf.get(self.sent..).unwrap_or_default();
+            self.sent += tls.writer().write(unsent)?;
+        }
+        tls.write_tls(&mut self.stream)
     }
 
-    /// Shuts the write side (best effort), after the last frame.
+    /// Shuts the write side (best effort), after the last frame; TLS sends close_notify.
     pub(crate) fn shutdown_write(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            while tls.wants_write() {
+                if !matches!(tls.write_tls(&mut self.stream), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
@@ -71,13 +135,15 @@ impl Connection {
             sent: 0,
             is_writable: false,
             is_awaiting_proxy_header: false,
+            tls: None,
             is_queued_for_flush: false,
             linger_until: None,
         }
     }
 
+    /// Bytes of ours not yet on the socket: in `write_buf`, or encrypted and held by rustls.
     pub(crate) fn has_unsent(&self) -> bool {
-        self.sent < self.write_buf.len()
+        self.sent < self.write_buf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Resets the write buffer after everything was sent.

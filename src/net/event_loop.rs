@@ -16,6 +16,7 @@
 
 use std::io::{self, ErrorKind, Write};
 use std::net::Shutdown;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -24,7 +25,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::{BufferPool, Connection};
+use super::conn::{BufferPool, Connection, TLS_BUFFER_LIMIT_BYTES};
 use super::http::{HttpConn, HttpState, MAX_HTTP_CONNECTIONS};
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::control::Command;
@@ -77,6 +78,8 @@ pub(crate) struct EventLoop {
     pub(crate) listeners: Vec<Option<TcpListener>>,
     /// Per listener: `Some(trusted networks)` if connections must start with a PROXY header.
     pub(crate) proxy_policies: Vec<Option<Vec<IpNet>>>,
+    /// Per listener: the TLS configuration when it speaks TLS.
+    pub(crate) tls_configs: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// How to obtain a new configuration on SIGHUP or `ServerHandle::reload`.
     pub(crate) reload: Option<ReloadFn>,
     /// The Prometheus metrics listener, if configured.
@@ -128,6 +131,7 @@ impl EventLoop {
             proxy_policies: Vec::new(),
             metrics_listener: None,
             reload: None,
+            tls_configs: Vec::new(),
             http: Slab::new(),
             broker,
             commands,
@@ -302,6 +306,18 @@ impl EventLoop {
                 continue;
             }
             let mut conn = Connection::new(stream, peer);
+            if let Some(Some(tls)) = self.tls_configs.get(index) {
+                match rustls::ServerConnection::new(tls.clone()) {
+                    Ok(mut session) => {
+                        session.set_buffer_limit(Some(TLS_BUFFER_LIMIT_BYTES));
+                        conn.tls = Some(Box::new(session));
+                    }
+                    Err(e) => {
+                        warn!("TLS session for {peer}: {e}");
+                        continue;
+                    }
+                }
+            }
             let proxy_policy = self.proxy_policies.get(index).and_then(Option::as_ref);
             conn.is_awaiting_proxy_header = proxy_policy.is_some();
             entry.insert(conn);
