@@ -34,7 +34,7 @@ pub const LEN_PREFIX_LEN: usize = 4;
 pub const HEADER_LEN: usize = 2;
 
 macro_rules! ops {
-    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+    ($($(#[$doc:meta])* $name:ident = $value:literal $wire:literal,)*) => {
         /// Frame op codes. Client-to-server ops are below 0x80, server-to-client ops are 0x80
         /// and above; PING and PONG go both ways.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,10 +55,10 @@ macro_rules! ops {
                 }
             }
 
-            /// The op's name as written in protocol.md.
+            /// The op's name as written in protocol.md (`HELLO`, `STATS_REPLY`).
             pub fn name(self) -> &'static str {
                 match self {
-                    $(Op::$name => stringify!($name),)*
+                    $(Op::$name => $wire,)*
                 }
             }
         }
@@ -67,39 +67,39 @@ macro_rules! ops {
 
 ops! {
     /// Client opens a session (or resumes one).
-    Hello = 0x01,
+    Hello = 0x01 "HELLO",
     /// Client publishes a message.
-    Publish = 0x02,
+    Publish = 0x02 "PUBLISH",
     /// Client subscribes to a queue's events.
-    Subscribe = 0x03,
+    Subscribe = 0x03 "SUBSCRIBE",
     /// Client removes a subscription.
-    Unsubscribe = 0x04,
+    Unsubscribe = 0x04 "UNSUBSCRIBE",
     /// Client acknowledges deliveries.
-    Ack = 0x05,
+    Ack = 0x05 "ACK",
     /// Either side asks for a PONG.
-    Ping = 0x06,
+    Ping = 0x06 "PING",
     /// Answer to PING.
-    Pong = 0x07,
+    Pong = 0x07 "PONG",
     /// Client ends its session.
-    Bye = 0x08,
+    Bye = 0x08 "BYE",
     /// Client asks for the introspection report.
-    Stats = 0x09,
+    Stats = 0x09 "STATS",
     /// Server accepts HELLO.
-    Welcome = 0x81,
+    Welcome = 0x81 "WELCOME",
     /// Server delivers a message.
-    Deliver = 0x82,
+    Deliver = 0x82 "DELIVER",
     /// Server confirms publishes up to a sequence number.
-    Receipt = 0x83,
+    Receipt = 0x83 "RECEIPT",
     /// Server confirms a SUBSCRIBE.
-    Subscribed = 0x84,
+    Subscribed = 0x84 "SUBSCRIBED",
     /// Server confirms an UNSUBSCRIBE.
-    Unsubscribed = 0x85,
+    Unsubscribed = 0x85 "UNSUBSCRIBED",
     /// Server reports an error.
-    Error = 0x86,
+    Error = 0x86 "ERROR",
     /// Server ends the session and closes the connection.
-    Goodbye = 0x87,
+    Goodbye = 0x87 "GOODBYE",
     /// Server answers STATS.
-    StatsReply = 0x88,
+    StatsReply = 0x88 "STATS_REPLY",
 }
 
 /// A checked frame header: the length field has been bounded, the version and op are known.

@@ -1,16 +1,19 @@
-//! protocol.md against the code: the error-code table, the op table, the section headings, the
-//! STATS_REPLY fields and the worked example's bytes.
+//! protocol.md against the code: the error-code table and how each code is sent, the op
+//! table, the section headings, the STATS_REPLY fields, the worked example's bytes and the
+//! resume examples' consistency with §Reconnection.
 
 use std::collections::BTreeSet;
 
-use super::support::{decode_all, doc_name, example_welcome, repo_path, Owned};
+use super::support::{decode_all, example_welcome, repo_path, Owned, EXAMPLE_TOKEN};
 use crate::protocol::codec::decode;
-use crate::protocol::frame::{Resume, OUTCOME_LOST, OUTCOME_NEW};
+use crate::protocol::frame::{
+    Frame, Resume, Welcome, DELIVER_REDELIVERED, OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
+};
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
     ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
 };
-use crate::protocol::{ErrorCode, MAX_FRAME_LEN};
+use crate::protocol::{ErrorCode, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
 
 #[test]
 fn error_code_table_in_protocol_md_matches_error_code_all() {
@@ -37,6 +40,26 @@ fn error_code_table_in_protocol_md_matches_error_code_all() {
 }
 
 #[test]
+fn every_error_code_says_how_it_is_sent_in_protocol_md() {
+    let doc = protocol_md();
+    let rows = markdown_table_with_columns(&doc, "## Error codes", &["code", "sent as", "when"]);
+    let listed: BTreeSet<&str> = rows.iter().flat_map(|row| row[0].split(", ")).collect();
+    for &code in ErrorCode::ALL {
+        assert!(
+            listed.contains(code.name()),
+            "{} is not in the table",
+            code.name()
+        );
+    }
+    for name in listed {
+        assert!(
+            ErrorCode::ALL.iter().any(|code| code.name() == name),
+            "{name} is not an error code"
+        );
+    }
+}
+
+#[test]
 fn op_table_in_protocol_md_matches_op_all() {
     let doc = protocol_md();
     let rows = markdown_table_under(&doc, "## Op codes");
@@ -49,7 +72,7 @@ fn op_table_in_protocol_md_matches_op_all() {
     assert_eq!(rows.len(), Op::ALL.len(), "one row per Op::ALL entry");
     for (row, &op) in rows.iter().zip(Op::ALL) {
         assert_eq!(row[0], format!("0x{:02X}", op as u8), "code of {op:?}");
-        assert_eq!(row[1], doc_name(op));
+        assert_eq!(row[1], op.name());
         let direction = match op {
             Op::Ping | Op::Pong => "both",
             _ if (op as u8) < 0x80 => "C→S",
@@ -64,10 +87,17 @@ fn every_op_has_its_own_section_in_protocol_md() {
     let doc = protocol_md();
     let headings: BTreeSet<&str> = doc.lines().filter(|l| l.starts_with("## ")).collect();
     for &op in Op::ALL {
-        let heading = format!("## {}", doc_name(op));
+        let heading = format!("## {}", op.name());
         assert!(headings.contains(heading.as_str()), "missing `{heading}`");
     }
-    for heading in ["## Framing", "## Flags", "## Error codes", "## Limits"] {
+    for heading in [
+        "## Framing",
+        "## Flags",
+        "## Error codes",
+        "## Limits",
+        "## Session state machine",
+        "## Reconnection",
+    ] {
         assert!(headings.contains(heading), "missing `{heading}`");
     }
 }
@@ -182,18 +212,12 @@ fn worked_example_bytes_match_the_encoders() {
 
 /// The frames of protocol.md §Worked example, in the order shown there (PING and PONG apart).
 pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
-    let resume = Resume {
-        session_id: 7,
-        resume_token: super::support::EXAMPLE_TOKEN,
-        last_delivery_seq: 41,
-        first_resendable_publish_seq: 12,
-    };
-    let lost = Some(ErrorCode::SessionUnknown);
+    let (resume, resumed, redelivered, lost) = resume_example();
     vec![
         ("HELLO", Owned::hello(0, b"demo", None)),
         (
             "WELCOME",
-            example_welcome(OUTCOME_NEW, None, Some(0), 1, 1024),
+            example_welcome(OUTCOME_NEW, None, Some(0), EXAMPLE_SESSION_ID, 1024),
         ),
         (
             "SUBSCRIBE",
@@ -209,15 +233,15 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
         ("ACK", Owned::ack(1, vec![])),
         ("BYE", Owned::Bye),
         ("GOODBYE", Owned::goodbye(ErrorCode::ClientBye, b"bye")),
-        // More frames.
+        // Resuming a session, and a resume that fails.
         (
             "HELLO with RESUME",
             Owned::hello(256, b"demo", Some(resume)),
         ),
-        (
-            "WELCOME lost",
-            example_welcome(OUTCOME_LOST, lost, None, 2, 256),
-        ),
+        ("WELCOME resumed", Owned::Welcome(resumed)),
+        ("DELIVER redelivered", redelivered),
+        ("WELCOME lost", Owned::Welcome(lost)),
+        // More frames.
         (
             "SUBSCRIBE all events",
             Owned::subscription(Op::Subscribe, b"db", None),
@@ -233,6 +257,83 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             Owned::error(ErrorCode::PublishSeqGap, 5, b"expected 3"),
         ),
     ]
+}
+
+/// The session id of the main worked example: the server's per-run epoch `0x5a3c91e2` in the
+/// high 32 bits, the session counter 1 in the low 32 bits.
+const EXAMPLE_SESSION_ID: u64 = 0x5a3c_91e2_0000_0001;
+
+/// protocol.md §Resuming a session and §A resume that fails: the resuming HELLO, its WELCOME
+/// RESUMED, the redelivered DELIVER that follows, and the WELCOME LOST the same HELLO gets once
+/// the session has expired.
+fn resume_example() -> (Resume, Welcome, Owned, Welcome) {
+    let resume = Resume {
+        session_id: 0x5a3c_91e2_0000_0007,
+        resume_token: EXAMPLE_TOKEN,
+        last_delivery_seq: 41,
+        first_resendable_publish_seq: 12,
+    };
+    let Owned::Welcome(mut resumed) =
+        example_welcome(OUTCOME_RESUMED, None, Some(0), resume.session_id, 256)
+    else {
+        unreachable!("example_welcome builds a WELCOME")
+    };
+    resumed.last_publish_seq = 12;
+    let redelivered = Owned::deliver(
+        resume.last_delivery_seq + 1,
+        1234,
+        DELIVER_REDELIVERED,
+        b"db",
+        b"update",
+        b"hi",
+    );
+    let Owned::Welcome(mut lost) = example_welcome(
+        OUTCOME_LOST,
+        Some(ErrorCode::SessionExpired),
+        Some(3),
+        0x5a3c_91e2_0000_0009,
+        256,
+    ) else {
+        unreachable!("example_welcome builds a WELCOME")
+    };
+    lost.resume_token = NEW_TOKEN;
+    (resume, resumed, redelivered, lost)
+}
+
+/// The fresh resume token of the LOST example's new session.
+const NEW_TOKEN: [u8; RESUME_TOKEN_LEN] = [
+    0x9b, 0x07, 0x4e, 0xd1, 0x22, 0x6c, 0xf0, 0x85, 0x3a, 0x5d, 0xc8, 0x71, 0x0e, 0xb4, 0x69, 0x2f,
+];
+
+#[test]
+fn resume_examples_follow_the_rules_of_protocol_md() {
+    let (resume, resumed, redelivered, lost) = resume_example();
+    // RESUMED: the same session and token; publishes up to last_publish_seq were accepted,
+    // which the client's first_resendable_publish_seq must not exceed by more than 1.
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+    assert_eq!(
+        (resumed.session_id, resumed.resume_token),
+        (resume.session_id, resume.resume_token)
+    );
+    assert_eq!((resumed.lost_reason, resumed.missed), (None, Some(0)));
+    assert!(resume.first_resendable_publish_seq <= resumed.last_publish_seq + 1);
+    // The first redelivery is the seq after the last one the client received, flagged.
+    let Frame::Deliver(deliver) = redelivered.frame() else {
+        panic!("a DELIVER")
+    };
+    assert_eq!(deliver.seq, resume.last_delivery_seq + 1);
+    assert_eq!(deliver.flags, DELIVER_REDELIVERED);
+    // LOST: a new session with a new id and token, from the same server run (same epoch).
+    assert_eq!(lost.outcome, OUTCOME_LOST);
+    assert_ne!(lost.session_id, resume.session_id);
+    assert_eq!(lost.session_id >> 32, resume.session_id >> 32, "same epoch");
+    assert_eq!(
+        resume.session_id >> 32,
+        EXAMPLE_SESSION_ID >> 32,
+        "same epoch"
+    );
+    assert_ne!(lost.resume_token, resume.resume_token);
+    assert_eq!(lost.last_publish_seq, 0);
 }
 
 /// Hex as protocol.md prints it: lower case, 16 bytes a line.

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::support::{doc_name, frame, frame_raw, one_of_each_op, op_of, repo_path, Owned};
+use super::support::{frame, frame_raw, one_of_each_op, op_of, repo_path, Owned};
 use crate::protocol::codec::{decode, fuzz_decode};
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN, MAX_FRAME_LEN_BEFORE_HELLO};
 
@@ -280,7 +280,7 @@ fn write_fixtures() {
     std::fs::create_dir_all(&corpus).unwrap();
     let frames = one_of_each_op();
     for f in &frames {
-        let file = format!("frame-{}.bin", doc_name(op_of(&f.frame())).to_lowercase());
+        let file = format!("frame-{}.bin", op_of(&f.frame()).name().to_lowercase());
         std::fs::write(corpus.join(file), f.encoded()).unwrap();
     }
     let stream: Vec<u8> = frames.iter().flat_map(Owned::encoded).collect();

@@ -564,18 +564,6 @@ pub(super) fn op_of(frame: &Frame<'_>) -> Op {
     }
 }
 
-/// The op's name as protocol.md writes it: `Op::StatsReply` is `STATS_REPLY`.
-pub(super) fn doc_name(op: Op) -> String {
-    let mut out = String::new();
-    for (i, c) in op.name().chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
 pub(super) fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
