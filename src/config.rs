@@ -402,8 +402,18 @@ impl Config {
                 ));
             }
         }
-        self.proxy_policies()?;
-        self.tls_paths()?;
+        let proxied = self.proxy_policies()?;
+        let tls = self.tls_paths()?;
+        if let Some(index) = (0..proxied.len()).find(|&i| {
+            proxied.get(i).is_some_and(Option::is_some) && tls.get(i).is_some_and(Option::is_some)
+        }) {
+            // Proxies send the PROXY header in clear before the TLS handshake; reading it there
+            // is not implemented, so refuse the combination rather than fail at run time.
+            return invalid(format!(
+                "listener {index}: proxy_protocol and TLS on the same listener are not \
+                 supported; terminate TLS at the proxy or use a plain listener behind it"
+            ));
+        }
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
         }

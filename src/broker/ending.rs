@@ -72,6 +72,7 @@ impl Broker {
         session.conn = None;
         let keep_alive = self.listeners[session.listener].reconnect_keep_alive;
         if keep_alive.is_zero() {
+            self.metrics.sessions_expired += 1;
             self.end_session(key, ErrorCode::SessionExpired);
             return;
         }

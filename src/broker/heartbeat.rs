@@ -29,7 +29,12 @@ impl Broker {
         }
         let settings = self.listeners[state.listener];
         let (interval, timeout) = (settings.heartbeat_interval, settings.heartbeat_timeout);
-        let silent_until = state.last_recv + timeout;
+        // A connection whose reading the rate limit paused was not silent: its bytes wait in
+        // the socket because we stopped reading.
+        let heard_at = state
+            .paused_until
+            .map_or(state.last_recv, |at| at.min(now).max(state.last_recv));
+        let silent_until = heard_at + timeout;
         if now >= silent_until {
             self.metrics.heartbeat_timeouts += 1;
             let text = "nothing received within heartbeat_timeout_ms";
@@ -46,7 +51,9 @@ impl Broker {
             return;
         }
         let next_check = stalled_until.map_or(silent_until, |at| at.min(silent_until));
-        let ping_at = state.last_sent + interval;
+        // PING after an interval without sending, or without hearing anything: a client that
+        // only receives then still has something to answer before the timeout.
+        let ping_at = state.last_sent.min(heard_at) + interval;
         if now < ping_at {
             self.timers
                 .schedule(ping_at.min(next_check), target, generation);

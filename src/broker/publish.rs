@@ -121,7 +121,34 @@ impl Broker {
             }
         }
         let settings = &self.listeners[session.listener];
-        let (max_depth, max_bytes) = if session.conn.is_some() {
+        // A DELIVER is at most max_frame_len + 8 bytes on this session's listener; a message
+        // published on a listener with a larger limit may not fit. Say so and close rather than
+        // send a frame the client cannot read, or skip it silently.
+        let deliver_len = crate::protocol::HEADER_LEN
+            + 8
+            + 8
+            + 1
+            + 1
+            + self.routes.queue(message.queue).name.len()
+            + 1
+            + message.event().len()
+            + message.payload().len();
+        if deliver_len > settings.max_frame_len as usize + 8 {
+            self.metrics.messages_dropped_session_closed += 1;
+            let text = "a message is larger than this listener's max_frame_len allows";
+            match session.conn {
+                Some(conn) => self.goodbye(conn, ErrorCode::LimitExceeded, text),
+                None => {
+                    self.end_session(key, ErrorCode::LimitExceeded);
+                }
+            }
+            return;
+        }
+        // Detached, or just resumed with a backlog that grew under the detached limits and is
+        // still above the connected ones (catching up): the larger limits apply.
+        let is_catching_up = session.queue.depth() > settings.max_queue_depth
+            || session.queue.bytes > settings.max_queue_bytes;
+        let (max_depth, max_bytes) = if session.conn.is_some() && !is_catching_up {
             (settings.max_queue_depth, settings.max_queue_bytes)
         } else {
             (

@@ -70,9 +70,29 @@ fn anything_sent_postpones_the_ping() {
     run_until(&mut h, ms(6_000));
     h.publish(PUBLISHER, "db", "e", "x");
     assert_eq!(h.payloads(CLIENT), ["x"]);
+    // The client acks at once: both directions were active at 6 s.
+    h.ack(CLIENT, 1, &[]);
     run_until(&mut h, ms(6_000) + interval() - ms(1));
     assert_eq!(h.frames(CLIENT), []);
     run_until(&mut h, ms(6_000) + interval());
+    assert_eq!(h.frames(CLIENT), [Received::Ping(1)]);
+}
+
+/// A client that only receives (the server keeps sending) still gets a PING an interval after
+/// it last sent anything, so it has something to answer before the heartbeat timeout.
+#[test]
+fn a_client_that_only_receives_is_pinged_after_an_interval_of_its_own_silence() {
+    let mut h = Harness::new();
+    h.hello(CLIENT);
+    h.hello(PUBLISHER);
+    h.subscribe(CLIENT, "db", None);
+    h.discard(CLIENT);
+    run_until(&mut h, ms(6_000));
+    h.publish(PUBLISHER, "db", "e", "x");
+    assert_eq!(h.payloads(CLIENT), ["x"]);
+    run_until(&mut h, interval() - ms(1));
+    assert_eq!(h.frames(CLIENT), []);
+    run_until(&mut h, interval());
     assert_eq!(h.frames(CLIENT), [Received::Ping(1)]);
 }
 
