@@ -1,23 +1,22 @@
-//! weir-bench: a load generator for Weir and for peer brokers, with the same flags for each
-//! (quinn `perf/` model; STYLE.md §10).
+//! weir-bench: a load generator for Weir and for peer brokers (Redis pub/sub, NATS core,
+//! MQTT 3.1.1 / mosquitto), with the same flags, the same client code and the same accounting
+//! for each (quinn `perf/` model; STYLE.md §10).
 //!
 //! # Layout
 //!
 //! - this file: the command line, dispatch to a scenario, number formatting;
-//! - `throughput`: the `throughput` scenario (one module per scenario);
-//! - `target`: targets named by URL and the [`target::Publisher`] / [`target::Subscriber`]
-//!   traits every adapter implements, over a [`target::Wire`] (a `TcpStream` with the adapter's
-//!   own buffers);
-//! - `weir_target`, `redis_target`: the adapters for `weir://` and `redis://` (Redis pub/sub).
+//! - scenarios, one module each: `throughput` (also `fanout`), `latency`, `connections`,
+//!   `slow` (`slow-consumer`); `scenario` holds what they share: target flags, rounds and
+//!   compare mode, progress and the summary tables;
+//! - `worker`: the load-generator threads, each a mio loop over many `link`s (non-blocking
+//!   sockets with their buffers), each link a publisher or a subscriber;
+//! - `target`: targets named by URL and the sans-IO [`target::Adapter`] trait; the adapters:
+//!   `weir_target`, `redis_target`, `nats_target`, `mqtt_target`;
+//! - `accounting` (payload stamps, loss/duplicate tracking), `report` (per-run delivery
+//!   tables), `histogram` (latency percentiles), `probe` (server CPU and memory from /proc).
 //!
-//! Each adapter speaks its protocol directly over `std::net::TcpStream`, so no client
-//! library's buffering or threading colours the figures, and a new scenario or target touches
-//! only its own module.
-//!
-//! Threads: one per publisher and one per subscriber. Every subscriber is subscribed (Weir:
-//! SUBSCRIBED received; Redis: the subscribe reply read) before the first publish. Every
-//! payload starts with a big-endian u64 tag, `publisher << 48 | counter` (counter from 1), so
-//! each subscriber counts losses, duplicates and out-of-order deliveries per publisher.
+//! Each adapter speaks its protocol directly, so no client library's buffering or threading
+//! colours the figures: only the bytes differ between targets.
 //!
 //! Usage errors exit 2 (clap); a connection that fails, or a run in which a publisher failed
 //! or a subscriber was closed, timed out or missed messages, exits 1.
@@ -26,14 +25,38 @@
 
 // The crate root is a file in src/bin/, so its modules live in weir-bench/ beside it, named
 // explicitly: a module file directly in src/bin/ would be taken for another binary.
+#[path = "weir-bench/accounting.rs"]
+mod accounting;
+#[path = "weir-bench/connections.rs"]
+mod connections;
+#[path = "weir-bench/histogram.rs"]
+mod histogram;
+#[path = "weir-bench/latency.rs"]
+mod latency;
+#[path = "weir-bench/link.rs"]
+mod link;
+#[path = "weir-bench/mqtt_target.rs"]
+mod mqtt_target;
+#[path = "weir-bench/nats_target.rs"]
+mod nats_target;
+#[path = "weir-bench/probe.rs"]
+mod probe;
 #[path = "weir-bench/redis_target.rs"]
 mod redis_target;
+#[path = "weir-bench/report.rs"]
+mod report;
+#[path = "weir-bench/scenario.rs"]
+mod scenario;
+#[path = "weir-bench/slow.rs"]
+mod slow;
 #[path = "weir-bench/target.rs"]
 mod target;
 #[path = "weir-bench/throughput.rs"]
 mod throughput;
 #[path = "weir-bench/weir_target.rs"]
 mod weir_target;
+#[path = "weir-bench/worker.rs"]
+mod worker;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,7 +67,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "weir-bench",
     version,
-    about = "Load generator for Weir and peer brokers"
+    about = "Load generator for Weir and peer brokers (Redis, NATS, MQTT)",
+    after_help = "Targets: weir://HOST:PORT, redis://HOST:PORT, nats://HOST:PORT, \
+                  mqtt://HOST:PORT?qos=0|1; add ?pid=N (&pid=N) for a local server's CPU and \
+                  memory. --compare A,B,... runs each scenario against several in turn."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,15 +79,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Publishers send --count messages as fast as confirmations and the slowest subscriber
-    /// allow; every subscriber should receive each of them once, in order.
+    /// P publishers to S subscribers as fast as confirmations and the slowest subscriber
+    /// allow; every subscriber should receive each message once, in order.
     Throughput(throughput::ThroughputArgs),
+    /// One publisher to many subscribers (100 by default): `throughput` for fan-out.
+    Fanout(throughput::ThroughputArgs),
+    /// A fixed publish rate (open loop); delivery latency percentiles, corrected for
+    /// coordinated omission.
+    Latency(latency::LatencyArgs),
+    /// Many idle subscribed sessions; the server's memory per connection.
+    Connections(connections::ConnectionsArgs),
+    /// One fast and one slow subscriber: what the broker does about the slow one.
+    SlowConsumer(slow::SlowArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.scenario {
-        Scenario::Throughput(args) => throughput::main(args),
+        Scenario::Throughput(args) => throughput::main(args, false),
+        Scenario::Fanout(args) => throughput::main(args, true),
+        Scenario::Latency(args) => latency::main(args),
+        Scenario::Connections(args) => connections::main(args),
+        Scenario::SlowConsumer(args) => slow::main(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

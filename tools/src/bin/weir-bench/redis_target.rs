@@ -1,145 +1,73 @@
-//! The Redis adapter: pub/sub over RESP2. The subscriber sends SUBSCRIBE and reads
-//! `message` pushes; the publisher pipelines PUBLISH commands and reads their integer replies
-//! at most `max_unconfirmed` behind. Redis pub/sub has no acks.
+//! The Redis adapter: pub/sub over RESP2. A subscriber sends SUBSCRIBE and reads `message`
+//! pushes; a publisher pipelines PUBLISH commands, each confirmed by its integer reply. Redis
+//! pub/sub has no acks and no handshake (the connection is ready once open).
 
 use std::io::{self, Write};
-use std::time::Instant;
 
-use crate::target::{
-    is_timeout, protocol_error, ConnectOptions, Polled, Publisher, Subscriber, Wire,
-    CONFIRM_TIMEOUT, POLL_INTERVAL, WRITE_BATCH_BYTES,
-};
+use crate::target::{protocol_error, Adapter, AdapterOptions, Event};
 
-/// SUBSCRIBEs to the channel and reads `message` pushes.
-pub(crate) struct RedisSubscriber {
-    wire: Wire,
+pub(crate) struct RedisAdapter {
+    channel: Vec<u8>,
+    /// PUBLISH replies received.
+    replies: u64,
 }
 
-impl RedisSubscriber {
-    pub(crate) fn connect(address: &str, options: &ConnectOptions) -> io::Result<Self> {
-        let mut wire = Wire::connect(address, POLL_INTERVAL)?;
-        resp_command(
-            &mut wire.write_buf,
-            &[b"SUBSCRIBE", options.queue.as_bytes()],
-        );
-        wire.flush()?;
-        let deadline = Instant::now() + CONFIRM_TIMEOUT;
-        loop {
-            if let Some((reply, used)) = resp_parse(wire.unread())? {
-                if !matches!(reply, Resp::Array(3, [kind, ..]) if kind == b"subscribe") {
-                    let text = format!("unexpected reply to SUBSCRIBE: {reply:?}");
-                    return Err(protocol_error(text));
-                }
-                wire.start += used;
-                return Ok(RedisSubscriber { wire });
-            }
-            match wire.fill() {
-                Ok(0) => return Err(protocol_error("connection closed during SUBSCRIBE")),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-                Err(e) => return Err(e),
-            }
+impl RedisAdapter {
+    pub(crate) fn new(options: &AdapterOptions) -> Self {
+        RedisAdapter {
+            channel: options.topic.as_bytes().to_vec(),
+            replies: 0,
         }
     }
 }
 
-impl Subscriber for RedisSubscriber {
-    fn poll(&mut self, on_message: &mut dyn FnMut(&[u8])) -> io::Result<Polled> {
-        let wire = &mut self.wire;
-        match wire.fill() {
-            Ok(0) => return Ok(Polled::Closed("connection closed by the server".into())),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => return Ok(Polled::Open),
-            Err(e) => return Err(e),
-        }
-        while let Some((reply, used)) = resp_parse(&wire.read_buf[wire.start..wire.end])? {
+impl Adapter for RedisAdapter {
+    fn open(&mut self, _out: &mut Vec<u8>, events: &mut dyn FnMut(Event<'_>)) {
+        events(Event::Ready);
+    }
+
+    fn subscribe(&mut self, out: &mut Vec<u8>) {
+        resp_command(out, &[b"SUBSCRIBE", &self.channel]);
+    }
+
+    fn publish(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        resp_command(out, &[b"PUBLISH", &self.channel, payload]);
+    }
+
+    fn request_confirm(&mut self, _out: &mut Vec<u8>) {}
+
+    fn confirmed(&self) -> u64 {
+        self.replies
+    }
+
+    fn handle_input(
+        &mut self,
+        input: &[u8],
+        _out: &mut Vec<u8>,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<usize> {
+        let mut used = 0;
+        while let Some((reply, len)) = resp_parse(&input[used..])? {
+            used += len;
             match reply {
                 Resp::Array(3, [kind, _channel, payload, _]) if kind == b"message" => {
-                    on_message(payload);
+                    events(Event::Message(payload));
                 }
+                Resp::Array(3, [kind, ..]) if kind == b"subscribe" => events(Event::Subscribed),
+                Resp::Integer(_) => self.replies += 1,
                 Resp::Error(text) => {
-                    return Ok(Polled::Closed(String::from_utf8_lossy(text).into_owned()));
+                    events(Event::Closed(String::from_utf8_lossy(text).into_owned()));
                 }
                 _ => {}
             }
-            wire.start += used;
         }
-        Ok(Polled::Open)
-    }
-}
-
-/// Pipelines PUBLISH commands, bounded by their integer replies.
-pub(crate) struct RedisPublisher {
-    wire: Wire,
-    channel: Vec<u8>,
-    max_unconfirmed: u64,
-    sent: u64,
-    replied: u64,
-}
-
-impl RedisPublisher {
-    pub(crate) fn connect(address: &str, options: &ConnectOptions) -> io::Result<Self> {
-        Ok(RedisPublisher {
-            wire: Wire::connect(address, CONFIRM_TIMEOUT)?,
-            channel: options.queue.as_bytes().to_vec(),
-            max_unconfirmed: options.max_unconfirmed,
-            sent: 0,
-            replied: 0,
-        })
+        Ok(used)
     }
 
-    /// Flushes, then blocks for at least one read and counts every PUBLISH reply in it.
-    fn read_replies(&mut self) -> io::Result<()> {
-        let wire = &mut self.wire;
-        wire.flush()?;
-        match wire.fill() {
-            Ok(0) => return Err(protocol_error("connection closed by the server")),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => {
-                return Err(io::Error::new(e.kind(), "no PUBLISH reply in time"));
-            }
-            Err(e) => return Err(e),
-        }
-        while let Some((reply, used)) = resp_parse(&wire.read_buf[wire.start..wire.end])? {
-            match reply {
-                Resp::Integer(_) => self.replied += 1,
-                Resp::Error(text) => {
-                    return Err(protocol_error(String::from_utf8_lossy(text).into_owned()));
-                }
-                other => return Err(protocol_error(format!("unexpected reply: {other:?}"))),
-            }
-            wire.start += used;
-        }
-        Ok(())
-    }
-}
+    fn end_of_input(&mut self, _out: &mut Vec<u8>) {}
 
-impl Publisher for RedisPublisher {
-    fn publish(&mut self, payload: &[u8]) -> io::Result<()> {
-        while self.sent - self.replied >= self.max_unconfirmed {
-            self.read_replies()?;
-        }
-        resp_command(
-            &mut self.wire.write_buf,
-            &[b"PUBLISH", &self.channel, payload],
-        );
-        self.sent += 1;
-        if self.wire.write_buf.len() >= WRITE_BATCH_BYTES {
-            self.wire.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.wire.flush()
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        self.wire.flush()?;
-        while self.replied < self.sent {
-            self.read_replies()?;
-        }
-        Ok(())
+    fn close(&mut self, out: &mut Vec<u8>) {
+        resp_command(out, &[b"QUIT"]);
     }
 }
 
@@ -284,6 +212,27 @@ mod tests {
         assert!(matches!(value, Resp::Error(b"ERR wrong")));
         assert!(resp_parse(b"?what\r\n").is_err());
         assert!(resp_parse(b":12x\r\n").is_err());
+    }
+
+    #[test]
+    fn replies_confirm_publishes_and_pushes_are_messages() {
+        let options = AdapterOptions {
+            topic: "ch".into(),
+            window: 0,
+            is_acking: true,
+            confirm_every: 1,
+        };
+        let mut redis = RedisAdapter::new(&options);
+        let input = b":1\r\n:0\r\n*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n*3\r\n$7\r\nmess";
+        let mut seen = Vec::new();
+        let used = redis
+            .handle_input(input, &mut Vec::new(), &mut |event| {
+                seen.push(format!("{event:?}"))
+            })
+            .unwrap();
+        assert_eq!(used, input.len() - b"*3\r\n$7\r\nmess".len());
+        assert_eq!(redis.confirmed(), 2);
+        assert_eq!(seen, ["Message([104, 105])"]);
     }
 
     #[test]

@@ -1,230 +1,282 @@
-//! Targets (brokers named by URL) and what an adapter for one provides: a [`Publisher`] and a
-//! [`Subscriber`] over a [`Wire`], a `TcpStream` with the adapter's own buffers.
+//! Targets (brokers named by URL) and the [`Adapter`] every protocol implements.
 //!
-//! A new target is a `Target` variant, its URL scheme, and one module implementing the two
-//! traits; scenarios only see the traits.
+//! An adapter is sans-IO (quinn-proto style): it appends the bytes to send to a buffer the
+//! caller owns and decodes the bytes the caller read, reporting [`Event`]s. It never touches a
+//! socket or a clock. The socket side, identical for every target, is [`crate::link::Link`],
+//! and the loop that drives many links is [`crate::worker`]. So a figure for Redis and one for
+//! Weir come from the same buffers, the same syscalls and the same threads; only the bytes
+//! differ.
+//!
+//! A new target is a [`Kind`] variant, its URL scheme, and one module implementing
+//! [`Adapter`].
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::str::FromStr;
-use std::time::Duration;
 
-use crate::redis_target::{RedisPublisher, RedisSubscriber};
-use crate::weir_target::{WeirPublisher, WeirSubscriber};
+use crate::mqtt_target::MqttAdapter;
+use crate::nats_target::NatsAdapter;
+use crate::redis_target::RedisAdapter;
+use crate::weir_target::WeirAdapter;
 
-/// A broker to measure, from its URL.
+/// A broker to measure: `SCHEME://HOST:PORT[?key=value&...]`.
+///
+/// Query keys: `qos=0|1` (MQTT only), `pid=N`: the server's process id, so that its CPU time
+/// and memory can be read from `/proc` when it runs on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// `redis://HOST:PORT`: Redis pub/sub.
-    Redis(String),
-    /// `weir://HOST:PORT`.
-    Weir(String),
+pub(crate) struct Target {
+    pub(crate) kind: Kind,
+    /// `HOST:PORT`.
+    pub(crate) address: String,
+    /// The server's process id, for `/proc/PID/{stat,status}`.
+    pub(crate) pid: Option<u32>,
+}
+
+/// Which protocol a target speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `mqtt://`: MQTT 3.1.1 publish/subscribe at QoS 0 or 1.
+    Mqtt { qos: u8 },
+    /// `nats://`: the NATS core protocol (no JetStream).
+    Nats,
+    /// `redis://`: Redis pub/sub over RESP2.
+    Redis,
+    /// `weir://`.
+    Weir,
 }
 
 impl FromStr for Target {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Target, String> {
-        let (scheme, address) = url
+        let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url}: expected SCHEME://HOST:PORT"))?;
-        let address = address.trim_end_matches('/').to_owned();
-        if address.rsplit_once(':').is_none() {
-            return Err(format!("{url}: the address needs a port"));
+        let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let address = address.trim_end_matches('/');
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{url}: the address needs a host and a port")),
         }
-        match scheme {
-            "weir" => Ok(Target::Weir(address)),
-            "redis" => Ok(Target::Redis(address)),
-            _ => Err(format!("{url}: unknown scheme (weir:// or redis://)")),
+        let mut kind = match scheme {
+            "mqtt" => Kind::Mqtt { qos: 0 },
+            "nats" => Kind::Nats,
+            "redis" => Kind::Redis,
+            "weir" => Kind::Weir,
+            _ => {
+                return Err(format!(
+                    "{url}: unknown scheme (weir://, redis://, nats:// or mqtt://)"
+                ))
+            }
+        };
+        let mut pid = None;
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (key, &mut kind) {
+                ("pid", _) => {
+                    pid = Some(
+                        value
+                            .parse()
+                            .map_err(|_| format!("{url}: pid must be a number"))?,
+                    )
+                }
+                ("qos", Kind::Mqtt { qos }) => {
+                    *qos = match value {
+                        "0" => 0,
+                        "1" => 1,
+                        _ => return Err(format!("{url}: qos must be 0 or 1")),
+                    }
+                }
+                _ => return Err(format!("{url}: unknown query key {key:?}")),
+            }
         }
+        Ok(Target {
+            kind,
+            address: address.to_owned(),
+            pid,
+        })
     }
 }
 
+/// Shows the target without its `pid` (a name for tables, stable across runs).
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Redis(address) => write!(f, "redis://{address}"),
-            Target::Weir(address) => write!(f, "weir://{address}"),
+        match self.kind {
+            Kind::Mqtt { qos } => write!(f, "mqtt://{}?qos={qos}", self.address),
+            Kind::Nats => write!(f, "nats://{}", self.address),
+            Kind::Redis => write!(f, "redis://{}", self.address),
+            Kind::Weir => write!(f, "weir://{}", self.address),
         }
     }
 }
 
 impl Target {
-    /// Whether subscribers acknowledge deliveries on this target (so `--no-acks` applies).
-    pub(crate) fn has_acks(&self) -> bool {
-        matches!(self, Target::Weir(_))
+    /// The kind of target, for tables that span restarts (ports change): `weir`, `redis`,
+    /// `nats`, `mqtt-qos0`, `mqtt-qos1`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self.kind {
+            Kind::Mqtt { qos: 0 } => "mqtt-qos0",
+            Kind::Mqtt { .. } => "mqtt-qos1",
+            Kind::Nats => "nats",
+            Kind::Redis => "redis",
+            Kind::Weir => "weir",
+        }
     }
 
-    /// A connection that has subscribed and seen the broker confirm it.
-    pub(crate) fn subscriber(
-        &self,
-        options: &ConnectOptions,
-        index: u16,
-    ) -> io::Result<Box<dyn Subscriber>> {
-        let name = format!("weir-bench-sub-{index}");
-        Ok(match self {
-            Target::Weir(address) => Box::new(WeirSubscriber::connect(address, &name, options)?),
-            Target::Redis(address) => Box::new(RedisSubscriber::connect(address, options)?),
-        })
+    /// Whether subscribers acknowledge deliveries on this target: Weir always (unless
+    /// `--no-acks`), MQTT at QoS 1; Redis and NATS core have no acks.
+    pub(crate) fn has_acks(&self, options: &AdapterOptions) -> bool {
+        match self.kind {
+            Kind::Weir => options.is_acking,
+            Kind::Mqtt { qos } => qos > 0,
+            Kind::Nats | Kind::Redis => false,
+        }
     }
 
-    /// A connection ready to publish.
-    pub(crate) fn publisher(
-        &self,
-        options: &ConnectOptions,
-        index: u16,
-    ) -> io::Result<Box<dyn Publisher>> {
-        let name = format!("weir-bench-pub-{index}");
-        Ok(match self {
-            Target::Weir(address) => Box::new(WeirPublisher::connect(address, &name, options)?),
-            Target::Redis(address) => Box::new(RedisPublisher::connect(address, options)?),
-        })
+    /// A fresh adapter for one connection. `name` must be unique among the connections of a
+    /// run (MQTT client ids must be).
+    pub(crate) fn adapter(&self, name: &str, options: &AdapterOptions) -> Box<dyn Adapter> {
+        match self.kind {
+            Kind::Mqtt { qos } => Box::new(MqttAdapter::new(name, qos, options)),
+            Kind::Nats => Box::new(NatsAdapter::new(name, options)),
+            Kind::Redis => Box::new(RedisAdapter::new(options)),
+            Kind::Weir => Box::new(WeirAdapter::new(name, options)),
+        }
+    }
+
+    /// Most publishes the protocol lets a publisher have unconfirmed (MQTT packet ids are
+    /// 16 bits); `None` for no limit of its own.
+    pub(crate) fn max_unconfirmed(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Mqtt { qos: 1.. } => Some(MQTT_MAX_PACKET_IDS),
+            _ => None,
+        }
     }
 }
 
-/// What every adapter needs to open a connection, whatever the scenario.
+/// What every adapter needs, whatever the scenario.
 #[derive(Clone, Debug)]
-pub(crate) struct ConnectOptions {
-    /// Queue (Weir) or channel (Redis).
-    pub(crate) queue: String,
+pub(crate) struct AdapterOptions {
+    /// Queue (Weir), channel (Redis), subject (NATS) or topic (MQTT).
+    pub(crate) topic: String,
     /// Weir: in-flight window to ask for in HELLO (0 = the server's default).
     pub(crate) window: u32,
     /// Weir: whether subscribers ACK.
     pub(crate) is_acking: bool,
-    /// Most messages a publisher may have sent and not had confirmed (Weir RECEIPT, Redis
-    /// PUBLISH reply).
-    pub(crate) max_unconfirmed: u64,
+    /// NATS and MQTT QoS 0 have no per-message confirmation: a publisher asks for one (PING,
+    /// PINGREQ; answered in order after everything before it) every this many publishes.
+    pub(crate) confirm_every: u64,
 }
 
-/// The sending half of a scenario, one per connection.
-pub(crate) trait Publisher: Send {
-    /// Sends one message (buffered); blocks while `max_unconfirmed` are unconfirmed.
-    fn publish(&mut self, payload: &[u8]) -> io::Result<()>;
-    /// Writes out whatever is buffered.
-    fn flush(&mut self) -> io::Result<()>;
-    /// Flushes and waits until the broker confirmed every message.
-    fn finish(&mut self) -> io::Result<()>;
-}
-
-/// The receiving half of a scenario, one per connection.
-pub(crate) trait Subscriber: Send {
-    /// Waits up to [`POLL_INTERVAL`] for bytes and calls `on_message` with the payload of every
-    /// complete message they hold (acking as the protocol needs).
-    fn poll(&mut self, on_message: &mut dyn FnMut(&[u8])) -> io::Result<Polled>;
-}
-
-/// What a [`Subscriber::poll`] saw.
-pub(crate) enum Polled {
-    /// Still connected (messages may or may not have arrived).
-    Open,
-    /// The broker closed the connection; the reason it gave, if any.
+/// What an adapter reports from the bytes it decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event<'a> {
+    /// The handshake is complete: the connection may publish or subscribe.
+    Ready,
+    /// The broker confirmed the subscription.
+    Subscribed,
+    /// A delivered message's payload.
+    Message(&'a [u8]),
+    /// The broker ended the session, with the reason it gave.
     Closed(String),
 }
 
-/// A TCP stream with its own read buffer (`start..end` cursors) and write buffer.
-pub(crate) struct Wire {
-    stream: TcpStream,
-    pub(crate) read_buf: Vec<u8>,
-    /// Unread bytes are `read_buf[start..end]`.
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    pub(crate) write_buf: Vec<u8>,
-}
-
-impl Wire {
-    pub(crate) fn connect(address: &str, read_timeout: Duration) -> io::Result<Wire> {
-        let addr = address
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-        let stream = TcpStream::connect_timeout(&addr, CONFIRM_TIMEOUT)
-            .map_err(|e| io::Error::new(e.kind(), format!("{address}: {e}")))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(read_timeout))?;
-        stream.set_write_timeout(Some(CONFIRM_TIMEOUT))?;
-        Ok(Wire {
-            stream,
-            read_buf: vec![0; READ_BUF_BYTES],
-            start: 0,
-            end: 0,
-            write_buf: Vec::with_capacity(2 * WRITE_BATCH_BYTES),
-        })
-    }
-
-    pub(crate) fn unread(&self) -> &[u8] {
-        &self.read_buf[self.start..self.end]
-    }
-
-    /// One read into the buffer, compacting or growing it first if it is full. `Ok(0)` is EOF;
-    /// a read timeout is an error of kind `WouldBlock` or `TimedOut`.
-    pub(crate) fn fill(&mut self) -> io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.read_buf.len() {
-            if self.start > 0 {
-                self.read_buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                // One frame larger than the buffer (a big payload).
-                self.read_buf.resize(2 * self.read_buf.len(), 0);
-            }
-        }
-        let n = self.stream.read(&mut self.read_buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.stream.write_all(&self.write_buf)?;
-            self.write_buf.clear();
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn is_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// One protocol, sans-IO: bytes out are appended to `out`, bytes in are decoded from `input`.
+pub(crate) trait Adapter: Send {
+    /// Appends what opens the session (HELLO, CONNECT, ...); [`Event::Ready`] follows. Redis
+    /// has no handshake and reports `Ready` from here.
+    fn open(&mut self, out: &mut Vec<u8>, events: &mut dyn FnMut(Event<'_>));
+    /// Appends a subscription to the topic; [`Event::Subscribed`] follows.
+    fn subscribe(&mut self, out: &mut Vec<u8>);
+    /// Appends one publish of `payload` to the topic.
+    fn publish(&mut self, payload: &[u8], out: &mut Vec<u8>);
+    /// For protocols without per-message confirmation, asks for one covering every publish so
+    /// far (if any is uncovered). A no-op for the others.
+    fn request_confirm(&mut self, out: &mut Vec<u8>);
+    /// Publishes the broker has confirmed so far (Weir RECEIPT, Redis reply, MQTT PUBACK, or
+    /// everything before an answered PING).
+    fn confirmed(&self) -> u64;
+    /// Decodes the complete messages at the front of `input`, reporting each; appends any
+    /// reply the protocol needs (PONG, PUBACK) to `out`. Returns the bytes consumed; an
+    /// incomplete message is left for the next call.
+    ///
+    /// # Errors
+    /// Bytes that do not parse (`InvalidData`).
+    fn handle_input(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<usize>;
+    /// Called after each batch of input: appends a batched acknowledgement if one is due.
+    fn end_of_input(&mut self, out: &mut Vec<u8>);
+    /// Appends what ends the session politely (BYE, UNSUBSCRIBE + QUIT, DISCONNECT).
+    fn close(&mut self, out: &mut Vec<u8>);
 }
 
 pub(crate) fn protocol_error(text: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, text.into())
 }
 
-/// A subscriber's read timeout: how often it checks whether the run is over.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Longest wait for a connection, a handshake reply or a confirmation before the run fails.
-pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pipelined writes are flushed at this size: few syscalls, yet the broker gets a steady
-/// stream rather than bursts.
-pub(crate) const WRITE_BATCH_BYTES: usize = 64 * 1024;
-const READ_BUF_BYTES: usize = 256 * 1024;
+/// MQTT packet ids are 1..=65,535; a publisher keeps fewer than that unacknowledged.
+const MQTT_MAX_PACKET_IDS: u64 = 65_000;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn target_urls_round_trip_and_bad_ones_are_refused() {
-        for url in ["weir://127.0.0.1:7400", "redis://localhost:6379"] {
+    fn target_urls_round_trip_without_their_pid() {
+        for url in [
+            "weir://127.0.0.1:7400",
+            "redis://localhost:6379",
+            "nats://127.0.0.1:4222",
+            "mqtt://127.0.0.1:1883?qos=0",
+            "mqtt://127.0.0.1:1883?qos=1",
+        ] {
             assert_eq!(url.parse::<Target>().unwrap().to_string(), url);
         }
+        let target: Target = "weir://127.0.0.1:7400/?pid=42".parse().unwrap();
+        assert_eq!(target.pid, Some(42));
+        assert_eq!(target.to_string(), "weir://127.0.0.1:7400");
+        let mqtt: Target = "mqtt://h:1883?pid=7&qos=1".parse().unwrap();
+        assert_eq!((mqtt.kind, mqtt.pid), (Kind::Mqtt { qos: 1 }, Some(7)));
         assert_eq!(
-            "weir://127.0.0.1:7400/".parse::<Target>(),
-            Ok(Target::Weir("127.0.0.1:7400".into()))
+            "mqtt://h:1883".parse::<Target>().unwrap().kind,
+            Kind::Mqtt { qos: 0 }
         );
-        for bad in [
-            "127.0.0.1:7400",
-            "nats://127.0.0.1:4222",
-            "weir://localhost",
+    }
+
+    #[test]
+    fn bad_target_urls_are_refused_with_the_reason() {
+        for (bad, reason) in [
+            ("127.0.0.1:7400", "SCHEME"),
+            ("amqp://127.0.0.1:5672", "unknown scheme"),
+            ("weir://localhost", "port"),
+            ("weir://:7400", "host"),
+            ("weir://h:70000", "port"),
+            ("mqtt://h:1883?qos=2", "qos"),
+            ("weir://h:1?qos=1", "unknown query key"),
+            ("weir://h:1?pid=x", "pid"),
         ] {
-            assert!(bad.parse::<Target>().is_err(), "{bad}");
+            let error = bad.parse::<Target>().unwrap_err();
+            assert!(error.contains(reason), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn only_weir_and_mqtt_qos_1_acknowledge() {
+        let options = AdapterOptions {
+            topic: "t".into(),
+            window: 0,
+            is_acking: true,
+            confirm_every: 1,
+        };
+        let acks = |url: &str| url.parse::<Target>().unwrap().has_acks(&options);
+        assert!(acks("weir://h:1"));
+        assert!(acks("mqtt://h:1?qos=1"));
+        assert!(!acks("mqtt://h:1?qos=0"));
+        assert!(!acks("nats://h:1"));
+        assert!(!acks("redis://h:1"));
     }
 }

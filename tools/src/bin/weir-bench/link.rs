@@ -1,0 +1,164 @@
+//! A link: one non-blocking connection to a broker, its read buffer (`start..end` cursors),
+//! its write buffer (with a `sent` cursor) and the [`Adapter`] that speaks the protocol.
+//! The same for every target, so every adapter is measured through the same syscalls.
+//!
+//! Readiness is remembered (mio is edge-triggered): `is_readable` stays true when a read was
+//! cut short by its budget, `is_writable` until a write would block.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::TcpStream;
+use socket2::{Domain, Socket, Type};
+
+use crate::target::{Adapter, Event};
+
+pub(crate) struct Link {
+    pub(crate) stream: TcpStream,
+    pub(crate) adapter: Box<dyn Adapter>,
+    read_buf: Vec<u8>,
+    /// Unread bytes are `read_buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Bytes to send; `out[sent..]` is still unsent.
+    pub(crate) out: Vec<u8>,
+    sent: usize,
+    pub(crate) is_readable: bool,
+    pub(crate) is_writable: bool,
+}
+
+/// What one [`Link::read`] did.
+#[derive(Debug, Default)]
+pub(crate) struct ReadResult {
+    pub(crate) bytes: usize,
+    /// The broker closed the connection.
+    pub(crate) is_eof: bool,
+}
+
+impl Link {
+    /// Starts a non-blocking connect to `address`, from `source` if given (127.0.0.2, ... to
+    /// spread many connections over several source addresses).
+    ///
+    /// # Errors
+    /// The socket could not be created, bound or connected.
+    pub(crate) fn connect(
+        address: SocketAddr,
+        source: Option<IpAddr>,
+        adapter: Box<dyn Adapter>,
+        read_buf_bytes: usize,
+    ) -> io::Result<Link> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
+        if let Some(source) = source {
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+        }
+        match socket.connect(&address.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{address}: {e}"))),
+        }
+        Ok(Link {
+            stream: TcpStream::from_std(socket.into()),
+            adapter,
+            read_buf: vec![0; read_buf_bytes],
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            sent: 0,
+            is_readable: true,
+            is_writable: false,
+        })
+    }
+
+    /// Reads until the socket has nothing more or `budget` bytes were read, handing every
+    /// complete message to the adapter, then lets it append a batched ack.
+    ///
+    /// # Errors
+    /// A socket error, or bytes the adapter cannot parse.
+    pub(crate) fn read(
+        &mut self,
+        budget: usize,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<ReadResult> {
+        let mut result = ReadResult::default();
+        while self.is_readable && result.bytes < budget && !result.is_eof {
+            if self.end == self.read_buf.len() {
+                if self.start > 0 {
+                    self.read_buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    // One message larger than the buffer.
+                    self.read_buf.resize(2 * self.read_buf.len(), 0);
+                }
+            }
+            let room = (budget - result.bytes).min(self.read_buf.len() - self.end);
+            match self
+                .stream
+                .read(&mut self.read_buf[self.end..self.end + room])
+            {
+                Ok(0) => result.is_eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    result.bytes += n;
+                    let used = self.adapter.handle_input(
+                        &self.read_buf[self.start..self.end],
+                        &mut self.out,
+                        events,
+                    )?;
+                    self.start += used;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.is_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if result.bytes > 0 {
+            self.adapter.end_of_input(&mut self.out);
+        }
+        Ok(result)
+    }
+
+    /// Writes buffered bytes until done or the socket would block.
+    ///
+    /// # Errors
+    /// A socket error other than "would block" (or "not connected yet").
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.out.len() {
+            match self.stream.write(&self.out[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if is_not_yet(&e) => {
+                    self.is_writable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        Ok(())
+    }
+
+    /// Bytes buffered and not yet written.
+    pub(crate) fn unsent(&self) -> usize {
+        self.out.len() - self.sent
+    }
+}
+
+/// "Try again later": the socket would block, or is still connecting.
+fn is_not_yet(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::NotConnected
+    )
+}
+
+/// Linux `EINPROGRESS`: a non-blocking connect under way.
+const EINPROGRESS: i32 = 115;

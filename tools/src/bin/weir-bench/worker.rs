@@ -1,0 +1,870 @@
+//! Workers: each a thread with one mio `Poll` multiplexing many [`Link`]s, each link a
+//! publisher or a subscriber. Every scenario and every target runs through this one loop, so
+//! a hundred subscribers cost a few threads, not a hundred, and the load generator measures
+//! the broker rather than its own scheduler.
+//!
+//! A run: every worker connects and sets up its links (handshake, subscription confirmed),
+//! all meet at a barrier with the main thread, which then fixes the start time, and the
+//! publishers begin. One turn of a worker's loop:
+//! 1. each publisher produces while the bounds allow: `count` or `duration`, the schedule
+//!    (open loop), `max_unconfirmed` (broker confirmations), `max_lag` (how far the slowest
+//!    subscriber that counts is behind all publishers together) and an unsent-bytes cap;
+//! 2. every link with remembered readability is read, up to a byte budget (a rate-limited
+//!    subscriber only as far as its rate allows), and its replies (acks, pongs) flushed;
+//! 3. ends are decided: complete, closed by the broker, idle, stopped, timed out;
+//! 4. poll, with no wait in busy mode or while work is left, else until the next due time.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::accounting::{read_stamp, write_stamp, Stamp, Tracker, TAG_LEN};
+use crate::histogram::{new_histogram, record};
+use crate::link::Link;
+use crate::target::{Adapter, Event};
+
+/// What one link does in a run.
+#[derive(Clone, Debug)]
+pub(crate) enum Role {
+    Publisher(PublisherSpec),
+    Subscriber(SubscriberSpec),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PublisherSpec {
+    /// Publisher number, 0.. (the stamp's publisher field).
+    pub(crate) index: usize,
+    /// Stop after this many messages...
+    pub(crate) count: Option<u64>,
+    /// ...or this long after the start, whichever comes first.
+    pub(crate) duration: Option<Duration>,
+    /// Open loop: messages per second on a fixed schedule. `None`: as fast as allowed.
+    pub(crate) rate: Option<f64>,
+    pub(crate) payload_len: usize,
+    pub(crate) max_unconfirmed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SubscriberSpec {
+    /// Subscriber number, 0..
+    pub(crate) index: usize,
+    /// Whether publishers wait for this subscriber (`max_lag`).
+    pub(crate) counts_for_lag: bool,
+    /// Whether it waits for messages at all (false: an idle connection, ended by `stop`).
+    pub(crate) expects_messages: bool,
+    /// Read at most this many messages per second (a slow consumer).
+    pub(crate) read_rate: Option<f64>,
+    /// Record latency histograms for messages due this long after the start or later (a
+    /// warm-up is left out); `None`: no histograms. Needs payloads of at least 24 bytes.
+    pub(crate) latency_after: Option<Duration>,
+}
+
+/// One connection to open.
+pub(crate) struct LinkPlan {
+    pub(crate) address: SocketAddr,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) adapter: Box<dyn Adapter>,
+    pub(crate) role: Role,
+    pub(crate) read_buf_bytes: usize,
+}
+
+/// Settings shared by the workers of a run.
+#[derive(Clone, Debug)]
+pub(crate) struct RunSettings {
+    pub(crate) publishers: usize,
+    pub(crate) subscribers: usize,
+    pub(crate) max_lag: u64,
+    /// A subscriber still missing messages ends this long after the publishers finished and it
+    /// last received something.
+    pub(crate) idle_timeout: Duration,
+    /// The whole run ends by then, whatever state it is in.
+    pub(crate) timeout: Duration,
+    /// Never sleep in poll (latency runs: the load generator has its own core).
+    pub(crate) is_busy: bool,
+}
+
+/// State shared between a run's workers and the main thread.
+pub(crate) struct Shared {
+    pub(crate) settings: RunSettings,
+    start: OnceLock<Instant>,
+    barrier: Barrier,
+    /// Per publisher: messages handed to its link so far (final once it ended).
+    pub(crate) published: Vec<AtomicU64>,
+    pub(crate) publishers_done: AtomicUsize,
+    /// Per subscriber: messages received, or `u64::MAX` if it does not (or no longer)
+    /// hold the publishers back.
+    pub(crate) received: Vec<AtomicU64>,
+    /// Links set up (handshake and subscription done), over all workers.
+    pub(crate) established: AtomicUsize,
+    /// Set by the main thread: subscribers and publishers end now.
+    pub(crate) stop: AtomicBool,
+    setup_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn lag(&self) -> u64 {
+        let published: u64 = self
+            .published
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum();
+        let slowest = self
+            .received
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
+        published.saturating_sub(slowest)
+    }
+
+    pub(crate) fn total_published(&self) -> u64 {
+        self.published
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn total_received(&self) -> u64 {
+        self.received
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .filter(|&r| r != u64::MAX)
+            .sum()
+    }
+
+    fn all_published(&self) -> Option<Vec<u64>> {
+        (self.publishers_done.load(Ordering::Acquire) == self.settings.publishers).then(|| {
+            self.published
+                .iter()
+                .map(|p| p.load(Ordering::Acquire))
+                .collect()
+        })
+    }
+}
+
+/// Why a link stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Publisher: everything sent and confirmed. Subscriber: everything sent was received.
+    Complete,
+    /// The broker closed the connection, with its reason when it gave one.
+    Closed(String),
+    /// A socket or protocol error.
+    Failed(String),
+    /// Nothing more arrived within the idle timeout after the publishers finished.
+    Idle,
+    /// The scenario ended the run (slow consumer, idle connections).
+    Stopped,
+    /// The run's timeout ran out.
+    TimedOut,
+}
+
+impl Ended {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Ended::Complete => "complete".into(),
+            Ended::Closed(reason) => format!("closed by the broker: {reason}"),
+            Ended::Failed(error) => format!("failed: {error}"),
+            Ended::Idle => "idle (stopped waiting)".into(),
+            Ended::Stopped => "stopped at the end of the run".into(),
+            Ended::TimedOut => "timed out".into(),
+        }
+    }
+
+    pub(crate) fn is_closed_by_broker(&self) -> bool {
+        matches!(self, Ended::Closed(_))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PublisherReport {
+    pub(crate) index: usize,
+    pub(crate) published: u64,
+    pub(crate) confirmed: u64,
+    /// Since the start: the last message handed to the link.
+    pub(crate) last_publish_at: Duration,
+    pub(crate) ended: Ended,
+}
+
+#[derive(Debug)]
+pub(crate) struct SubscriberReport {
+    pub(crate) index: usize,
+    pub(crate) tracker: Tracker,
+    /// From the due time (corrected) and from the send time (raw), in ns.
+    pub(crate) latency: Option<(Histogram<u64>, Histogram<u64>)>,
+    pub(crate) last_message_at: Option<Duration>,
+    pub(crate) ended: Ended,
+    /// Since the start.
+    pub(crate) ended_at: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WorkerReport {
+    pub(crate) publishers: Vec<PublisherReport>,
+    pub(crate) subscribers: Vec<SubscriberReport>,
+}
+
+/// A run under way: worker threads past setup, publishers started.
+pub(crate) struct Run {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) start: Instant,
+    handles: Vec<JoinHandle<WorkerReport>>,
+}
+
+impl Run {
+    /// Spawns one worker per group of links, waits until every link is set up, then starts
+    /// the clock and the publishers.
+    ///
+    /// # Errors
+    /// A link that could not connect or set up (the others are closed).
+    pub(crate) fn start(settings: RunSettings, groups: Vec<Vec<LinkPlan>>) -> io::Result<Run> {
+        let shared = Arc::new(Shared {
+            published: (0..settings.publishers)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            publishers_done: AtomicUsize::new(0),
+            received: (0..settings.subscribers)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
+            established: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            start: OnceLock::new(),
+            barrier: Barrier::new(groups.len() + 1),
+            setup_error: Mutex::new(None),
+            settings,
+        });
+        let handles = groups
+            .into_iter()
+            .map(|links| {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || Worker::new(links, shared).run())
+            })
+            .collect();
+        shared.barrier.wait();
+        let start = Instant::now();
+        let setup_error = shared.setup_error.lock().map(|e| e.clone()).unwrap_or(None);
+        if setup_error.is_some() {
+            shared.stop.store(true, Ordering::Release);
+        }
+        // Cannot be set twice: only this thread sets it, once.
+        let _ = shared.start.set(start);
+        shared.barrier.wait();
+        let run = Run {
+            shared,
+            start,
+            handles,
+        };
+        match setup_error {
+            Some(error) => {
+                run.join();
+                Err(io::Error::other(error))
+            }
+            None => Ok(run),
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.handles.iter().all(JoinHandle::is_finished)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits for every worker and merges their reports, in publisher and subscriber order.
+    pub(crate) fn join(self) -> WorkerReport {
+        let mut merged = WorkerReport::default();
+        for handle in self.handles {
+            let report = handle.join().expect("a worker thread does not panic");
+            merged.publishers.extend(report.publishers);
+            merged.subscribers.extend(report.subscribers);
+        }
+        merged.publishers.sort_by_key(|p| p.index);
+        merged.subscribers.sort_by_key(|s| s.index);
+        merged
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    plans: Vec<LinkPlan>,
+    slots: Vec<Slot>,
+    shared: Arc<Shared>,
+}
+
+struct Slot {
+    link: Link,
+    is_ready: bool,
+    is_subscribed: bool,
+    ended: Option<Ended>,
+    state: State,
+}
+
+enum State {
+    Publisher(Publishing),
+    /// Boxed: its histograms make it several times the size of a publisher.
+    Subscriber(Box<Receiving>),
+}
+
+struct Publishing {
+    spec: PublisherSpec,
+    payload: Vec<u8>,
+    published: u64,
+    is_done: bool,
+    last_publish_at: Duration,
+    /// Messages since the shared counter was last updated and the lag checked.
+    unreported: u64,
+}
+
+struct Receiving {
+    spec: SubscriberSpec,
+    tracker: Tracker,
+    latency: Option<(Histogram<u64>, Histogram<u64>)>,
+    last_message_at: Option<Duration>,
+    closed_reason: Option<String>,
+    ended_at: Duration,
+}
+
+/// What stopped a publisher's production this turn.
+enum Blocked {
+    /// More can be produced right away (the batch limit was reached).
+    No,
+    /// Waiting for the broker: confirmations or socket space.
+    Broker,
+    /// Waiting for the slowest subscriber.
+    Lag,
+    /// Open loop: the next message is due then.
+    Until(Instant),
+    Done,
+}
+
+impl Worker {
+    fn new(plans: Vec<LinkPlan>, shared: Arc<Shared>) -> Worker {
+        Worker {
+            // Cannot fail short of the process running out of file descriptors at startup.
+            poll: Poll::new().expect("epoll instance"),
+            plans,
+            slots: Vec::new(),
+            shared,
+        }
+    }
+
+    fn run(mut self) -> WorkerReport {
+        let setup = self.set_up();
+        if let Err(error) = setup {
+            if let Ok(mut slot) = self.shared.setup_error.lock() {
+                slot.get_or_insert(error.to_string());
+            }
+        }
+        self.shared.barrier.wait();
+        self.shared.barrier.wait();
+        let start = *self
+            .shared
+            .start
+            .get()
+            .expect("set before the second barrier");
+        if self.shared.stop.load(Ordering::Acquire) {
+            return WorkerReport::default();
+        }
+        for slot in &mut self.slots {
+            if let State::Subscriber(receiving) = &slot.state {
+                if receiving.spec.counts_for_lag {
+                    self.shared.received[receiving.spec.index].store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        self.drive(start);
+        self.report()
+    }
+
+    /// Connects every link (at most [`MAX_CONNECTING`] at a time, so a listen backlog is not
+    /// flooded), completes handshakes and subscriptions.
+    fn set_up(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut plans = std::mem::take(&mut self.plans).into_iter();
+        let mut pending = 0usize;
+        let mut last_progress = Instant::now();
+        loop {
+            while pending < MAX_CONNECTING {
+                let Some(plan) = plans.next() else { break };
+                let mut link =
+                    Link::connect(plan.address, plan.source, plan.adapter, plan.read_buf_bytes)?;
+                let token = Token(self.slots.len());
+                self.poll.registry().register(
+                    &mut link.stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                let mut is_ready = false;
+                link.adapter.open(&mut link.out, &mut |event| {
+                    is_ready |= event == Event::Ready
+                });
+                let state = match plan.role {
+                    Role::Publisher(spec) => State::Publisher(Publishing {
+                        payload: vec![0xA5; spec.payload_len.max(TAG_LEN)],
+                        spec,
+                        published: 0,
+                        is_done: false,
+                        last_publish_at: Duration::ZERO,
+                        unreported: 0,
+                    }),
+                    Role::Subscriber(spec) => State::Subscriber(Box::new(Receiving {
+                        tracker: Tracker::new(self.shared.settings.publishers),
+                        latency: spec
+                            .latency_after
+                            .map(|_| (new_histogram(), new_histogram())),
+                        spec,
+                        last_message_at: None,
+                        closed_reason: None,
+                        ended_at: Duration::ZERO,
+                    })),
+                };
+                let mut slot = Slot {
+                    link,
+                    is_ready: false,
+                    is_subscribed: false,
+                    ended: None,
+                    state,
+                };
+                if is_ready {
+                    slot.on_ready();
+                }
+                if slot.is_set_up() {
+                    self.shared.established.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    pending += 1;
+                }
+                self.slots.push(slot);
+            }
+            for slot in &mut self.slots {
+                slot.link.flush()?;
+            }
+            if pending == 0 {
+                return Ok(());
+            }
+            self.poll.poll(&mut events, Some(SETUP_POLL))?;
+            mark_ready(&mut self.slots, &events);
+            for slot in &mut self.slots {
+                if !slot.link.is_readable || slot.is_set_up() {
+                    continue;
+                }
+                let mut closed = None;
+                let (mut ready, mut subscribed) = (false, false);
+                let read = slot.link.read(usize::MAX, &mut |event| match event {
+                    Event::Ready => ready = true,
+                    Event::Subscribed => subscribed = true,
+                    Event::Closed(reason) => closed = Some(reason),
+                    Event::Message(_) => {}
+                })?;
+                if let Some(reason) = closed {
+                    return Err(io::Error::other(format!("closed during setup: {reason}")));
+                }
+                if read.is_eof {
+                    return Err(io::Error::other("connection closed during setup"));
+                }
+                if ready {
+                    slot.on_ready();
+                }
+                slot.is_subscribed |= subscribed;
+                if slot.is_set_up() {
+                    pending -= 1;
+                    last_progress = Instant::now();
+                    self.shared.established.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if last_progress.elapsed() > SETUP_TIMEOUT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{pending} connections not set up after {SETUP_TIMEOUT:?}"),
+                ));
+            }
+        }
+    }
+
+    fn drive(&mut self, start: Instant) {
+        let shared = Arc::clone(&self.shared);
+        let settings = &shared.settings;
+        let deadline = start + settings.timeout;
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut publishers_done_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let is_stopping = shared.stop.load(Ordering::Acquire) || now >= deadline;
+            let mut wait = if settings.is_busy {
+                Duration::ZERO
+            } else {
+                IDLE_POLL
+            };
+            for slot in &mut self.slots {
+                if slot.ended.is_some() {
+                    continue;
+                }
+                let State::Publisher(publishing) = &mut slot.state else {
+                    continue;
+                };
+                let blocked = if is_stopping {
+                    publishing.is_done = true;
+                    Blocked::Done
+                } else {
+                    publishing.produce(&mut slot.link, &shared, start, now)
+                };
+                wait = wait.min(match blocked {
+                    Blocked::No => Duration::ZERO,
+                    Blocked::Lag => LAG_POLL,
+                    Blocked::Until(due) => due.saturating_duration_since(now),
+                    Blocked::Broker | Blocked::Done => wait,
+                });
+                if let Err(error) = slot.link.flush() {
+                    slot.end(Ended::Failed(error.to_string()), &shared, start);
+                }
+            }
+            let all_published = shared.all_published();
+            if all_published.is_some() && publishers_done_at.is_none() {
+                publishers_done_at = Some(now);
+            }
+            for slot in &mut self.slots {
+                if slot.ended.is_some() {
+                    continue;
+                }
+                let allowance = slot.read_allowance(start, now);
+                if allowance == 0 {
+                    wait = wait.min(LAG_POLL);
+                } else if slot.link.is_readable {
+                    let bytes = slot.read(allowance, &shared, start);
+                    // More to read, or a publisher that may produce again (confirmations).
+                    if slot.link.is_readable
+                        || (bytes > 0 && matches!(slot.state, State::Publisher(_)))
+                    {
+                        wait = Duration::ZERO;
+                    }
+                }
+                if slot.ended.is_none() {
+                    if let Err(error) = slot.link.flush() {
+                        slot.end(Ended::Failed(error.to_string()), &shared, start);
+                    }
+                }
+                let ended = slot.decide_end(
+                    all_published.as_deref(),
+                    publishers_done_at,
+                    is_stopping,
+                    now,
+                    start,
+                    settings,
+                );
+                if let Some(ended) = ended {
+                    slot.end(ended, &shared, start);
+                }
+            }
+            if self.slots.iter().all(|slot| slot.ended.is_some()) {
+                return;
+            }
+            if let Err(error) = self.poll.poll(&mut events, Some(wait)) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    for slot in &mut self.slots {
+                        slot.end(Ended::Failed(error.to_string()), &shared, start);
+                    }
+                    return;
+                }
+            }
+            mark_ready(&mut self.slots, &events);
+        }
+    }
+
+    fn report(self) -> WorkerReport {
+        let mut report = WorkerReport::default();
+        for slot in self.slots {
+            let ended = slot.ended.unwrap_or(Ended::Stopped);
+            match slot.state {
+                State::Publisher(p) => report.publishers.push(PublisherReport {
+                    index: p.spec.index,
+                    published: p.published,
+                    confirmed: slot.link.adapter.confirmed(),
+                    last_publish_at: p.last_publish_at,
+                    ended,
+                }),
+                State::Subscriber(r) => report.subscribers.push(SubscriberReport {
+                    index: r.spec.index,
+                    tracker: r.tracker,
+                    latency: r.latency,
+                    last_message_at: r.last_message_at,
+                    ended,
+                    ended_at: r.ended_at,
+                }),
+            }
+        }
+        report
+    }
+}
+
+fn mark_ready(slots: &mut [Slot], events: &Events) {
+    for event in events {
+        let Some(slot) = slots.get_mut(event.token().0) else {
+            continue;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            slot.link.is_readable = true;
+        }
+        if event.is_writable() {
+            slot.link.is_writable = true;
+        }
+    }
+}
+
+impl Slot {
+    fn is_set_up(&self) -> bool {
+        self.is_ready && (self.is_subscribed || matches!(self.state, State::Publisher(_)))
+    }
+
+    fn on_ready(&mut self) {
+        self.is_ready = true;
+        if matches!(self.state, State::Subscriber(_)) {
+            self.link.adapter.subscribe(&mut self.link.out);
+        }
+    }
+
+    /// Bytes this link may read now; 0: not yet (a slow consumer ahead of its rate).
+    fn read_allowance(&self, start: Instant, now: Instant) -> usize {
+        let State::Subscriber(receiving) = &self.state else {
+            return READ_BUDGET_BYTES;
+        };
+        let Some(rate) = receiving.spec.read_rate else {
+            return READ_BUDGET_BYTES;
+        };
+        let allowed = (now - start).as_secs_f64() * rate;
+        if (receiving.tracker.tally.received as f64) < allowed {
+            SLOW_READ_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// Reads and handles what arrived; returns the bytes read.
+    fn read(&mut self, budget: usize, shared: &Shared, start: Instant) -> usize {
+        let Slot { link, state, .. } = self;
+        let now = Instant::now();
+        let now_ns = (now - start).as_nanos() as u64;
+        let mut closed = None;
+        let result = match state {
+            State::Publisher(_) => link.read(budget, &mut |event| {
+                if let Event::Closed(reason) = event {
+                    closed = Some(reason);
+                }
+            }),
+            State::Subscriber(receiving) => {
+                let before = receiving.tracker.tally.received;
+                let result = link.read(budget, &mut |event| match event {
+                    Event::Message(payload) => receiving.on_message(payload, start, now_ns),
+                    Event::Closed(reason) => closed = Some(reason),
+                    Event::Ready | Event::Subscribed => {}
+                });
+                let received = receiving.tracker.tally.received;
+                if received > before {
+                    receiving.last_message_at = Some(now - start);
+                    if receiving.spec.counts_for_lag {
+                        shared.received[receiving.spec.index].store(received, Ordering::Relaxed);
+                    }
+                }
+                if closed.is_some() {
+                    receiving.closed_reason = closed.clone();
+                }
+                result
+            }
+        };
+        let bytes = result.as_ref().map_or(0, |read| read.bytes);
+        match (result, closed) {
+            (_, Some(reason)) => self.end(Ended::Closed(reason), shared, start),
+            (Ok(read), None) if read.is_eof => {
+                let reason = "connection closed without a reason".to_owned();
+                self.end(Ended::Closed(reason), shared, start);
+            }
+            (Ok(_), None) => {}
+            (Err(error), None) => self.end(Ended::Failed(error.to_string()), shared, start),
+        }
+        bytes
+    }
+
+    fn decide_end(
+        &self,
+        all_published: Option<&[u64]>,
+        publishers_done_at: Option<Instant>,
+        is_stopping: bool,
+        now: Instant,
+        start: Instant,
+        settings: &RunSettings,
+    ) -> Option<Ended> {
+        if self.ended.is_some() {
+            return None;
+        }
+        match &self.state {
+            State::Publisher(publishing) => {
+                let confirmed = self.link.adapter.confirmed();
+                if publishing.is_done && confirmed >= publishing.published {
+                    Some(Ended::Complete)
+                } else if now >= start + settings.timeout {
+                    Some(Ended::TimedOut)
+                } else if is_stopping {
+                    // Asked to stop: confirmations still owed are not waited for.
+                    Some(Ended::Stopped)
+                } else {
+                    None
+                }
+            }
+            State::Subscriber(receiving) => {
+                if let Some(sent) = all_published {
+                    if receiving.spec.expects_messages && receiving.tracker.has_all(sent) {
+                        return Some(Ended::Complete);
+                    }
+                }
+                if now >= start + settings.timeout {
+                    return Some(Ended::TimedOut);
+                }
+                if is_stopping {
+                    return Some(Ended::Stopped);
+                }
+                let done_at = publishers_done_at?;
+                let last = receiving
+                    .last_message_at
+                    .map_or(done_at, |at| (start + at).max(done_at));
+                (receiving.spec.expects_messages && now - last > settings.idle_timeout)
+                    .then_some(Ended::Idle)
+            }
+        }
+    }
+
+    fn end(&mut self, ended: Ended, shared: &Shared, start: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        let is_open = !ended.is_closed_by_broker() && !matches!(ended, Ended::Failed(_));
+        match &mut self.state {
+            State::Publisher(publishing) => {
+                publishing.is_done = true;
+                shared.published[publishing.spec.index]
+                    .store(publishing.published, Ordering::Release);
+                shared.publishers_done.fetch_add(1, Ordering::AcqRel);
+            }
+            State::Subscriber(receiving) => {
+                shared.received[receiving.spec.index].store(u64::MAX, Ordering::Relaxed);
+                receiving.ended_at = start.elapsed();
+            }
+        }
+        if is_open {
+            self.link.adapter.close(&mut self.link.out);
+            // Best effort: the run is over for this link either way.
+            let _ = self.link.flush();
+        }
+        self.ended = Some(ended);
+    }
+}
+
+impl Publishing {
+    /// Produces messages until a bound stops it or a batch is done.
+    fn produce(
+        &mut self,
+        link: &mut Link,
+        shared: &Shared,
+        start: Instant,
+        now: Instant,
+    ) -> Blocked {
+        let since_start = now - start;
+        let spec = &self.spec;
+        for _ in 0..PRODUCE_BATCH {
+            let is_over = spec.count.is_some_and(|count| self.published >= count)
+                || spec.duration.is_some_and(|d| since_start >= d);
+            if is_over && !self.is_done {
+                self.is_done = true;
+                shared.published[spec.index].store(self.published, Ordering::Release);
+                link.adapter.request_confirm(&mut link.out);
+            }
+            if self.is_done {
+                return Blocked::Done;
+            }
+            if link.unsent() >= MAX_UNSENT_BYTES {
+                return Blocked::Broker;
+            }
+            if self.published - link.adapter.confirmed() >= spec.max_unconfirmed {
+                link.adapter.request_confirm(&mut link.out);
+                return Blocked::Broker;
+            }
+            if self.unreported >= LAG_CHECK_EVERY {
+                shared.published[spec.index].store(self.published, Ordering::Relaxed);
+                self.unreported = 0;
+                if shared.lag() > shared.settings.max_lag {
+                    link.adapter.request_confirm(&mut link.out);
+                    return Blocked::Lag;
+                }
+            }
+            let sent_ns = since_start.as_nanos() as u64;
+            let due_ns = match spec.rate {
+                Some(rate) => {
+                    let due_ns = (self.published as f64 * 1e9 / rate) as u64;
+                    if due_ns > sent_ns {
+                        link.adapter.request_confirm(&mut link.out);
+                        return Blocked::Until(start + Duration::from_nanos(due_ns));
+                    }
+                    due_ns
+                }
+                None => sent_ns,
+            };
+            self.published += 1;
+            self.unreported += 1;
+            let stamp = Stamp {
+                publisher: spec.index,
+                counter: self.published,
+                due_ns: Some(due_ns),
+                sent_ns: Some(sent_ns),
+            };
+            write_stamp(&mut self.payload, &stamp);
+            link.adapter.publish(&self.payload, &mut link.out);
+            self.last_publish_at = since_start;
+        }
+        Blocked::No
+    }
+}
+
+impl Receiving {
+    fn on_message(&mut self, payload: &[u8], start: Instant, batch_ns: u64) {
+        let stamp = read_stamp(payload);
+        let is_new = self.tracker.record(stamp);
+        let after_ns = self.spec.latency_after.unwrap_or_default().as_nanos() as u64;
+        if let (true, Some((corrected, raw)), Some(stamp)) = (is_new, &mut self.latency, stamp) {
+            if let (Some(due), Some(sent)) = (stamp.due_ns, stamp.sent_ns) {
+                if due >= after_ns {
+                    // Per message, not per read: one read can take a while to decode.
+                    let now_ns = (start.elapsed().as_nanos() as u64).max(batch_ns);
+                    record(corrected, now_ns.saturating_sub(due));
+                    record(raw, now_ns.saturating_sub(sent));
+                }
+            }
+        }
+    }
+}
+
+/// Links connecting or handshaking at once per worker.
+const MAX_CONNECTING: usize = 256;
+/// Setup fails if no link completes its setup for this long.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+const SETUP_POLL: Duration = Duration::from_millis(100);
+const EVENTS_CAPACITY: usize = 1_024;
+/// Bytes read from one link per turn before serving the others.
+const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// A rate-limited subscriber reads this much at a time, so it takes from the socket little
+/// more than its rate allows.
+const SLOW_READ_BYTES: usize = 4 * 1024;
+/// A publisher stops producing while this much is unsent (the socket is full).
+const MAX_UNSENT_BYTES: usize = 256 * 1024;
+/// Messages produced per turn before reading confirmations and deliveries.
+const PRODUCE_BATCH: usize = 1_024;
+/// Publishers update their shared count and check the lag every this many messages.
+const LAG_CHECK_EVERY: u64 = 64;
+/// Wait while the subscribers catch up, or a slow consumer's rate allows more (mio rounds
+/// poll timeouts up to whole milliseconds).
+const LAG_POLL: Duration = Duration::from_millis(1);
+/// Longest sleep in poll, so stops and timeouts are seen promptly.
+const IDLE_POLL: Duration = Duration::from_millis(100);
