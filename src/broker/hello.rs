@@ -177,13 +177,13 @@ impl Broker {
                 "session {:#x}: resume refused, RESEND_GAP of {missed}",
                 session.id
             );
-            self.end_session(key, ErrorCode::ResendGap);
+            self.end_refused(key, ErrorCode::ResendGap);
             return Err((ErrorCode::ResendGap, Some(missed)));
         }
         let received = resume.last_delivery_seq;
         if received > session.queue.last_sent_seq || received + 1 < session.queue.lowest_unacked() {
             info!("session {:#x}: resume refused, RESUME_INVALID", session.id);
-            self.end_session(key, ErrorCode::ResumeInvalid);
+            self.end_refused(key, ErrorCode::ResumeInvalid);
             return Err((ErrorCode::ResumeInvalid, None));
         }
         if let Some(old) = session.conn {
@@ -226,6 +226,17 @@ impl Broker {
             received + 1
         );
         Ok(())
+    }
+
+    /// Ends a session whose resume was refused. If it is still attached to a connection, that
+    /// connection is told why and closed too: left open, it would have no session at all.
+    fn end_refused(&mut self, key: SessionKey, code: ErrorCode) {
+        match self.sessions[key.0].conn {
+            Some(old) => self.goodbye(old, code, "a resume of this session was refused"),
+            None => {
+                self.end_session(key, code);
+            }
+        }
     }
 
     /// Why a session cannot be found: tombstone, earlier server run, or unknown. A wrong

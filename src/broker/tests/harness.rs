@@ -18,7 +18,9 @@ use crate::config::{Config, QueueConfig};
 use crate::protocol::codec::{self, encode_ack};
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::stats::{SessionStats, StatsReport};
-use crate::protocol::{self, ErrorCode, Frame, Hello, Publish, Resume, Subscription, Welcome};
+use crate::protocol::{
+    self, Deliver, ErrorCode, Frame, Hello, Publish, Resume, Subscription, Welcome,
+};
 
 /// `room` for every `poll_transmit`: large enough that only the in-flight window limits
 /// deliveries.
@@ -330,10 +332,19 @@ impl Harness {
 
     /// One flush pass and one close pass, repeated until the broker has nothing left to say.
     pub(super) fn drive(&mut self) {
+        self.drive_where(|_| true);
+    }
+
+    /// [`Self::drive`] in which only the connections for which `is_writable` holds take
+    /// output: the others' sockets are full, so the loop skips them in the flush pass (their
+    /// output keeps waiting). The close pass still writes final frames best effort.
+    pub(super) fn drive_where(&mut self, is_writable: impl Fn(ConnId) -> bool) {
         loop {
             let mut is_busy = false;
             while let Some(conn) = self.broker.poll_dirty() {
-                self.transmit(conn);
+                if is_writable(conn) {
+                    self.transmit(conn);
+                }
                 is_busy = true;
             }
             while let Some((conn, reason)) = self.broker.poll_close() {
@@ -349,9 +360,20 @@ impl Harness {
         }
     }
 
+    /// `conn`'s socket became writable: the loop takes its output, whether or not the broker
+    /// marked it dirty since, with `room` bytes for `poll_transmit` (its high-water mark).
+    /// Output past `room` stays with the broker.
+    pub(super) fn flush_with_room(&mut self, conn: ConnId, room: usize) {
+        self.transmit_with_room(conn, room);
+    }
+
     fn transmit(&mut self, conn: ConnId) {
+        self.transmit_with_room(conn, ROOM);
+    }
+
+    fn transmit_with_room(&mut self, conn: ConnId, room: usize) {
         let mut out = Vec::new();
-        let appended = self.broker.poll_transmit(conn, &mut out, ROOM);
+        let appended = self.broker.poll_transmit(conn, &mut out, room);
         assert_eq!(
             appended,
             out.len(),
@@ -374,6 +396,14 @@ impl Harness {
     pub(super) fn frames(&mut self, conn: ConnId) -> Vec<Received> {
         self.drive();
         std::mem::take(&mut self.client_mut(conn).inbox)
+    }
+
+    /// Everything `conn` received since the last read, without driving first.
+    pub(super) fn take_inbox(&mut self, conn: ConnId) -> Vec<Received> {
+        self.clients
+            .get_mut(&conn)
+            .map(|client| std::mem::take(&mut client.inbox))
+            .unwrap_or_default()
     }
 
     /// The DELIVERs `conn` received since the last read; other frames stay unread.
@@ -479,6 +509,37 @@ pub(super) fn resume_hello() -> Hello<'static> {
             first_resendable_publish_seq: 1,
         }),
     }
+}
+
+/// Bytes `frame` takes on the wire. Only for frames whose bytes the test knows in full (not
+/// ERROR, GOODBYE or STATS_REPLY, whose texts are the broker's; not `Closed`).
+pub(super) fn encoded_len(frame: &Received) -> usize {
+    let frame = match frame {
+        Received::Welcome(welcome) => Frame::Welcome(*welcome),
+        Received::Deliver(d) => Frame::Deliver(Deliver {
+            seq: d.seq,
+            message_id: d.message_id,
+            flags: if d.redelivered {
+                DELIVER_REDELIVERED
+            } else {
+                0
+            },
+            queue: d.queue.as_bytes(),
+            event: d.event.as_bytes(),
+            payload: &d.payload,
+        }),
+        Received::Receipt(seq) => Frame::Receipt(*seq),
+        Received::Subscribed(s) => Frame::Subscribed(subscription(&s.queue, s.event.as_deref())),
+        Received::Unsubscribed(s) => {
+            Frame::Unsubscribed(subscription(&s.queue, s.event.as_deref()))
+        }
+        Received::Ping(nonce) => Frame::Ping(*nonce),
+        Received::Pong(nonce) => Frame::Pong(*nonce),
+        other => panic!("the test does not know every byte of {other:?}"),
+    };
+    let mut out = Vec::new();
+    codec::encode(&frame, &mut out).expect("test frames encode");
+    out.len()
 }
 
 fn received(frame: Frame<'_>) -> Received {

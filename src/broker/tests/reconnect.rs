@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::harness::{reconnect_config, Delivery, Harness, Received};
+use super::harness::{reconnect_config, said_goodbye, Delivery, Harness, Received};
 use crate::broker::{CloseReason, ConnId};
 use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_RESUMED};
 use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome};
@@ -233,4 +233,28 @@ fn bye_ends_the_session_for_good() {
     h.connect(SUBSCRIBER_AGAIN);
     let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 0, 1));
     assert_eq!(lost.lost_reason, Some(ErrorCode::ClientBye));
+}
+
+/// Regression (issue 3; found while writing the model test, which now covers it): a refused
+/// resume (RESEND_GAP or RESUME_INVALID) ends the session, but when that session was still
+/// attached to a live connection, the connection stayed open with no session at all: its next
+/// frame got ERROR(HELLO_REQUIRED) and its next heartbeat check ERROR(HANDSHAKE_TIMEOUT). It is
+/// now told GOODBYE with the reason the session ended, and closed.
+#[test]
+fn a_refused_resume_of_a_live_session_also_closes_the_connection_it_was_on() {
+    // (last_delivery_seq, first_resendable_publish_seq) against seqs 1 to 3 sent, 0 published.
+    for (received, resendable, reason) in [
+        (9, 1, ErrorCode::ResumeInvalid),
+        (3, 9, ErrorCode::ResendGap),
+    ] {
+        let mut h = Harness::with_config(reconnect_config());
+        let welcome = subscriber_with_five(&mut h);
+        h.connect(SUBSCRIBER_AGAIN);
+        let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, received, resendable));
+        assert_eq!(lost.lost_reason, Some(reason));
+        assert_eq!(h.control(SUBSCRIBER), said_goodbye(reason));
+        let stats = h.stats();
+        assert_eq!((stats.server.connections, stats.server.sessions), (2, 2));
+        assert_eq!(stats.closed_sessions[0].reason, reason.name());
+    }
 }
