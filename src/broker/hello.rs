@@ -103,6 +103,12 @@ impl Broker {
                 Err(lost) => Some(lost),
             },
         };
+        if self.sessions.len() >= self.config.max_sessions {
+            // Detached sessions count: they hold queues and may come back.
+            let text = "max_sessions reached (detached sessions included)";
+            self.fail(conn, ErrorCode::ServerBusy, 0, text);
+            return;
+        }
         let mut resume_token = [0u8; RESUME_TOKEN_LEN];
         if let Err(error) = getrandom::getrandom(&mut resume_token) {
             warn!("OS random source failed ({error}); refusing HELLO");

@@ -258,3 +258,39 @@ fn a_refused_resume_of_a_live_session_also_closes_the_connection_it_was_on() {
         assert_eq!(stats.closed_sessions[0].reason, reason.name());
     }
 }
+
+#[test]
+fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
+    let mut h = Harness::with_config(crate::config::Config {
+        max_sessions: 2,
+        ..reconnect_config()
+    });
+    let first = h.hello(PUBLISHER);
+    h.hello(SUBSCRIBER);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    h.connect(ConnId(7));
+    h.send(
+        ConnId(7),
+        &Frame::Hello(Hello {
+            inflight_window: 0,
+            client_name: b"third",
+            resume: None,
+        }),
+    );
+    let frames = h.frames(ConnId(7));
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            Received::Error {
+                code: ErrorCode::ServerBusy,
+                fatal: true,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+    // A resume needs no new session and still works.
+    h.disconnect(PUBLISHER, CloseReason::PeerClosed);
+    let (resumed, _) = resume_on(&mut h, ConnId(8), resume(&first, 0, 1));
+    assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+}
