@@ -3,8 +3,9 @@
 //! Which errors leave the client usable is part of the contract: [`ClientError::Timeout`],
 //! [`ClientError::InvalidArgument`], [`ClientError::Encode`], [`ClientError::FrameTooLarge`] and
 //! a [`ClientError::Server`] that is not `fatal` change nothing on the connection. Every other
-//! error ends it, and each later call returns the same error again (the session is gone; v1 has
-//! no resume).
+//! error ends it, and each later call returns the same error again. A plain `Client` does not
+//! reconnect; [`ReconnectingClient`](super::ReconnectingClient) does, and reports only the
+//! errors it cannot recover from.
 
 use std::{fmt, io};
 
@@ -60,6 +61,20 @@ pub enum ClientError {
     /// The server sent a frame that makes no sense here (a client-to-server op, a second
     /// WELCOME, ...); the connection is dropped. Carries the op's protocol.md name.
     UnexpectedFrame(&'static str),
+    /// [`ReconnectingClient`](super::ReconnectingClient) with [`OnFull::Error`]: the outbound
+    /// queue of publishes not yet receipted is full. Nothing was buffered; try again once
+    /// receipts have come in (any call that reads takes them in).
+    ///
+    /// [`OnFull::Error`]: super::OnFull::Error
+    OutboundFull,
+    /// [`ReconnectingClient`](super::ReconnectingClient) tried to reconnect for longer than
+    /// [`ReconnectOptions::give_up_after`](super::ReconnectOptions::give_up_after).
+    GaveUp {
+        /// Connection attempts made since the connection was lost.
+        attempts: u32,
+        /// Why the last attempt (or the connection) failed.
+        last_error: String,
+    },
 }
 
 impl ClientError {
@@ -69,10 +84,12 @@ impl ClientError {
             ClientError::Encode(_)
             | ClientError::FrameTooLarge { .. }
             | ClientError::InvalidArgument(_)
+            | ClientError::OutboundFull
             | ClientError::Timeout => false,
             ClientError::Server { fatal, .. } => *fatal,
             ClientError::Closed
             | ClientError::Decode(_)
+            | ClientError::GaveUp { .. }
             | ClientError::Goodbye { .. }
             | ClientError::Io(_)
             | ClientError::UnexpectedFrame(_) => true,
@@ -110,6 +127,16 @@ impl fmt::Display for ClientError {
             }
             ClientError::Timeout => write!(f, "timed out waiting for the server"),
             ClientError::UnexpectedFrame(op) => write!(f, "unexpected {op} frame from the server"),
+            ClientError::OutboundFull => {
+                write!(f, "the outbound queue of unreceipted publishes is full")
+            }
+            ClientError::GaveUp {
+                attempts,
+                last_error,
+            } => write!(
+                f,
+                "gave up reconnecting after {attempts} attempts; last error: {last_error}"
+            ),
         }
     }
 }
@@ -141,9 +168,51 @@ pub(super) enum CloseCause {
         text: String,
     },
     Unexpected(&'static str),
+    GaveUp {
+        attempts: u32,
+        last_error: String,
+    },
 }
 
 impl CloseCause {
+    /// The cause behind an error that ended a connection, so that it can be reported again;
+    /// `None` for the errors that leave a connection usable.
+    pub(super) fn from_error(error: &ClientError) -> Option<CloseCause> {
+        Some(match error {
+            ClientError::Closed => CloseCause::Eof,
+            ClientError::Decode(e) => CloseCause::Decode(*e),
+            ClientError::GaveUp {
+                attempts,
+                last_error,
+            } => CloseCause::GaveUp {
+                attempts: *attempts,
+                last_error: last_error.clone(),
+            },
+            ClientError::Goodbye { code, text } => CloseCause::Goodbye {
+                code: *code,
+                text: text.clone(),
+            },
+            ClientError::Io(e) => CloseCause::io(e),
+            ClientError::Server {
+                code,
+                fatal: true,
+                ref_seq,
+                text,
+            } => CloseCause::Server {
+                code: *code,
+                ref_seq: *ref_seq,
+                text: text.clone(),
+            },
+            ClientError::UnexpectedFrame(op) => CloseCause::Unexpected(op),
+            ClientError::Encode(_)
+            | ClientError::FrameTooLarge { .. }
+            | ClientError::InvalidArgument(_)
+            | ClientError::OutboundFull
+            | ClientError::Server { .. }
+            | ClientError::Timeout => return None,
+        })
+    }
+
     /// Records an I/O error (io::Error is not Clone, so its kind and message are kept).
     pub(super) fn io(error: &io::Error) -> CloseCause {
         CloseCause::Io(error.kind(), error.to_string())
@@ -172,6 +241,13 @@ impl CloseCause {
                 text: text.clone(),
             },
             CloseCause::Unexpected(op) => ClientError::UnexpectedFrame(op),
+            CloseCause::GaveUp {
+                attempts,
+                last_error,
+            } => ClientError::GaveUp {
+                attempts: *attempts,
+                last_error: last_error.clone(),
+            },
         }
     }
 }

@@ -4,7 +4,7 @@
 //! borrowed [`Deliver`] views instead and never builds these.
 
 use crate::protocol::frame::DELIVER_REDELIVERED;
-use crate::protocol::Deliver;
+use crate::protocol::{Deliver, ErrorCode};
 
 /// Something the server sent that the application reads with
 /// [`Client::recv`](super::Client::recv).
@@ -16,7 +16,39 @@ pub enum Event {
     Deliver(Delivery),
     /// Every publish with a sequence number ≤ this one has been accepted by the server.
     /// Receipts are cumulative; several that arrive before `recv` is called come out as one.
+    /// ([`ReconnectingClient`](super::ReconnectingClient) keeps track of receipts itself and
+    /// does not return this.)
     Receipt(u64),
+    /// From [`ReconnectingClient`](super::ReconnectingClient) only: the connection was lost
+    /// and a new one resumed the session. Nothing was lost: deliveries continue after the last
+    /// one received, and the publishes not yet receipted were sent again with their seqs.
+    Resumed {
+        /// The session, unchanged.
+        session_id: u64,
+        /// Publishes sent again on the new connection (the server had not accepted them).
+        resent: u64,
+    },
+    /// From [`ReconnectingClient`](super::ReconnectingClient) only: the session could not be
+    /// resumed, and the server started a new one (subscriptions are made again on it). The
+    /// messages the old session still held are gone; deliveries received before this event
+    /// came first.
+    Lost {
+        /// Why, as the server said in WELCOME (SESSION_EXPIRED, QUEUE_OVERFLOW,
+        /// SERVER_RESTARTED, SESSION_UNKNOWN, ...); `None` for a code this crate does not
+        /// know.
+        reason: Option<ErrorCode>,
+        /// How many messages the server says the old session still held when it ended, if
+        /// it knows. Messages published later are not counted; deliveries sent but not yet
+        /// acked are, although this client may have received them (they came before this
+        /// event).
+        missed: Option<u64>,
+        /// The new session.
+        session_id: u64,
+        /// Publishes not receipted by the old session and published again on the new one, with
+        /// new seqs. The old session may have accepted some of them already, so they may reach
+        /// subscribers twice.
+        republished: u64,
+    },
 }
 
 /// An owned DELIVER. Layout: protocol.md §DELIVER.
@@ -26,7 +58,8 @@ pub struct Delivery {
     pub seq: u64,
     /// Server-wide message id, the same in every session the message reaches.
     pub message_id: u64,
-    /// True when the message was sent before on an earlier connection (never in v1).
+    /// True when the message was sent before on an earlier connection of the session (a
+    /// resume).
     pub redelivered: bool,
     /// Queue name.
     pub queue: Vec<u8>,

@@ -40,11 +40,20 @@
 //! # }
 //! ```
 //!
+//! # Reconnection
+//!
+//! A `Client` ends with its connection. [`ReconnectingClient`] is built on it and outlives
+//! connections: it reconnects with backoff, resumes the session (protocol.md §Reconnection),
+//! resends what the server did not receipt, drops deliveries it has already received, and
+//! tells the application with [`Event::Resumed`] and [`Event::Lost`] where that happened.
+//! [`Client::resume`] is the one-shot building block it uses.
+//!
 //! The client must not know anything about the server beyond protocol.md.
 
 mod buffer;
 mod error;
 mod event;
+mod reconnect;
 mod session;
 mod socket;
 mod transport;
@@ -57,6 +66,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::codec::{
     encode_ack, encode_empty, encode_hello, encode_ping, encode_publish, encode_subscription,
 };
+use crate::protocol::frame::OUTCOME_RESUMED;
 use crate::protocol::{
     decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
     MAX_FRAME_LEN_BEFORE_HELLO,
@@ -64,7 +74,8 @@ use crate::protocol::{
 
 pub use self::error::ClientError;
 pub use self::event::{Delivery, Event};
-pub use crate::protocol::{Deliver, Welcome};
+pub use self::reconnect::{OnFull, ReconnectOptions, ReconnectStats, ReconnectingClient};
+pub use crate::protocol::{Deliver, Resume, Welcome};
 
 use self::buffer::{ReadBuf, WriteBuf};
 use self::error::CloseCause;
@@ -114,6 +125,8 @@ pub struct Client {
     /// Bytes written since the socket was last read; past [`transport::DRAIN_AFTER_BYTES`], `flush`
     /// also reads what has arrived, so receipts do not pile up on the server.
     written_since_read: usize,
+    /// When bytes last arrived from the server (the connect time before any did).
+    last_received_at: Instant,
 }
 
 impl Client {
@@ -128,6 +141,34 @@ impl Client {
         addr: impl ToSocketAddrs,
         options: &ClientOptions,
     ) -> Result<Client, ClientError> {
+        Client::handshake(addr, options, None)
+    }
+
+    /// Connects and asks to resume the session named in `resume` (HELLO with the resume block;
+    /// protocol.md §Reconnection). The outcome is in [`Client::welcome`]: `OUTCOME_RESUMED`
+    /// (same session; resend the publishes with a seq above `last_publish_seq`, with their
+    /// original seqs, in order) or `OUTCOME_LOST` (a new session; `lost_reason` and `missed` say
+    /// what happened to the old one).
+    ///
+    /// After RESUMED the client may ack deliveries up to `resume.last_delivery_seq`, and the
+    /// server resends the in-flight deliveries above it. [`ReconnectingClient`] does all this
+    /// on its own.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn resume(
+        addr: impl ToSocketAddrs,
+        options: &ClientOptions,
+        resume: &Resume,
+    ) -> Result<Client, ClientError> {
+        Client::handshake(addr, options, Some(resume))
+    }
+
+    fn handshake(
+        addr: impl ToSocketAddrs,
+        options: &ClientOptions,
+        resume: Option<&Resume>,
+    ) -> Result<Client, ClientError> {
         if options.timeout == Some(Duration::ZERO) {
             return Err(ClientError::InvalidArgument("timeout must not be zero"));
         }
@@ -140,13 +181,14 @@ impl Client {
             session: Session::new(),
             timeout: options.timeout,
             written_since_read: 0,
+            last_received_at: Instant::now(),
         };
         client.write_buf.push(MAX_FRAME_LEN_BEFORE_HELLO, |out| {
             encode_hello(
                 &Hello {
                     inflight_window: options.inflight_window,
                     client_name: options.name.as_bytes(),
-                    resume: None,
+                    resume: resume.copied(),
                 },
                 out,
             )
@@ -175,6 +217,10 @@ impl Client {
             }
         };
         client.session.handle_welcome(welcome);
+        if let (Some(resume), OUTCOME_RESUMED) = (resume, welcome.outcome) {
+            // Deliveries up to it stay in flight on the server until acked.
+            client.session.last_delivery_seq = resume.last_delivery_seq;
+        }
         Ok(client)
     }
 
@@ -505,6 +551,11 @@ impl Client {
     /// [`ClientError::Goodbye`] with another code; [`ClientError::Timeout`]; the error that
     /// ended the connection.
     pub fn bye(mut self) -> Result<(), ClientError> {
+        self.end_session()
+    }
+
+    /// BYE, then waits for GOODBYE(CLIENT_BYE).
+    fn end_session(&mut self) -> Result<(), ClientError> {
         self.session.check_open()?;
         let deadline = self.deadline();
         self.write_buf.push(self.session.max_frame_len, |out| {
@@ -522,6 +573,42 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// When bytes last arrived from the server (the connect time if none has yet). Only
+    /// calls that read move it.
+    fn last_received_at(&self) -> Instant {
+        self.last_received_at
+    }
+
+    /// Buffers a PING without waiting for its PONG (which is skipped when it arrives).
+    fn send_ping(&mut self) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        let nonce = self.session.next_ping_nonce;
+        self.session.next_ping_nonce += 1;
+        self.write_buf.push(self.session.max_frame_len, |out| {
+            encode_ping(Op::Ping, nonce, out);
+            Ok(())
+        })
+    }
+
+    /// Changes the bound of each blocking wait and socket write.
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(ClientError::InvalidArgument("timeout must not be zero"));
+        }
+        self.socket
+            .set_write_timeout(timeout)
+            .map_err(|e| self.session.fail_io(e))?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Drops the connection without sending what is buffered (a write to a peer that went
+    /// silent could block for the whole write timeout).
+    fn abandon(mut self, why: &str) {
+        let error = io::Error::new(io::ErrorKind::ConnectionAborted, why);
+        self.session.fail_io(error);
     }
 
     fn publish_frame(

@@ -90,6 +90,11 @@ impl Socket {
         }
     }
 
+    /// Sets how long a write may block (`None`: without limit; must not be zero).
+    pub(super) fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_write_timeout(timeout)
+    }
+
     /// The server's address.
     pub(super) fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()

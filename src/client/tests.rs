@@ -15,17 +15,17 @@ use super::*;
 
 /// Bounds every wait in these tests; a hang fails instead of blocking the run. Never asserted
 /// as a duration.
-const WAIT: Duration = Duration::from_secs(20);
+pub(super) const WAIT: Duration = Duration::from_secs(20);
 
 /// The server end of a scripted connection.
-struct Peer {
-    stream: TcpStream,
+pub(super) struct Peer {
+    pub(super) stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Peer {
     /// Reads the next frame the client sent and passes it to `check`.
-    fn next<T>(&mut self, check: impl FnOnce(Frame<'_>) -> T) -> T {
+    pub(super) fn next<T>(&mut self, check: impl FnOnce(Frame<'_>) -> T) -> T {
         loop {
             let decoded = decode(&self.buf, MAX_FRAME_LEN).expect("client sends valid frames");
             if let Some((frame, used)) = decoded {
@@ -40,27 +40,27 @@ impl Peer {
         }
     }
 
-    fn send(&mut self, frame: Frame<'_>) {
+    pub(super) fn send(&mut self, frame: Frame<'_>) {
         let mut out = Vec::new();
         encode(&frame, &mut out).expect("test frame encodes");
         self.send_raw(&out);
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write to the client");
     }
 
-    fn handshake(&mut self) {
+    pub(super) fn handshake(&mut self) {
         self.handshake_with(welcome());
     }
 
-    fn handshake_with(&mut self, welcome: Welcome) {
+    pub(super) fn handshake_with(&mut self, welcome: Welcome) {
         self.next(|frame| assert!(matches!(frame, Frame::Hello(_)), "{frame:?}"));
         self.send(Frame::Welcome(welcome));
     }
 
     /// Keeps the connection open until the client closes it.
-    fn wait_for_close(&mut self) {
+    pub(super) fn wait_for_close(&mut self) {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
@@ -75,7 +75,9 @@ impl Peer {
 }
 
 /// Starts a one-connection server running `script` on its own thread.
-fn scripted(script: impl FnOnce(&mut Peer) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+pub(super) fn scripted(
+    script: impl FnOnce(&mut Peer) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let thread = thread::spawn(move || {
@@ -91,11 +93,33 @@ fn scripted(script: impl FnOnce(&mut Peer) + Send + 'static) -> (SocketAddr, Joi
     (addr, thread)
 }
 
+/// Starts a server on its own thread whose `script` takes connections one at a time with
+/// the function it is given (for clients that reconnect).
+pub(super) fn scripted_server(
+    script: impl FnOnce(&mut dyn FnMut() -> Peer) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let thread = thread::spawn(move || {
+        let mut accept = || {
+            let (stream, _) = listener.accept().expect("accept");
+            stream.set_nodelay(true).expect("nodelay");
+            stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+            Peer {
+                stream,
+                buf: Vec::new(),
+            }
+        };
+        script(&mut accept);
+    });
+    (addr, thread)
+}
+
 fn connect(addr: SocketAddr) -> Client {
     Client::connect(addr, &options()).expect("connect")
 }
 
-fn options() -> ClientOptions {
+pub(super) fn options() -> ClientOptions {
     ClientOptions {
         name: String::from("test"),
         inflight_window: 16,
@@ -103,7 +127,7 @@ fn options() -> ClientOptions {
     }
 }
 
-fn welcome() -> Welcome {
+pub(super) fn welcome() -> Welcome {
     Welcome {
         outcome: OUTCOME_NEW,
         lost_reason: None,
@@ -120,7 +144,7 @@ fn welcome() -> Welcome {
     }
 }
 
-fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
+pub(super) fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
     Frame::Deliver(Deliver {
         seq,
         message_id: 100 + seq,
@@ -131,11 +155,11 @@ fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
     })
 }
 
-fn subscribed<'a>(queue: &'a [u8], event: Option<&'a [u8]>) -> Frame<'a> {
+pub(super) fn subscribed<'a>(queue: &'a [u8], event: Option<&'a [u8]>) -> Frame<'a> {
     Frame::Subscribed(Subscription { queue, event })
 }
 
-fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
+pub(super) fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
     Frame::Goodbye(Goodbye {
         code: Ok(code),
         text: text.as_bytes(),

@@ -31,6 +31,7 @@ impl Client {
             Ok(ReadOutcome::Data(n)) => {
                 self.read_buf.filled(n);
                 self.written_since_read = 0;
+                self.last_received_at = Instant::now();
                 Ok(())
             }
             Ok(ReadOutcome::Eof) => Err(self.session.close(CloseCause::Eof)),
@@ -82,6 +83,7 @@ impl Client {
             match self.socket.read(spare, Some(Duration::ZERO)) {
                 Ok(ReadOutcome::Data(n)) => {
                     self.read_buf.filled(n);
+                    self.last_received_at = Instant::now();
                     if n < room {
                         break;
                     }

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use weir::client::{Client, ClientOptions, ReconnectOptions, ReconnectingClient};
 use weir::protocol::codec::{encode_hello, encode_publish, encode_subscription};
 use weir::protocol::stats::StatsReport;
 use weir::protocol::{decode, Hello, Op, Publish, Subscription};
@@ -15,6 +16,45 @@ use weir::{Config, Server, ServerHandle};
 /// How long any single wait in a test may take before it counts as a failure. Generous: the
 /// CI machine is shared; this bounds a hang, it does not measure speed.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Client options for tests: a name, the server's window, waits bounded by [`WAIT`].
+pub fn client_options(name: &str) -> ClientOptions {
+    ClientOptions {
+        name: name.to_owned(),
+        inflight_window: 0,
+        timeout: Some(WAIT),
+    }
+}
+
+/// Reconnection in milliseconds, giving up only after [`WAIT`].
+pub fn quick_reconnect() -> ReconnectOptions {
+    ReconnectOptions {
+        initial_backoff: Duration::from_millis(2),
+        max_backoff: Duration::from_millis(50),
+        give_up_after: Some(WAIT),
+        ..ReconnectOptions::default()
+    }
+}
+
+/// A reconnecting client with [`client_options`] and [`quick_reconnect`].
+pub fn reconnecting(addr: SocketAddr, name: &str) -> ReconnectingClient {
+    ReconnectingClient::connect(addr, &client_options(name), &quick_reconnect())
+        .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+}
+
+/// A plain client, e.g. a publisher straight to the server.
+pub fn plain(addr: SocketAddr, name: &str) -> Client {
+    Client::connect(addr, &client_options(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Publishes `payloads` as event `e` on `queue` and waits for their receipt.
+pub fn publish_all(client: &mut Client, queue: &str, payloads: &[&str]) {
+    let mut last = 0;
+    for payload in payloads {
+        last = client.publish(queue, "e", payload).expect("publish");
+    }
+    client.wait_receipt(last).expect("receipt");
+}
 
 /// A server running on its own thread, shut down when dropped.
 pub struct TestServer {

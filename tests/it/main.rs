@@ -3,10 +3,16 @@
 //! One test binary with a module per feature area (link time matters on the 2-core CI
 //! machine). Wire-format tests assert raw bytes; behaviour tests use `weir::client`.
 
+mod abuse;
 mod chaos_proxy;
 mod common;
 mod malformed_frames;
 mod metrics_endpoint;
 mod proxy_haproxy;
 mod reconnect_chaos;
+mod reconnect_heartbeat;
+mod reconnect_lost;
+mod reconnect_resume;
+mod server_binary;
 mod server_lifecycle;
+mod tls;

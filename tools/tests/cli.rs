@@ -11,7 +11,7 @@ use weir::client::{Client, ClientOptions, Event};
 use weir::protocol::stats::StatsReport;
 use weir::Config;
 
-use common::{TestServer, WAIT};
+use common::{CutOnceProxy, Direction, TestServer, WAIT};
 
 /// Waits for `child` (killing it after [`WAIT`]) and collects its output.
 fn finish(mut child: Child) -> Output {
@@ -256,4 +256,56 @@ fn an_empty_queue_name_is_refused_without_ending_in_a_server_error() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(stderr, "weir-cli: invalid argument: queue name is empty\n");
+}
+
+#[test]
+fn pub_and_sub_keep_going_across_cuts_and_sub_prints_each_message_once_in_order() {
+    let server = TestServer::start();
+    // The subscriber's first connection is cut on its way down, mid-stream; the publisher's on
+    // its way up, after some of its publishes.
+    let down = CutOnceProxy::start(server.addr, Direction::Down, 2_000);
+    let up = CutOnceProxy::start(server.addr, Direction::Up, 3_000);
+    let count = 300;
+    let sub = server
+        .cli()
+        .args(["--server", &down.addr.to_string(), "sub", "-n"])
+        .arg(count.to_string())
+        .arg("db")
+        .spawn()
+        .unwrap();
+    server.wait_for("the subscription", |stats| subscribed(stats, "db"));
+
+    let lines: String = (0..count).map(|i| format!("line {i:04}\n")).collect();
+    let mut publisher = server
+        .cli()
+        .args(["--server", &up.addr.to_string(), "pub", "db", "tick"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let published = finish(publisher);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    assert!(
+        text(&published.stderr).contains("weir-cli: resumed session"),
+        "{}",
+        text(&published.stderr)
+    );
+
+    let received = finish(sub);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(text(&received.stdout), lines);
+    assert!(
+        text(&received.stderr).contains("weir-cli: resumed session"),
+        "{}",
+        text(&received.stderr)
+    );
+    assert!(down.has_cut() && up.has_cut());
+    server.wait_for("every message published once", |stats| {
+        stats.server.messages_published == count
+    });
 }

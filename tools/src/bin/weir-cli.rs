@@ -3,6 +3,11 @@
 //! Flags follow nats / mosquitto_pub / redis-cli habits (STYLE.md §13): `-s/--server` or
 //! `WEIR_SERVER`, `-W/--timeout`, `-n/--count`, `-v`, `--json`. Errors go to stderr with exit
 //! status 1; usage errors exit 2 (clap).
+//!
+//! `pub` and `sub` keep running across connection cuts (`weir::client::ReconnectingClient`):
+//! `pub` sends again what the server did not receipt, `sub` prints each message once, in
+//! order. Each resume, and each loss when the session could not be resumed, is reported on
+//! stderr.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -11,7 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use weir::client::{Client, ClientError, ClientOptions, DEFAULT_TIMEOUT};
+use weir::client::{
+    Client, ClientError, ClientOptions, Event, ReconnectOptions, ReconnectingClient,
+    DEFAULT_TIMEOUT,
+};
 use weir::protocol::stats::{SessionStats, StatsReport};
 
 #[derive(Debug, Parser)]
@@ -137,47 +145,62 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn connect(cli: &Cli) -> Result<Client, Failure> {
-    let options = ClientOptions {
+fn client_options(cli: &Cli) -> ClientOptions {
+    ClientOptions {
         name: String::from("weir-cli"),
         inflight_window: 0,
         timeout: Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)),
-    };
-    Client::connect(cli.server.as_str(), &options).map_err(|error| Failure::Connect {
+    }
+}
+
+fn connect(cli: &Cli) -> Result<Client, Failure> {
+    Client::connect(cli.server.as_str(), &client_options(cli)).map_err(|error| Failure::Connect {
         server: cli.server.clone(),
         error,
     })
 }
 
+/// A client for `pub` and `sub`: it reconnects and resumes after a cut, with the library's
+/// default backoff and limits.
+fn connect_reconnecting(cli: &Cli) -> Result<ReconnectingClient, Failure> {
+    let options = ReconnectOptions::default();
+    ReconnectingClient::connect(cli.server.as_str(), &client_options(cli), &options).map_err(
+        |error| Failure::Connect {
+            server: cli.server.clone(),
+            error,
+        },
+    )
+}
+
 fn publish(cli: &Cli, args: &PubArgs) -> Result<(), Failure> {
-    let mut client = connect(cli)?;
-    let publish_one = |client: &mut Client, payload: &[u8]| -> Result<(), ClientError> {
+    let mut client = connect_reconnecting(cli)?;
+    let publish_one = |client: &mut ReconnectingClient, payload: &[u8]| {
         for _ in 0..args.count {
             match &args.key {
                 Some(key) => client.publish_conflated(&args.queue, &args.event, key, payload)?,
                 None => client.publish(&args.queue, &args.event, payload)?,
             };
+            report_reconnections(client);
         }
-        Ok(())
+        Ok::<(), ClientError>(())
     };
     match &args.message {
         Some(message) => publish_one(&mut client, message.as_bytes())?,
         None => publish_lines(&mut client, publish_one)?,
     }
-    let last = client.last_publish_seq();
-    if last > 0 {
-        client.wait_receipt(last)?;
-    }
+    let waited = client.wait_receipted();
+    report_reconnections(&mut client);
+    waited?;
     client.bye()?;
     Ok(())
 }
 
 /// Publishes each line of stdin. Lines are read on a thread so that, while stdin is idle (a
 /// pipe fed slowly, `tail -f`), the client can ping the server: it reads only inside a call,
-/// and a session the server hears nothing from for `heartbeat_timeout_ms` is ended.
+/// and a session the server hears nothing from for `heartbeat_timeout_ms` is detached.
 fn publish_lines(
-    client: &mut Client,
-    publish_one: impl Fn(&mut Client, &[u8]) -> Result<(), ClientError>,
+    client: &mut ReconnectingClient,
+    publish_one: impl Fn(&mut ReconnectingClient, &[u8]) -> Result<(), ClientError>,
 ) -> Result<(), Failure> {
     let (lines, read) = mpsc::sync_channel::<io::Result<Vec<u8>>>(LINE_QUEUE_LEN);
     thread::spawn(move || {
@@ -203,11 +226,13 @@ fn publish_lines(
             Err(TryRecvError::Empty) => {
                 // Nothing more read yet: send what is buffered before waiting.
                 client.flush()?;
+                report_reconnections(client);
                 loop {
                     match read.recv_timeout(keepalive) {
                         Ok(line) => break line,
                         Err(RecvTimeoutError::Timeout) => {
                             client.ping()?;
+                            report_reconnections(client);
                         }
                         Err(RecvTimeoutError::Disconnected) => return Ok(()),
                     }
@@ -228,8 +253,52 @@ fn keepalive_interval(heartbeat_timeout_ms: u32) -> Duration {
     Duration::from_millis(u64::from(heartbeat_timeout_ms / 3)).max(Duration::from_millis(10))
 }
 
+/// Says on stderr when `pub` resumed or lost its session (it reads no deliveries, so the
+/// events are only these).
+fn report_reconnections(client: &mut ReconnectingClient) {
+    while let Some(event) = client.try_recv() {
+        if let Some(text) = reconnection_notice(&event) {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// The stderr line for a resume or a loss; `None` for other events.
+fn reconnection_notice(event: &Event) -> Option<String> {
+    match event {
+        Event::Resumed { session_id, resent } => {
+            let mut text = format!("weir-cli: resumed session {session_id:#x}");
+            if *resent > 0 {
+                text += &format!(", {resent} unreceipted publishes sent again");
+            }
+            Some(text)
+        }
+        Event::Lost {
+            reason,
+            missed,
+            session_id,
+            republished,
+        } => {
+            let reason = reason.map_or("an unknown reason", |code| code.name());
+            let missed = match missed {
+                Some(n) => format!("{n} messages missed"),
+                None => String::from("an unknown number of messages missed"),
+            };
+            let mut text = format!(
+                "weir-cli: LOST the session ({reason}): {missed}; continuing in session \
+                 {session_id:#x}"
+            );
+            if *republished > 0 {
+                text += &format!(", {republished} unreceipted publishes published again");
+            }
+            Some(text)
+        }
+        _ => None,
+    }
+}
+
 fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
-    let mut client = connect(cli)?;
+    let mut client = connect_reconnecting(cli)?;
     if args.events.is_empty() {
         client.subscribe_all(&args.queue)?;
     } else {
@@ -242,42 +311,56 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
     let mut idle_since = Instant::now();
     let wanted = args.count.unwrap_or(u64::MAX);
     while received < wanted {
-        let mut printed_up_to = 0;
-        let mut write_error = None;
-        let wait = match cli.timeout {
-            Some(timeout) => {
-                let left = timeout.saturating_sub(idle_since.elapsed());
-                if left.is_zero() {
-                    break;
+        let event = match client.try_recv() {
+            Some(event) => event,
+            None => {
+                // Everything received is printed: show it before waiting for more.
+                match out.flush() {
+                    Ok(()) => {}
+                    // The reader went away (`weir-cli sub q | head -1`): end quietly.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(client.bye()?),
+                    Err(e) => return Err(Failure::Stdout(e)),
                 }
-                Some(left)
+                let wait = match cli.timeout {
+                    Some(timeout) => {
+                        let left = timeout.saturating_sub(idle_since.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        left
+                    }
+                    None => IDLE_WAIT,
+                };
+                match client.recv_timeout(wait)? {
+                    Some(event) => event,
+                    None => continue,
+                }
             }
-            None => None,
         };
-        client.poll_deliveries(wait, |delivery| {
-            if received >= wanted || write_error.is_some() {
-                return;
-            }
-            match print_delivery(&mut out, args.verbose, delivery) {
-                Ok(()) => {
-                    received += 1;
-                    printed_up_to = delivery.seq;
-                }
-                Err(e) => write_error = Some(e),
-            }
-        })?;
-        if printed_up_to == 0 && write_error.is_none() {
-            // A timeout, or only PINGs and receipts arrived.
+        if let Some(text) = reconnection_notice(&event) {
+            // Lines printed before the notice come before it.
+            let _ = out.flush();
+            eprintln!("{text}");
             continue;
         }
-        idle_since = Instant::now();
-        // Ack only what has reached stdout: a message lost to a failed write stays unacked.
-        match write_error.map_or_else(|| out.flush(), Err) {
-            Ok(()) => client.ack(printed_up_to)?,
-            // The reader went away (`weir-cli sub q | head -1`): end quietly.
+        let Event::Deliver(delivery) = event else {
+            continue;
+        };
+        // The client acks each delivery once it has handed it over; a message lost to a failed
+        // write is not delivered again (the session ends with this process anyway).
+        match print_delivery(&mut out, args.verbose, &delivery.as_deliver()) {
+            Ok(()) => {
+                received += 1;
+                idle_since = Instant::now();
+            }
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(client.bye()?),
             Err(e) => return Err(Failure::Stdout(e)),
         }
+    }
+    match out.flush() {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Failure::Stdout(e)),
     }
     client.bye()?;
     match args.count {
@@ -446,8 +529,11 @@ const STDIN_BUF_BYTES: usize = 64 * 1024;
 /// Lines read ahead of the publisher; bounds memory when stdin is faster than the server.
 const LINE_QUEUE_LEN: usize = 4096;
 
-/// Payloads are written in batches and flushed before each ack.
+/// Payloads are written in batches, flushed whenever `sub` is about to wait.
 const STDOUT_BUF_BYTES: usize = 64 * 1024;
+
+/// Each wait of `sub` without `-W`; it waits again after this, for ever.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -466,6 +552,39 @@ mod tests {
         assert_eq!(strip_newline(b"a\r\n"), b"a");
         assert_eq!(strip_newline(b"a"), b"a");
         assert_eq!(strip_newline(b"\n"), b"");
+    }
+
+    #[test]
+    fn resumes_and_losses_are_reported_in_one_line() {
+        let resumed = Event::Resumed {
+            session_id: 0x2a,
+            resent: 0,
+        };
+        assert_eq!(
+            reconnection_notice(&resumed).unwrap(),
+            "weir-cli: resumed session 0x2a"
+        );
+        let lost = Event::Lost {
+            reason: Some(weir::protocol::ErrorCode::SessionExpired),
+            missed: Some(7),
+            session_id: 0x2b,
+            republished: 3,
+        };
+        assert_eq!(
+            reconnection_notice(&lost).unwrap(),
+            "weir-cli: LOST the session (SESSION_EXPIRED): 7 messages missed; continuing in \
+             session 0x2b, 3 unreceipted publishes published again"
+        );
+        let unknown = Event::Lost {
+            reason: None,
+            missed: None,
+            session_id: 1,
+            republished: 0,
+        };
+        assert!(reconnection_notice(&unknown)
+            .unwrap()
+            .contains("an unknown number of messages missed"));
+        assert_eq!(reconnection_notice(&Event::Receipt(1)), None);
     }
 
     #[test]
@@ -515,6 +634,7 @@ mod tests {
                 published: 5,
             }],
             sessions_omitted: 1,
+            closed_sessions: Vec::new(),
         };
         let text = summarize(&report);
         assert!(

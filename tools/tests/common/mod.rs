@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,4 +77,100 @@ impl Drop for TestServer {
             let _ = thread.join();
         }
     }
+}
+
+/// Which way [`CutOnceProxy`] counts bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+/// A TCP proxy that cuts the first connection it carries (both sockets shut down) once
+/// `cut_after` bytes have gone in `direction`, usually mid-frame; later connections pass
+/// through untouched.
+pub struct CutOnceProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CutOnceProxy {
+    pub fn start(upstream: SocketAddr, direction: Direction, cut_after: u64) -> CutOnceProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cut_flag, stop_flag) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut first = true;
+            while !stop_flag.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let limit = |way| {
+                    if first && way == direction {
+                        cut_after
+                    } else {
+                        u64::MAX
+                    }
+                };
+                let up = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (up_limit, down_limit) = (limit(Direction::Up), limit(Direction::Down));
+                let flag = cut_flag.clone();
+                std::thread::spawn(move || forward(up.0, up.1, up_limit, &flag));
+                let flag = cut_flag.clone();
+                std::thread::spawn(move || forward(server, client, down_limit, &flag));
+                first = false;
+            }
+        });
+        CutOnceProxy { addr, cut, stop }
+    }
+
+    /// True once the cut has happened.
+    pub fn has_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CutOnceProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes or `limit` bytes have passed, then shuts both
+/// down.
+fn forward(mut from: TcpStream, mut to: TcpStream, limit: u64, cut: &AtomicBool) {
+    let mut buf = [0u8; 4096];
+    let mut forwarded = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let room = usize::try_from(limit - forwarded).unwrap_or(usize::MAX);
+        let n_forward = n.min(room);
+        if to.write_all(&buf[..n_forward]).is_err() {
+            break;
+        }
+        forwarded += n_forward as u64;
+        if forwarded >= limit {
+            cut.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
