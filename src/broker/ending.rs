@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
+use super::hello::{Held, TOMBSTONE_SEQS};
 use super::timers::TimerTarget;
 use super::{Broker, CloseReason, ConnId, SessionKey};
 use crate::protocol::codec::{encode_error, encode_goodbye};
@@ -133,6 +134,11 @@ impl Broker {
             }
         }
         self.sessions_by_id.remove(&session.id);
+        let held = Held {
+            pending: u64::from(session.queue.pending_len()),
+            in_flight: u64::from(session.queue.in_flight()),
+            in_flight_seqs: session.queue.in_flight_seqs(TOMBSTONE_SEQS).into(),
+        };
         let mut dropped = 0;
         let store = &mut self.store;
         session.queue.drain(&mut self.nodes, |msg| {
@@ -160,7 +166,7 @@ impl Broker {
         }
         if let Some(now) = self.latest_now {
             let ttl = self.tombstone_ttl();
-            self.tombstones.insert(&session, reason, dropped, now, ttl);
+            self.tombstones.insert(&session, reason, held, now, ttl);
         }
         debug!(
             "session {} ended ({}), {dropped} messages dropped",

@@ -30,9 +30,44 @@ pub(crate) struct Tombstone {
     pub(crate) resume_token: [u8; RESUME_TOKEN_LEN],
     pub(crate) client_name: Box<str>,
     pub(crate) reason: ErrorCode,
-    /// Messages the session still held when it ended.
-    pub(crate) missed: u64,
+    /// What the session still held when it ended.
+    pub(crate) held: Held,
     pub(crate) closed_at: Instant,
+}
+
+/// In-flight seqs kept per tombstone to count exactly what a returning client missed; past
+/// this many the count is a lower bound.
+pub(crate) const TOMBSTONE_SEQS: usize = 64;
+
+/// Messages a session held when it ended: never sent, and sent but unacked (by seq).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) pending: u64,
+    pub(crate) in_flight: u64,
+    /// The lowest `TOMBSTONE_SEQS` unacked seqs.
+    pub(crate) in_flight_seqs: Box<[u64]>,
+}
+
+impl Held {
+    /// Everything it held.
+    pub(crate) fn total(&self) -> u64 {
+        self.pending + self.in_flight
+    }
+
+    /// What a client that received every delivery up to `last_received` missed: the pending
+    /// messages and the unacked deliveries after that seq. Exact when all unacked seqs were
+    /// kept, otherwise a lower bound.
+    pub(crate) fn missed_after(&self, last_received: u64) -> u64 {
+        let kept = self.in_flight_seqs.len() as u64;
+        let kept_after = self
+            .in_flight_seqs
+            .iter()
+            .filter(|&&seq| seq > last_received)
+            .count() as u64;
+        let unkept = self.in_flight - kept;
+        let unkept_after = if kept_after == kept { unkept } else { 0 };
+        self.pending + kept_after + unkept_after
+    }
 }
 
 /// Recently ended sessions by id, bounded in time and number.
@@ -48,7 +83,7 @@ impl Tombstones {
         &mut self,
         session: &Session,
         reason: ErrorCode,
-        missed: u64,
+        held: Held,
         now: Instant,
         ttl: Duration,
     ) {
@@ -64,7 +99,7 @@ impl Tombstones {
                 resume_token: session.resume_token,
                 client_name: session.client_name.clone(),
                 reason,
-                missed,
+                held,
                 closed_at: now,
             },
         );
@@ -250,7 +285,8 @@ impl Broker {
     fn why_gone(&self, resume: &Resume) -> Lost {
         if let Some(tombstone) = self.tombstones.get(resume.session_id) {
             if tokens_match(&tombstone.resume_token, &resume.resume_token) {
-                return (tombstone.reason, Some(tombstone.missed));
+                let missed = tombstone.held.missed_after(resume.last_delivery_seq);
+                return (tombstone.reason, Some(missed));
             }
             return (ErrorCode::SessionUnknown, None);
         }

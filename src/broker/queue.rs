@@ -108,6 +108,18 @@ impl SessionQueue {
         }
     }
 
+    /// Up to `limit` in-flight (unacked) seqs, lowest first.
+    pub(crate) fn in_flight_seqs(&self, limit: usize) -> Vec<u64> {
+        let base = self.base_seq;
+        self.ring
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.is_some())
+            .map(|(i, _)| base + i as u64)
+            .take(limit)
+            .collect()
+    }
+
     /// After a resume: redeliver every in-flight seq ≥ `seq`.
     pub(crate) fn set_resend_from(&mut self, seq: u64) {
         self.resend_from = seq;

@@ -87,13 +87,9 @@ fn a_client_back_after_the_keep_alive_is_told_lost_session_expired() {
         unreachable!()
     };
     assert_eq!(reason, Some(ErrorCode::SessionExpired));
-    // At least what the client did not get. (The server also counts the deliveries that
-    // reached the client unacked; see the ignored test below.)
+    // Exactly what the client did not get.
     let not_received = 3 - before.len() as u64;
-    assert!(
-        missed.is_some_and(|m| m >= not_received && m <= 3),
-        "{missed:?}"
-    );
+    assert!(missed == Some(not_received), "{missed:?}");
     assert_ne!(session_id, old);
     assert_eq!(republished, 0);
     assert_eq!(late.session_id(), session_id);
@@ -107,13 +103,10 @@ fn a_client_back_after_the_keep_alive_is_told_lost_session_expired() {
     );
 }
 
-/// Server bug (issue 3): LOST's `missed` counts every message the session held, including
-/// in-flight deliveries with a seq ≤ the `last_delivery_seq` the client sent in HELLO: the
-/// client received them (and handed them out) but had not acked them yet. reconnection.md
-/// calls the figure a lower bound of what the client missed; here the client missed nothing
-/// and is told 3. Unignore once the server leaves out what the resume block says was received.
+/// Regression (issue 3): LOST's `missed` used to count every message the session held,
+/// including in-flight deliveries with a seq ≤ the `last_delivery_seq` the client sent in
+/// HELLO: the client received them but had not acked them yet, and was told 3.
 #[test]
-#[ignore = "server bug: LOST missed counts deliveries the client received (issue 3)"]
 fn lost_missed_leaves_out_the_deliveries_the_client_received() {
     let server = TestServer::with_config(Config {
         reconnect_keep_alive_ms: 200,
