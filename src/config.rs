@@ -368,7 +368,8 @@ impl Config {
         let mut addresses = HashSet::new();
         for (index, listener) in self.listener_settings().iter().enumerate() {
             let at = format!("listeners[{index}] ({})", listener.listen);
-            if !addresses.insert(listener.listen) {
+            // Port 0 asks the OS for any free port, so it can appear more than once.
+            if listener.listen.port() != 0 && !addresses.insert(listener.listen) {
                 return invalid(format!("{at}: address listed twice"));
             }
             if listener.max_frame_len < self.max_frame_len_before_hello

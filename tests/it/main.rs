@@ -11,6 +11,7 @@ mod metrics_endpoint;
 mod proxy_haproxy;
 mod reconnect_chaos;
 mod reconnect_heartbeat;
+mod reconnect_listeners;
 mod reconnect_lost;
 mod reconnect_resume;
 mod server_binary;
