@@ -155,6 +155,7 @@ impl Bench {
                 inflight_window: if is_publisher { 0 } else { window },
                 client_name: b"bench",
                 resume: None,
+                auth: None,
             };
             encode_hello(&hello, &mut frames).expect("HELLO is within limits");
             if !is_publisher {

@@ -68,6 +68,7 @@ impl Conn {
             inflight_window: 0,
             client_name: b"reconnect-bench",
             resume,
+            auth: None,
         };
         encode_hello(&hello, &mut out).unwrap();
         self.send(&out);

@@ -83,6 +83,7 @@ impl Rig {
                 inflight_window: 0,
                 client_name: b"alloc",
                 resume: None,
+                auth: None,
             };
             encode_hello(&hello, &mut rig.input).unwrap();
             if conn != PUBLISHER {

@@ -189,6 +189,7 @@ impl Client {
                     inflight_window: options.inflight_window,
                     client_name: options.name.as_bytes(),
                     resume: resume.copied(),
+                    auth: None,
                 },
                 out,
             )

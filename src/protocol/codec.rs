@@ -8,8 +8,9 @@
 use byteorder::{BigEndian, ByteOrder};
 
 use super::frame::{
-    Ack, AckSeqs, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription,
-    Welcome, ERROR_FATAL, HELLO_RESUME, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
+    Subscription, Welcome, ERROR_FATAL, HELLO_AUTH, HELLO_RESUME, MAX_AUTH_SECRET_LEN,
+    PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
 };
 use super::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use super::{DecodeError, ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -56,6 +57,8 @@ pub enum EncodeError {
     NameTooLong,
     /// The frame would exceed `u32::MAX` bytes.
     FrameTooLarge,
+    /// A HELLO auth secret is longer than [`MAX_AUTH_SECRET_LEN`] bytes.
+    SecretTooLong,
 }
 
 impl std::fmt::Display for EncodeError {
@@ -63,6 +66,12 @@ impl std::fmt::Display for EncodeError {
         match self {
             EncodeError::NameTooLong => write!(f, "a name is longer than {MAX_NAME_LEN} bytes"),
             EncodeError::FrameTooLarge => write!(f, "frame longer than u32::MAX bytes"),
+            EncodeError::SecretTooLong => {
+                write!(
+                    f,
+                    "an auth secret is longer than {MAX_AUTH_SECRET_LEN} bytes"
+                )
+            }
         }
     }
 }
@@ -147,7 +156,8 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 /// Appends HELLO. Layout: protocol.md §HELLO.
 ///
 /// # Errors
-/// [`EncodeError::NameTooLong`] for a client name over 255 bytes.
+/// [`EncodeError::NameTooLong`] for a client or user name over 255 bytes,
+/// [`EncodeError::SecretTooLong`] for an auth secret over [`MAX_AUTH_SECRET_LEN`] bytes.
 pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     check_name(hello.client_name)?;
     let resume_len = if hello.resume.is_some() {
@@ -155,13 +165,26 @@ pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
     } else {
         0
     };
-    let body = 1 + 4 + 1 + hello.client_name.len() + resume_len;
+    let auth_len = match &hello.auth {
+        Some(auth) => {
+            check_name(auth.user)?;
+            if auth.secret.len() > MAX_AUTH_SECRET_LEN {
+                return Err(EncodeError::SecretTooLong);
+            }
+            1 + 1 + auth.user.len() + 2 + auth.secret.len()
+        }
+        None => 0,
+    };
+    let body = 1 + 4 + 1 + hello.client_name.len() + resume_len + auth_len;
     FrameHeader::write(Op::Hello, body, out);
-    out.push(if hello.resume.is_some() {
-        HELLO_RESUME
-    } else {
-        0
-    });
+    let mut flags = 0;
+    if hello.resume.is_some() {
+        flags |= HELLO_RESUME;
+    }
+    if hello.auth.is_some() {
+        flags |= HELLO_AUTH;
+    }
+    out.push(flags);
     put_u32(out, hello.inflight_window);
     put_name(out, hello.client_name);
     if let Some(resume) = &hello.resume {
@@ -169,6 +192,13 @@ pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
         out.extend_from_slice(&resume.resume_token);
         put_u64(out, resume.last_delivery_seq);
         put_u64(out, resume.first_resendable_publish_seq);
+    }
+    if let Some(auth) = &hello.auth {
+        out.push(auth.method as u8);
+        put_name(out, auth.user);
+        // Checked above: ≤ MAX_AUTH_SECRET_LEN, which fits a u16.
+        put_u16(out, auth.secret.len() as u16);
+        out.extend_from_slice(auth.secret);
     }
     Ok(())
 }
@@ -292,12 +322,21 @@ pub fn encode_deliver(
     check_name(event)?;
     let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + payload.len();
     check_total(body)?;
-    FrameHeader::write(Op::Deliver, body, out);
-    put_u64(out, seq);
-    put_u64(out, message_id);
-    out.push(flags);
-    put_name(out, queue);
-    put_name(out, event);
+    // One reservation and a stack-built fixed part: this runs once per subscriber per message.
+    out.reserve(LEN_PREFIX_LEN + HEADER_LEN + body);
+    let mut fixed = [0u8; LEN_PREFIX_LEN + HEADER_LEN + 8 + 8 + 1 + 1];
+    BigEndian::write_u32(&mut fixed[0..4], (HEADER_LEN + body) as u32);
+    fixed[4] = super::VERSION;
+    fixed[5] = Op::Deliver as u8;
+    BigEndian::write_u64(&mut fixed[6..14], seq);
+    BigEndian::write_u64(&mut fixed[14..22], message_id);
+    fixed[22] = flags;
+    // Names were checked to be ≤ 255 bytes above.
+    fixed[23] = queue.len() as u8;
+    out.extend_from_slice(&fixed);
+    out.extend_from_slice(queue);
+    out.push(event.len() as u8);
+    out.extend_from_slice(event);
     out.extend_from_slice(payload);
     Ok(())
 }
@@ -464,7 +503,7 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let mut r = Reader { op, rest: body };
     let frame = match op {
         Op::Hello => {
-            let flags = r.flags(HELLO_RESUME)?;
+            let flags = r.flags(HELLO_RESUME | HELLO_AUTH)?;
             let inflight_window = r.u32("inflight_window")?;
             let client_name = r.name("client_name")?;
             let resume = if flags & HELLO_RESUME != 0 {
@@ -480,11 +519,30 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             } else {
                 None
             };
+            let auth = if flags & HELLO_AUTH != 0 {
+                let method = r.u8("auth method")?;
+                let method =
+                    AuthMethod::from_u8(method).ok_or(r.malformed("unknown auth method"))?;
+                let user = r.name("auth user")?;
+                let secret_len = usize::from(r.u16("auth secret length")?);
+                if secret_len > MAX_AUTH_SECRET_LEN {
+                    return Err(r.malformed("auth secret longer than 2048 bytes"));
+                }
+                let secret = r.bytes(secret_len, "auth secret")?;
+                Some(Auth {
+                    method,
+                    user,
+                    secret,
+                })
+            } else {
+                None
+            };
             r.finish()?;
             Frame::Hello(Hello {
                 inflight_window,
                 client_name,
                 resume,
+                auth,
             })
         }
         Op::Publish => {

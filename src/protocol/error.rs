@@ -70,6 +70,9 @@ errors! {
     ServerRestarted(0x0017) "SERVER_RESTARTED" "the session belongs to an earlier run of the server",
     ResumeInvalid(0x0018) "RESUME_INVALID" "the resume block contradicts the session's state",
     ProxyRejected(0x0019) "PROXY_REJECTED" "a PROXY protocol header was missing, malformed, too long, or sent by an untrusted address",
+    AuthRequired(0x001A) "AUTH_REQUIRED" "this listener requires authentication and HELLO carried none",
+    AuthFailed(0x001B) "AUTH_FAILED" "the credentials were not accepted",
+    NotAuthorized(0x001C) "NOT_AUTHORIZED" "the session may not publish to / subscribe to this queue, or use STATS",
 }
 
 impl fmt::Display for ErrorCode {

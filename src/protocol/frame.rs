@@ -9,6 +9,10 @@ use super::{ErrorCode, RESUME_TOKEN_LEN};
 
 /// HELLO flag: the body carries a [`Resume`] block.
 pub const HELLO_RESUME: u8 = 0x01;
+/// HELLO flag: the body carries an [`Auth`] block (after the resume block, if any).
+pub const HELLO_AUTH: u8 = 0x02;
+/// Longest secret (password, token or signed token) in a HELLO auth block, in bytes.
+pub const MAX_AUTH_SECRET_LEN: usize = 2_048;
 /// PUBLISH flag: the body carries a conflation key.
 pub const PUBLISH_CONFLATE: u8 = 0x01;
 /// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: every event of the queue.
@@ -74,6 +78,55 @@ pub struct Hello<'a> {
     pub client_name: &'a [u8],
     /// Present when the client asks to resume a session.
     pub resume: Option<Resume>,
+    /// Present when the client authenticates (AUTH flag).
+    pub auth: Option<Auth<'a>>,
+}
+
+/// How an [`Auth`] block's secret is to be checked. Layout: protocol.md §HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AuthMethod {
+    /// A user name and its password (`user` names the user).
+    Password = 0x01,
+    /// An opaque token configured for one user (`user` empty).
+    Token = 0x02,
+    /// A token signed with the server's `token_signing_key` (`user` empty).
+    SignedToken = 0x03,
+}
+
+impl AuthMethod {
+    /// The method for a wire byte, if it is one.
+    pub fn from_u8(value: u8) -> Option<AuthMethod> {
+        match value {
+            0x01 => Some(AuthMethod::Password),
+            0x02 => Some(AuthMethod::Token),
+            0x03 => Some(AuthMethod::SignedToken),
+            _ => None,
+        }
+    }
+}
+
+/// The auth block of HELLO. Layout: protocol.md §HELLO.
+///
+/// `Debug` never shows the secret, so a logged frame cannot leak it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Auth<'a> {
+    /// Which kind of secret follows.
+    pub method: AuthMethod,
+    /// The user name for [`AuthMethod::Password`]; empty otherwise (≤ 255 bytes).
+    pub user: &'a [u8],
+    /// Password, token or signed token (≤ [`MAX_AUTH_SECRET_LEN`] bytes).
+    pub secret: &'a [u8],
+}
+
+impl std::fmt::Debug for Auth<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("method", &self.method)
+            .field("user", &String::from_utf8_lossy(self.user))
+            .field("secret", &format_args!("<{} bytes>", self.secret.len()))
+            .finish()
+    }
 }
 
 /// The resume block of HELLO. Layout: protocol.md §HELLO.

@@ -27,8 +27,8 @@ pub mod stats;
 pub use codec::{decode, fuzz_decode, EncodeError};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
-    Ack, AckSeqs, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription,
-    Welcome,
+    Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
+    Subscription, Welcome, MAX_AUTH_SECRET_LEN,
 };
 pub use header::{Op, HEADER_LEN, LEN_PREFIX_LEN};
 
@@ -40,8 +40,8 @@ pub const VERSION: u8 = 0x01;
 pub const MAX_FRAME_LEN: u32 = 1_048_576;
 
 /// Default upper bound of a frame's length field before HELLO has been accepted: 4 KiB.
-/// A HELLO is at most 1 + 4 + 1 + 255 + 40 bytes of body, so this leaves room to spare while
-/// keeping unauthenticated connections cheap.
+/// A HELLO is at most 1 + 4 + 1 + 255 + 40 + (1 + 1 + 255 + 2 + 2,048) = 2,608 bytes of body,
+/// so this leaves room to spare while keeping unauthenticated connections cheap.
 pub const MAX_FRAME_LEN_BEFORE_HELLO: u32 = 4_096;
 
 /// Longest queue, event, conflation key or client name, in bytes (names carry a u8 length).

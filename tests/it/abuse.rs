@@ -93,6 +93,7 @@ fn a_frame_truncated_then_silent_is_closed_by_the_handshake_timeout() {
         inflight_window: 0,
         client_name: b"slowloris",
         resume: None,
+        auth: None,
     };
     encode_hello(&frame, &mut hello).unwrap();
     let mut conn = RawConn::connect(server.addr);

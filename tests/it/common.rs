@@ -155,6 +155,7 @@ impl RawConn {
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,
+            auth: None,
         };
         encode_hello(&hello, &mut out).unwrap();
         self.send(&out);

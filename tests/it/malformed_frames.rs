@@ -21,6 +21,7 @@ fn hello_bytes() -> Vec<u8> {
         inflight_window: 0,
         client_name: b"bad",
         resume: None,
+        auth: None,
     };
     encode_hello(&hello, &mut out).unwrap();
     out

@@ -156,6 +156,7 @@ fn a_trusted_peer_without_a_proxy_header_is_refused() {
         inflight_window: 0,
         client_name: b"no-header",
         resume: None,
+        auth: None,
     };
     weir::protocol::codec::encode_hello(&frame, &mut hello).unwrap();
     conn.send(&hello);

@@ -219,6 +219,7 @@ fn a_resume_with_a_wrong_token_is_refused_and_the_session_left_alone() {
         inflight_window: 0,
         client_name: b"thief",
         resume: Some(resume),
+        auth: None,
     };
     encode_hello(&frame, &mut hello).unwrap();
     thief.send(&hello);

@@ -102,6 +102,7 @@ impl TlsConn {
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,
+            auth: None,
         };
         encode_hello(&hello, &mut out).unwrap();
         self.send(&out);
@@ -171,6 +172,7 @@ fn a_plaintext_client_on_a_tls_listener_gets_no_session_and_others_are_unaffecte
         inflight_window: 0,
         client_name: b"plain",
         resume: None,
+        auth: None,
     };
     encode_hello(&hello, &mut out).unwrap();
     plain.write_all(&out).unwrap();

@@ -190,6 +190,7 @@ impl Harness {
                 inflight_window: window,
                 client_name: name.as_bytes(),
                 resume: None,
+                auth: None,
             },
         )
     }
@@ -508,6 +509,7 @@ pub(super) fn resume_hello() -> Hello<'static> {
             last_delivery_seq: 3,
             first_resendable_publish_seq: 1,
         }),
+        auth: None,
     }
 }
 

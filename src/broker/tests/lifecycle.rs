@@ -73,6 +73,7 @@ fn a_second_hello_is_duplicate_hello_and_ends_the_session() {
         inflight_window: 0,
         client_name: b"again",
         resume: None,
+        auth: None,
     };
     h.send(CLIENT, &Frame::Hello(hello));
     assert_eq!(h.frames(CLIENT), failed_with(ErrorCode::DuplicateHello));
@@ -111,6 +112,7 @@ fn the_frame_limit_is_smaller_until_hello_is_accepted() {
             inflight_window: 0,
             client_name: b"c",
             resume: None,
+            auth: None,
         },
     );
     assert_eq!(h.broker.max_frame_len(CLIENT), welcome.max_frame_len);
@@ -142,6 +144,7 @@ fn hello_just_before_the_deadline_is_accepted_and_not_timed_out() {
             inflight_window: 0,
             client_name: b"late",
             resume: None,
+            auth: None,
         },
     );
     h.advance(Duration::from_millis(1));

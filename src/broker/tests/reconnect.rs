@@ -21,6 +21,7 @@ fn resume(welcome: &Welcome, last_delivery_seq: u64, first_resendable: u64) -> H
             last_delivery_seq,
             first_resendable_publish_seq: first_resendable,
         }),
+        auth: None,
     }
 }
 
@@ -281,6 +282,7 @@ fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
             inflight_window: 0,
             client_name: b"third",
             resume: None,
+            auth: None,
         }),
     );
     let frames = h.frames(ConnId(7));

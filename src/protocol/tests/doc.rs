@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use super::support::{decode_all, example_welcome, repo_path, Owned, EXAMPLE_TOKEN};
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
-    Frame, Resume, Welcome, DELIVER_REDELIVERED, OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
+    AuthMethod, Frame, Resume, Welcome, DELIVER_REDELIVERED, OUTCOME_LOST, OUTCOME_NEW,
+    OUTCOME_RESUMED,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
@@ -255,6 +256,20 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
         (
             "ERROR",
             Owned::error(ErrorCode::PublishSeqGap, 5, b"expected 3"),
+        ),
+        // Authentication.
+        (
+            "HELLO with AUTH",
+            Owned::hello_auth(
+                0,
+                b"demo",
+                None,
+                (AuthMethod::Password, b"alice", b"s3cret"),
+            ),
+        ),
+        (
+            "ERROR not authorized",
+            Owned::error_nonfatal(ErrorCode::NotAuthorized, 2, b"no publish to px"),
         ),
     ]
 }

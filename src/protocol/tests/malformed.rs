@@ -303,3 +303,40 @@ fn name(bytes: &[u8]) -> Vec<u8> {
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
+
+/// Issue 5: the auth block of HELLO is bounds-checked like every other field.
+#[test]
+fn hello_auth_blocks_that_break_the_layout_are_malformed() {
+    let head = [0x02, 0, 0, 0, 0, 0];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("secret over 2048 bytes", {
+            let mut body = [&head[..], &[0x01, 0x00, 0x08, 0x01]].concat();
+            body.extend(std::iter::repeat_n(b'x', 2049));
+            body
+        }),
+        (
+            "unknown method",
+            [&head[..], &[0x04, 0x00, 0x00, 0x00]].concat(),
+        ),
+        ("method 0", [&head[..], &[0x00, 0x00, 0x00, 0x00]].concat()),
+        (
+            "secret shorter than its length",
+            [&head[..], &[0x01, 0x00, 0x00, 0x05, b'a']].concat(),
+        ),
+        ("auth flag without a block", head.to_vec()),
+        (
+            "trailing bytes",
+            [&head[..], &[0x02, 0x00, 0x00, 0x00, 0xff]].concat(),
+        ),
+    ];
+    for (what, body) in cases {
+        let err = decode(&frame(0x01, &body), MAX_FRAME_LEN).expect_err(what);
+        assert_eq!(err.code(), ErrorCode::MalformedFrame, "{what}: {err}");
+    }
+    // The longest secret allowed decodes.
+    let mut body = [&head[..], &[0x02, 0x00, 0x08, 0x00]].concat();
+    body.extend(std::iter::repeat_n(b'x', 2048));
+    assert!(decode(&frame(0x01, &body), MAX_FRAME_LEN_BEFORE_HELLO)
+        .unwrap()
+        .is_some());
+}

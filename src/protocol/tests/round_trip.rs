@@ -171,6 +171,7 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
         inflight_window: 0,
         client_name: &long,
         resume: None,
+        auth: None,
     };
     assert_eq!(
         encode_hello(&hello, &mut out),

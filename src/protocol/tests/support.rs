@@ -7,8 +7,8 @@ use proptest::test_runner::RngSeed;
 
 use crate::protocol::codec::{decode, encode, MAX_TEXT_LEN};
 use crate::protocol::frame::{
-    Ack, AckSeqs, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription,
-    Welcome, OUTCOME_LOST, OUTCOME_NEW,
+    Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
+    Subscription, Welcome, MAX_AUTH_SECRET_LEN, OUTCOME_LOST, OUTCOME_NEW,
 };
 use crate::protocol::header::Op;
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN, MAX_NAME_LEN, RESUME_TOKEN_LEN, VERSION};
@@ -41,6 +41,8 @@ pub(super) struct OwnedHello {
     pub(super) inflight_window: u32,
     pub(super) client_name: Vec<u8>,
     pub(super) resume: Option<Resume>,
+    /// (method, user, secret)
+    pub(super) auth: Option<(AuthMethod, Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +148,22 @@ impl Owned {
             inflight_window,
             client_name: client_name.to_vec(),
             resume,
+            auth: None,
+        })
+    }
+
+    /// HELLO with an auth block.
+    pub(super) fn hello_auth(
+        inflight_window: u32,
+        client_name: &[u8],
+        resume: Option<Resume>,
+        (method, user, secret): (AuthMethod, &[u8], &[u8]),
+    ) -> Owned {
+        Owned::Hello(OwnedHello {
+            inflight_window,
+            client_name: client_name.to_vec(),
+            resume,
+            auth: Some((method, user.to_vec(), secret.to_vec())),
         })
     }
 
@@ -207,6 +225,16 @@ impl Owned {
         })
     }
 
+    /// An ERROR the connection survives (fatal flag clear).
+    pub(super) fn error_nonfatal(code: ErrorCode, ref_seq: u64, text: &[u8]) -> Owned {
+        Owned::Error(OwnedError {
+            code: Ok(code),
+            fatal: false,
+            ref_seq,
+            text: text.to_vec(),
+        })
+    }
+
     pub(super) fn goodbye(code: ErrorCode, text: &[u8]) -> Owned {
         Owned::Goodbye(OwnedGoodbye {
             code: Ok(code),
@@ -221,6 +249,11 @@ impl OwnedHello {
             inflight_window: self.inflight_window,
             client_name: &self.client_name,
             resume: self.resume,
+            auth: self.auth.as_ref().map(|(method, user, secret)| Auth {
+                method: *method,
+                user,
+                secret,
+            }),
         }
     }
 }
@@ -305,16 +338,33 @@ fn resume() -> impl Strategy<Value = Resume> {
         )
 }
 
+fn auth() -> impl Strategy<Value = (AuthMethod, Vec<u8>, Vec<u8>)> {
+    (
+        prop::sample::select(vec![
+            AuthMethod::Password,
+            AuthMethod::Token,
+            AuthMethod::SignedToken,
+        ]),
+        name_bytes(),
+        prop_oneof![4 => bytes(0..=64), 1 => bytes(0..=MAX_AUTH_SECRET_LEN)],
+    )
+}
+
 pub(super) fn hello() -> impl Strategy<Value = Owned> {
-    (any::<u32>(), name_bytes(), prop::option::of(resume())).prop_map(
-        |(inflight_window, client_name, resume)| {
+    (
+        any::<u32>(),
+        name_bytes(),
+        prop::option::of(resume()),
+        prop::option::of(auth()),
+    )
+        .prop_map(|(inflight_window, client_name, resume, auth)| {
             Owned::Hello(OwnedHello {
                 inflight_window,
                 client_name,
                 resume,
+                auth,
             })
-        },
-    )
+        })
 }
 
 pub(super) fn publish() -> impl Strategy<Value = Owned> {

@@ -272,6 +272,7 @@ fn apply(h: &mut Harness, m: &mut Model, op: &Op) {
                 inflight_window: window,
                 client_name: b"model",
                 resume: None,
+                auth: None,
             };
             h.send(conn, &Frame::Hello(hello));
             m.open_session(conn, window, None, now);
@@ -385,6 +386,7 @@ fn resume(h: &mut Harness, m: &mut Model, by: &ResumeOp, now: Duration) {
             last_delivery_seq: received,
             first_resendable_publish_seq: resendable,
         }),
+        auth: None,
     };
     h.send(conn, &Frame::Hello(hello));
     let lost = match live.filter(|key| m.sessions[key].token == resume_token) {

@@ -52,6 +52,7 @@ impl Adapter for WeirAdapter {
             inflight_window: self.window,
             client_name: self.name.as_bytes(),
             resume: None,
+            auth: None,
         };
         // Cannot fail: the names weir-bench makes are far below 255 bytes.
         let _ = encode_hello(&hello, out);
