@@ -120,7 +120,9 @@ versions=$RESULTS/versions.txt
         "(commit $(git rev-parse --short HEAD 2>/dev/null || cat COMMIT 2>/dev/null || echo unknown))"
     redis-server --version | awk '{print "redis-server", $3}' | sed 's/v=//'
     echo "nats-server $("$(command -v nats-server || echo /usr/sbin/nats-server)" --version | awk '{print $2}')"
-    "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -h 2>/dev/null | head -1 | awk '{print "mosquitto", $3}'
+    # mosquitto -h exits with status 3 after printing its version.
+    { "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -h 2>/dev/null || true; } \
+        | head -1 | awk '{print "mosquitto", $3}'
 } >"$versions"
 
 run throughput-1to1 throughput -d "$DURATION" --rounds "$ROUNDS" \

@@ -72,7 +72,7 @@ per() {
 }
 
 echo "weir-server $(target/release/weir-server --version | awk '{print $2}')" \
-    "(commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)), $(valgrind --version)"
+    "(commit $(git rev-parse --short HEAD 2>/dev/null || cut -c1-7 COMMIT 2>/dev/null || echo unknown)), $(valgrind --version)"
 printf '%-34s %16s %12s %16s\n' "run" "Ir (total)" "deliveries" "Ir per delivery"
 printf '%-34s %16s %12s %16s\n' "idle (start, stop)" "$idle_ir" "0" "–"
 printf '%-34s %16s %12s %16s\n' "1→1, $COUNT_1TO1 messages, acks on" "$one_ir" \

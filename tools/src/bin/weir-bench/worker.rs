@@ -229,8 +229,16 @@ impl Run {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             publishers_done: AtomicUsize::new(0),
+            // 0 from the start for every subscriber the publishers wait for, before any worker
+            // runs: a worker that starts late must not let the publishers run ahead meanwhile.
             received: (0..settings.subscribers)
-                .map(|_| AtomicU64::new(u64::MAX))
+                .map(|index| {
+                    let counts = groups.iter().flatten().any(|plan| {
+                        matches!(&plan.role, Role::Subscriber(spec)
+                            if spec.index == index && spec.counts_for_lag)
+                    });
+                    AtomicU64::new(if counts { 0 } else { u64::MAX })
+                })
                 .collect(),
             established: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -371,13 +379,6 @@ impl Worker {
             .expect("set before the second barrier");
         if self.shared.stop.load(Ordering::Acquire) {
             return WorkerReport::default();
-        }
-        for slot in &mut self.slots {
-            if let State::Subscriber(receiving) = &slot.state {
-                if receiving.spec.counts_for_lag {
-                    self.shared.received[receiving.spec.index].store(0, Ordering::Relaxed);
-                }
-            }
         }
         self.drive(start);
         self.report()
