@@ -92,6 +92,16 @@ pub struct Config {
     /// Addresses or networks allowed to send PROXY headers; other peers are refused on a
     /// `proxy_protocol` listener. Default loopback only.
     pub trusted_proxies: Vec<String>,
+    /// Whether HELLOs without credentials are accepted (listeners may override). Default:
+    /// true on a loopback listener, false on any other (protocol.md §Authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// Base64 key (at least 32 bytes decoded) for SIGNED_TOKEN authentication. Default none
+    /// (signed tokens refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_signing_key: Option<String>,
+    /// Users who authenticate with a password or a token, with their permissions.
+    pub users: Vec<UserConfig>,
     /// Several listeners, each with its own settings. Empty (the default): one listener on
     /// `listen` with the top-level values.
     pub listeners: Vec<ListenerConfig>,
@@ -152,6 +162,46 @@ pub struct ListenerConfig {
     /// Overrides `trusted_proxies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
+    /// Overrides `allow_anonymous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+}
+
+/// One user (`[[users]]`): a name, a password hash and/or a token hash, and permissions.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name given in a PASSWORD HELLO, shown in STATS and logs (1..=255 bytes).
+    pub name: String,
+    /// `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`, from `weir-server --hash-password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// `sha256$<hex of SHA-256(token)>`, for TOKEN authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// Queues this user may publish to: exact names, `prefix*`, or `*`. Default none.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Queues this user may subscribe to, same patterns. Default none.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// May use STATS. Default false.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl fmt::Debug for UserConfig {
+    // Hashes stay out of debug output and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("has_password_hash", &self.password_hash.is_some())
+            .field("has_token_hash", &self.token_hash.is_some())
+            .field("publish", &self.publish)
+            .field("subscribe", &self.subscribe)
+            .field("admin", &self.admin)
+            .finish()
+    }
 }
 
 impl ListenerConfig {
@@ -174,6 +224,7 @@ impl ListenerConfig {
             tls_key: None,
             proxy_protocol: None,
             trusted_proxies: None,
+            allow_anonymous: None,
         }
     }
 }
@@ -206,6 +257,9 @@ pub struct ListenerSettings {
     pub max_publish_rate: u32,
     /// Payload bytes per second per connection; 0 = unlimited.
     pub max_publish_bytes_rate: u64,
+    /// HELLOs without credentials are accepted (resolved: listener, top level, then true
+    /// exactly when `listen` is a loopback address).
+    pub allow_anonymous: bool,
 }
 
 /// Settings of one pre-declared queue (`[[queues]]` in the config file).
@@ -253,6 +307,9 @@ impl Default for Config {
             metrics_listen: None,
             proxy_protocol: false,
             trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
+            allow_anonymous: None,
+            token_signing_key: None,
+            users: Vec::new(),
             listeners: Vec::new(),
             queues: Vec::new(),
         }
@@ -403,6 +460,20 @@ impl Config {
                 ));
             }
         }
+        crate::broker::auth::Authenticator::from_config(self).map_err(ConfigError::Invalid)?;
+        let can_authenticate = !self.users.is_empty() || self.token_signing_key.is_some();
+        if let Some(listener) = self
+            .listener_settings()
+            .iter()
+            .find(|l| !l.allow_anonymous && !can_authenticate)
+        {
+            return invalid(format!(
+                "listener {} does not allow anonymous sessions (the default on a non-loopback \
+                 address) but no [[users]] or token_signing_key is configured: nobody could \
+                 connect; add users or set allow_anonymous = true",
+                listener.listen
+            ));
+        }
         let proxied = self.proxy_policies()?;
         let tls = self.tls_paths()?;
         if let Some(index) = (0..proxied.len()).find(|&i| {
@@ -483,6 +554,10 @@ impl Config {
                     max_publish_bytes_rate: l
                         .max_publish_bytes_rate
                         .unwrap_or(self.max_publish_bytes_rate),
+                    allow_anonymous: l
+                        .allow_anonymous
+                        .or(self.allow_anonymous)
+                        .unwrap_or(l.listen.ip().is_loopback()),
                 }
             })
             .collect()
@@ -633,6 +708,64 @@ mod tests {
                     [[listeners]]\nlisten = \"127.0.0.1:7401\"\n";
         let err = Config::from_toml(text).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn anonymous_sessions_default_to_loopback_listeners_only() {
+        let text = "allow_anonymous = true\n[[listeners]]\nlisten = \"127.0.0.1:7401\"\n\
+                    [[listeners]]\nlisten = \"10.1.2.3:7402\"\n\
+                    [[listeners]]\nlisten = \"10.1.2.3:7403\"\nallow_anonymous = false\n\
+                    [[users]]\nname = \"u\"\ntoken_hash = \"sha256$\
+                    0000000000000000000000000000000000000000000000000000000000000000\"\n";
+        let config = Config::from_toml(text).unwrap();
+        let allowed: Vec<bool> = config
+            .listener_settings()
+            .iter()
+            .map(|l| l.allow_anonymous)
+            .collect();
+        assert_eq!(allowed, [true, true, false]);
+        let mut config = config;
+        config.allow_anonymous = None;
+        let allowed: Vec<bool> = config
+            .listener_settings()
+            .iter()
+            .map(|l| l.allow_anonymous)
+            .collect();
+        assert_eq!(allowed, [true, false, false]);
+    }
+
+    #[test]
+    fn a_listener_nobody_could_use_is_refused() {
+        let err = Config::from_toml("listen = \"10.1.2.3:7400\"").unwrap_err();
+        assert!(err.to_string().contains("allow_anonymous"), "{err}");
+    }
+
+    #[test]
+    fn bad_users_are_refused_with_the_user_named() {
+        for (text, expect) in [
+            (
+                "[[users]]\nname = \"a\"\n",
+                "needs password_hash or token_hash",
+            ),
+            (
+                "[[users]]\nname = \"a\"\npassword_hash = \"plain\"\n",
+                "pbkdf2-sha256",
+            ),
+            (
+                "[[users]]\nname = \"a\"\ntoken_hash = \"sha256$00\"\n",
+                "token_hash",
+            ),
+            (
+                "[[users]]\nname = \"a\"\ntoken_hash = \"sha256$\
+                 0000000000000000000000000000000000000000000000000000000000000000\"\n\
+                 publish = [\"a*b\"]\n",
+                "a*b",
+            ),
+            ("token_signing_key = \"c2hvcnQ=\"\n", "at least 32 bytes"),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text}: {err}");
+        }
     }
 
     #[test]

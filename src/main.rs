@@ -27,11 +27,21 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long = "print-config")]
     print_config: bool,
+    /// Read a password from stdin (one line), print its `password_hash` for [[users]], exit.
+    #[arg(long = "hash-password")]
+    hash_password: bool,
+    /// Sign a token payload (JSON: subject, exp, publish, subscribe, admin) with the config's
+    /// token_signing_key, print the token, exit.
+    #[arg(long = "sign-token", value_name = "JSON")]
+    sign_token: Option<String>,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if args.hash_password {
+        return hash_password_from_stdin();
+    }
     let mut config = match &args.config {
         Some(path) => match Config::from_file(path) {
             Ok(config) => config,
@@ -50,6 +60,24 @@ fn main() -> ExitCode {
     if let Err(e) = config.validate() {
         eprintln!("weir-server: {e}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(payload) = &args.sign_token {
+        let Some(key) = &config.token_signing_key else {
+            eprintln!("weir-server: --sign-token needs token_signing_key in the config (-c)");
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        let token = weir::broker::auth::parse_signing_key(key)
+            .and_then(|key| weir::broker::auth::sign_token(&key, payload));
+        return match token {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weir-server: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     if args.print_config {
         print!("{}", config.to_toml());
@@ -86,6 +114,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--hash-password`: one line from stdin (without its line ending) → `password_hash`.
+fn hash_password_from_stdin() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("weir-server: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("weir-server: empty password");
+        return ExitCode::from(2);
+    }
+    match weir::broker::auth::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir-server: OS random source failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub proxy_rejected: u64,
     /// Times a connection's reading was paused by its publish rate limit.
     pub throttle_episodes: u64,
+    /// HELLOs refused with AUTH_FAILED.
+    pub auth_failures: u64,
+    /// HELLOs held back by the failed-authentication slowdown.
+    pub auth_throttled: u64,
+    /// PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.
+    pub not_authorized: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

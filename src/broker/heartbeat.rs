@@ -18,6 +18,14 @@ impl Broker {
             return;
         }
         let target = TimerTarget::Conn(conn.0);
+        if state.delayed_hello.is_some() {
+            // A held HELLO is answered at its time; the handshake deadline no longer applies.
+            match state.paused_until {
+                Some(at) if at > now => self.timers.schedule(at, target, generation),
+                _ => self.run_delayed_hello(conn, now),
+            }
+            return;
+        }
         if state.session.is_none() {
             let deadline = state.accepted_at + handshake_deadline;
             if now >= deadline {

@@ -3,17 +3,21 @@
 //! Layout and rules: protocol.md §HELLO, §WELCOME, §Reconnection.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
+use super::auth::{Admission, Identity, Permissions};
 use super::queue::SessionQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
-use super::{clamp_u32, Broker, ConnId, SessionKey};
-use crate::protocol::codec::{encode_goodbye, encode_welcome};
+use super::{clamp_u32, Broker, ConnId, DelayedHello, SessionKey};
+use crate::protocol::codec::{encode_goodbye, encode_hello, encode_welcome};
 use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED};
-use crate::protocol::{ErrorCode, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
+use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
+
+/// The text of every AUTH_FAILED: it never says which part was wrong.
+const AUTH_FAILED_TEXT: &str = "authentication failed";
 
 /// Tombstones are kept at least this long, and at least as long as the longest keep-alive.
 const MIN_TOMBSTONE_TTL: Duration = Duration::from_secs(600);
@@ -131,9 +135,66 @@ impl Tombstones {
 
 impl Broker {
     pub(super) fn handle_hello(&mut self, conn: ConnId, hello: &Hello<'_>, now: Instant) {
+        self.handle_hello_after_slowdown(conn, hello, now, false);
+    }
+
+    /// Answers the HELLO the failed-authentication slowdown held on `conn`.
+    pub(super) fn run_delayed_hello(&mut self, conn: ConnId, now: Instant) {
+        let Some(delayed) = self.conn_mut(conn).and_then(|s| s.delayed_hello.take()) else {
+            return;
+        };
+        let decoded = delayed
+            .frame
+            .as_deref()
+            .map(|bytes| crate::protocol::decode(bytes, u32::MAX));
+        match decoded {
+            Some(Ok(Some((Frame::Hello(hello), _)))) => {
+                self.handle_hello_after_slowdown(conn, &hello, now, true);
+            }
+            // Refused unchecked (too many held), or (cannot happen) a frame that no longer
+            // decodes.
+            _ => {
+                self.metrics.auth_failures += 1;
+                self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
+            }
+        }
+    }
+
+    /// `is_delayed`: the slowdown held this HELLO and its time has come (it already took its
+    /// place in the source's bucket).
+    fn handle_hello_after_slowdown(
+        &mut self,
+        conn: ConnId,
+        hello: &Hello<'_>,
+        now: Instant,
+        is_delayed: bool,
+    ) {
+        let Some((identity, permissions)) = self.authenticate(conn, hello, now, is_delayed) else {
+            return;
+        };
+        let listener = self.conn(conn).map_or(0, |c| c.listener);
+        if let (Some(resume), false) = (&hello.resume, self.listeners[listener].allow_anonymous) {
+            // A listener that requires authentication resumes a session only for its owner.
+            let owner = self
+                .sessions_by_id
+                .get(&resume.session_id)
+                .map(|key| &self.sessions[key.0])
+                .filter(|session| session.is_token(&resume.resume_token))
+                .map(|session| &session.identity);
+            if owner.is_some_and(|owner| *owner != identity) {
+                self.metrics.auth_failures += 1;
+                info!(
+                    "conn {}: resume by another identity ({identity}) refused",
+                    conn.0
+                );
+                self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
+                return;
+            }
+        }
+        let granted = (identity, permissions);
         let lost = match &hello.resume {
             None => None,
-            Some(resume) => match self.try_resume(conn, hello, resume, now) {
+            Some(resume) => match self.try_resume(conn, hello, resume, &granted, now) {
                 Ok(()) => return,
                 Err(lost) => Some(lost),
             },
@@ -175,6 +236,8 @@ impl Broker {
             conflated: 0,
             redelivered: 0,
             resumes: 0,
+            identity: granted.0,
+            permissions: granted.1,
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {
@@ -200,6 +263,7 @@ impl Broker {
         conn: ConnId,
         hello: &Hello<'_>,
         resume: &Resume,
+        granted: &(Identity, Permissions),
         now: Instant,
     ) -> Result<(), Lost> {
         let live = self
@@ -253,6 +317,10 @@ impl Broker {
         session.resumes += 1;
         session.is_receipt_due = false;
         session.queue.set_resend_from(received + 1);
+        // Permissions as checked now; the publish cache may name a queue no longer allowed.
+        session.identity = granted.0.clone();
+        session.permissions = granted.1.clone();
+        session.last_queue = None;
         if !hello.client_name.is_empty() {
             session.client_name = String::from_utf8_lossy(hello.client_name).into();
         }
@@ -267,6 +335,90 @@ impl Broker {
             received + 1
         );
         Ok(())
+    }
+
+    /// Checks the credentials of a HELLO against the listener's policy. `None` when the HELLO
+    /// was answered (AUTH_REQUIRED, AUTH_FAILED) or held by the failed-auth slowdown.
+    fn authenticate(
+        &mut self,
+        conn: ConnId,
+        hello: &Hello<'_>,
+        now: Instant,
+        is_delayed: bool,
+    ) -> Option<(Identity, Permissions)> {
+        let state = self.conn(conn)?;
+        let (peer, generation) = (state.peer, state.generation);
+        let settings = self.listeners[state.listener];
+        let Some(auth) = &hello.auth else {
+            if !settings.allow_anonymous {
+                let text = "this listener requires authentication";
+                self.fail(conn, ErrorCode::AuthRequired, 0, text);
+                return None;
+            }
+            let is_admin = settings.listen.ip().is_loopback();
+            return Some((Identity::Anonymous, Permissions::everything(is_admin)));
+        };
+        if !is_delayed {
+            let (admission, starts_episode) = self.auth_failures.admit(peer.ip(), now);
+            if starts_episode {
+                warn!(
+                    "repeated authentication failures from {}: its HELLOs are now answered \
+                     slowly (one per 10 s)",
+                    peer.ip()
+                );
+            }
+            let held = match admission {
+                Admission::Now => None,
+                Admission::At(at) => {
+                    let mut frame = Vec::new();
+                    // Cannot fail: it was decoded from the same fields.
+                    let _ = encode_hello(hello, &mut frame);
+                    Some((at, Some(frame.into_boxed_slice())))
+                }
+                Admission::RefuseAt(at) => Some((at, None)),
+            };
+            if let Some((at, frame)) = held {
+                self.metrics.auth_throttled += 1;
+                let state = self.conn_mut(conn)?;
+                state.delayed_hello = Some(DelayedHello { frame });
+                // The loop stops reading this connection until then.
+                state.paused_until = Some(at);
+                self.timers
+                    .schedule(at, super::timers::TimerTarget::Conn(conn.0), generation);
+                return None;
+            }
+        }
+        let unix_now = self.unix_now(now);
+        if let Some(granted) = self.authenticator.verify(auth, unix_now) {
+            return Some(granted);
+        }
+        self.metrics.auth_failures += 1;
+        if !is_delayed {
+            self.auth_failures.record_failure(peer.ip(), now);
+        }
+        // The user name is not a secret; the secret is never logged.
+        info!(
+            "conn {} from {peer}: authentication failed ({:?}, user {:?})",
+            conn.0,
+            auth.method,
+            String::from_utf8_lossy(auth.user)
+        );
+        self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
+        None
+    }
+
+    /// Unix seconds at `now`, from a wall-clock anchor taken once.
+    fn unix_now(&mut self, now: Instant) -> u64 {
+        let (at, unix) = *self
+            .wall_clock
+            .get_or_insert_with(|| (now, SystemTime::now()));
+        let wall = if now >= at {
+            unix + (now - at)
+        } else {
+            unix - (at - now)
+        };
+        wall.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// Ends a session whose resume was refused. If it is still attached to a connection, that

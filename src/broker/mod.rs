@@ -6,7 +6,8 @@
 //! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
 //! made here, so it is tested deterministically without a socket (see `tests/`).
 //!
-//! Files: `hello.rs` (new sessions, resume, tombstones), `publish.rs` (publish, routing,
+//! Files: `auth.rs` (credentials, permissions, failed-auth slowdown), `hello.rs` (new
+//! sessions, resume, tombstones), `publish.rs` (publish, routing,
 //! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,
 //! detaching and ending sessions), `stats.rs`.
 //!
@@ -19,6 +20,7 @@
 //! - per message the hot path allocates only the stored payload; per subscriber it does no
 //!   hashing beyond an identity-hashed conflation lookup.
 
+pub mod auth;
 mod close;
 mod ending;
 mod heartbeat;
@@ -38,7 +40,7 @@ mod timers;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
 use slab::Slab;
@@ -51,10 +53,11 @@ pub use store::MsgKey;
 
 use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_deliver, encode_ping, encode_receipt};
+use crate::protocol::codec::{encode_deliver, encode_error, encode_ping, encode_receipt};
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
+use auth::{Authenticator, FailureBuckets};
 use close::CLOSE_COUNTERS;
 use hello::Tombstones;
 use queue::Nodes;
@@ -105,6 +108,20 @@ pub struct Broker {
     /// collisions.
     conflation_hasher: RandomState,
     is_shutting_down: bool,
+    /// Users and signing key in force for new HELLOs (replaced by a reload).
+    authenticator: Authenticator,
+    /// Failed authentications per source address.
+    auth_failures: FailureBuckets,
+    /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
+    /// time then). Taken once, at the first HELLO with a signed token, unless a test set it.
+    wall_clock: Option<(Instant, SystemTime)>,
+}
+
+/// A HELLO held back by the failed-authentication slowdown.
+#[derive(Debug)]
+struct DelayedHello {
+    /// The encoded HELLO, checked at `paused_until`; `None`: refused then, unchecked.
+    frame: Option<Box<[u8]>>,
 }
 
 /// Per-connection state the broker keeps.
@@ -143,6 +160,9 @@ struct ConnState {
     paused_until: Option<Instant>,
     /// Total time reading was paused, in µs.
     throttled_us: u64,
+    /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
+    /// answered.
+    delayed_hello: Option<DelayedHello>,
 }
 
 impl Broker {
@@ -158,7 +178,6 @@ impl Broker {
             Err(_) => std::hash::BuildHasher::hash_one(&conflation_hasher, 0u8) as u32,
         };
         Broker {
-            config,
             listeners,
             conns: Vec::new(),
             conn_count: 0,
@@ -180,9 +199,23 @@ impl Broker {
             next_generation: 1,
             latest_now: None,
             targets: Vec::new(),
+            authenticator: Authenticator::from_config(&config).unwrap_or_else(|error| {
+                // Validation parsed it already; a config that skipped validation gets no users.
+                log::warn!("authentication config refused: {error}");
+                Authenticator::default()
+            }),
+            config,
+            auth_failures: FailureBuckets::default(),
+            wall_clock: None,
             conflation_hasher,
             is_shutting_down: false,
         }
+    }
+
+    /// Fixes the wall clock for signed-token expiry: `unix` is the Unix time at `now`
+    /// (deterministic tests; otherwise the system clock is read once).
+    pub fn set_wall_clock(&mut self, now: Instant, unix: SystemTime) {
+        self.wall_clock = Some((now, unix));
     }
 
     /// The configuration in force.
@@ -263,6 +296,7 @@ impl Broker {
             bucket_at: now,
             paused_until: None,
             throttled_us: 0,
+            delayed_hello: None,
         });
         self.conn_count += 1;
         self.metrics.connections_accepted += 1;
@@ -380,6 +414,17 @@ impl Broker {
             return;
         }
         state.last_recv = now;
+        if state.delayed_hello.is_some() {
+            // The loop stops reading while a HELLO is held, so frames arrive here only after
+            // its time: answer it first.
+            self.run_delayed_hello(conn, now);
+            if self.is_closing(conn) {
+                return;
+            }
+        }
+        let Some(state) = self.conn(conn) else {
+            return;
+        };
         let Some(session) = state.session else {
             match frame {
                 Frame::Hello(hello) => self.handle_hello(conn, &hello, now),
@@ -405,7 +450,7 @@ impl Broker {
             }
             Frame::Pong(_) => {}
             Frame::Bye => self.goodbye(conn, ErrorCode::ClientBye, "bye"),
-            Frame::Stats => self.handle_stats(conn),
+            Frame::Stats => self.handle_stats(conn, session),
             Frame::Hello(_) => {
                 self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted");
             }
@@ -635,7 +680,20 @@ impl Broker {
         self.mark_dirty(conn);
     }
 
-    fn handle_stats(&mut self, conn: ConnId) {
+    /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.
+    fn deny(&mut self, conn: ConnId, ref_seq: u64, text: &str) {
+        self.metrics.not_authorized += 1;
+        debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        self.push_control(conn, |out| {
+            let _ = encode_error(ErrorCode::NotAuthorized, false, ref_seq, text, out);
+        });
+    }
+
+    fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
+        if !self.sessions[session.0].permissions.admin {
+            self.deny(conn, 0, "STATS needs an admin session");
+            return;
+        }
         let max_frame_len = self.max_frame_len(conn) as usize;
         let json = stats::render_json(self, max_frame_len - crate::protocol::HEADER_LEN);
         self.push_control(conn, |out| {

@@ -35,7 +35,20 @@ impl Broker {
             .last_queue
             .filter(|&id| *self.routes.queue(id).name == *publish.queue);
         let queue_id = match cached {
+            // `last_queue` is only ever a queue this session was allowed to publish to.
             Some(id) => id,
+            None if !session.permissions.may_publish(publish.queue) => {
+                // Denied: the seq is consumed and receipted, the message goes nowhere.
+                session.last_publish_seq = publish.seq;
+                session.is_receipt_due = true;
+                self.mark_dirty(conn);
+                self.deny(
+                    conn,
+                    publish.seq,
+                    "this session may not publish to this queue",
+                );
+                return;
+            }
             None => {
                 let Ok(id) = self
                     .routes

@@ -80,6 +80,11 @@ impl Broker {
         {
             self.routes.undeclare(&stale.name);
         }
+        match super::auth::Authenticator::from_config(&new) {
+            // Sessions already open keep what they authenticated with.
+            Ok(authenticator) => self.authenticator = authenticator,
+            Err(error) => log::warn!("reload: authentication config refused: {error}"),
+        }
         self.listeners = new.listener_settings();
         self.config = new;
         debug!("reload outcome: {outcome:?}");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
+use super::auth::{Identity, Permissions};
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -60,6 +61,10 @@ pub(crate) struct Session {
     pub(crate) redelivered: u64,
     /// Successful resumes.
     pub(crate) resumes: u64,
+    /// Who authenticated it (at open or at its latest resume).
+    pub(crate) identity: Identity,
+    /// What it may do, as checked at open or at its latest resume.
+    pub(crate) permissions: Permissions,
 }
 
 impl Session {

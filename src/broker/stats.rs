@@ -68,6 +68,9 @@ impl Broker {
             proxy_local_headers: m.proxy_local_headers,
             proxy_rejected: m.proxy_rejected,
             throttle_episodes: m.throttle_episodes,
+            auth_failures: m.auth_failures,
+            auth_throttled: m.auth_throttled,
+            not_authorized: m.not_authorized,
             bytes_in: m.bytes_in,
             bytes_out: m.bytes_out,
             closes,
@@ -88,6 +91,7 @@ impl Broker {
                     session_id: s.id,
                     client_name: s.client_name.to_string(),
                     peer,
+                    identity: s.identity.to_string(),
                     state: if s.conn.is_some() {
                         "connected"
                     } else {

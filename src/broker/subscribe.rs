@@ -16,6 +16,10 @@ impl Broker {
             self.fail(conn, ErrorCode::InvalidName, 0, "empty queue or event name");
             return;
         }
+        if !self.sessions[key.0].permissions.may_subscribe(sub.queue) {
+            self.deny(conn, 0, "this session may not subscribe to this queue");
+            return;
+        }
         let existing = self.routes.find(sub.queue);
         let session = &self.sessions[key.0];
         let is_subscribed =

@@ -68,7 +68,7 @@ use crate::protocol::codec::{
 };
 use crate::protocol::frame::OUTCOME_RESUMED;
 use crate::protocol::{
-    decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
+    decode, Auth, AuthMethod, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
     MAX_FRAME_LEN_BEFORE_HELLO,
 };
 
@@ -98,6 +98,67 @@ pub struct ClientOptions {
     /// STATS_REPLY, GOODBYE, an event in [`Client::recv`], and each socket write. `None` waits
     /// without limit. Must not be zero.
     pub timeout: Option<Duration>,
+    /// Credentials sent in every HELLO, resumes included; `None` connects anonymously
+    /// (protocol.md §Authentication).
+    pub auth: Option<Credentials>,
+}
+
+/// Credentials for HELLO's auth block. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// How the server checks `secret`.
+    pub method: AuthMethod,
+    /// User name for [`AuthMethod::Password`]; empty otherwise.
+    pub user: String,
+    /// Password, token or signed token (at most 2,048 bytes).
+    pub secret: String,
+}
+
+impl Credentials {
+    /// A user name and password.
+    pub fn password(user: &str, password: &str) -> Credentials {
+        Credentials {
+            method: AuthMethod::Password,
+            user: user.to_owned(),
+            secret: password.to_owned(),
+        }
+    }
+
+    /// A token configured for one user.
+    pub fn token(token: &str) -> Credentials {
+        Credentials {
+            method: AuthMethod::Token,
+            user: String::new(),
+            secret: token.to_owned(),
+        }
+    }
+
+    /// A token signed with the server's `token_signing_key`.
+    pub fn signed_token(token: &str) -> Credentials {
+        Credentials {
+            method: AuthMethod::SignedToken,
+            user: String::new(),
+            secret: token.to_owned(),
+        }
+    }
+
+    fn as_auth(&self) -> Auth<'_> {
+        Auth {
+            method: self.method,
+            user: self.user.as_bytes(),
+            secret: self.secret.as_bytes(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("method", &self.method)
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -106,6 +167,7 @@ impl Default for ClientOptions {
             name: String::from("weir-client"),
             inflight_window: 0,
             timeout: Some(DEFAULT_TIMEOUT),
+            auth: None,
         }
     }
 }
@@ -189,7 +251,7 @@ impl Client {
                     inflight_window: options.inflight_window,
                     client_name: options.name.as_bytes(),
                     resume: resume.copied(),
-                    auth: None,
+                    auth: options.auth.as_ref().map(Credentials::as_auth),
                 },
                 out,
             )

@@ -124,6 +124,7 @@ pub(super) fn options() -> ClientOptions {
         name: String::from("test"),
         inflight_window: 16,
         timeout: Some(WAIT),
+        auth: None,
     }
 }
 

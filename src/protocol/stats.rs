@@ -106,6 +106,15 @@ pub struct ServerStats {
     /// Times a connection's reading was paused by its publish rate limit.
     #[serde(default)]
     pub throttle_episodes: u64,
+    /// HELLOs refused with AUTH_FAILED.
+    #[serde(default)]
+    pub auth_failures: u64,
+    /// HELLOs held back by the failed-authentication slowdown.
+    #[serde(default)]
+    pub auth_throttled: u64,
+    /// PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.
+    #[serde(default)]
+    pub not_authorized: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.
@@ -123,6 +132,9 @@ pub struct SessionStats {
     pub client_name: String,
     /// Peer address of the connection.
     pub peer: String,
+    /// Who authenticated it: `anonymous`, `user:<name>` or `subject:<signed-token subject>`.
+    #[serde(default)]
+    pub identity: String,
     /// `connected` or `detached`.
     pub state: String,
     /// While detached: milliseconds since the connection ended.

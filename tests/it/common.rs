@@ -23,6 +23,7 @@ pub fn client_options(name: &str) -> ClientOptions {
         name: name.to_owned(),
         inflight_window: 0,
         timeout: Some(WAIT),
+        auth: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! machine). Wire-format tests assert raw bytes; behaviour tests use `weir::client`.
 
 mod abuse;
+mod auth;
 mod chaos_proxy;
 mod common;
 mod malformed_frames;

@@ -278,6 +278,7 @@ fn connect(proxy: &ChaosProxy, name: &str, inflight_window: u32) -> Reconnecting
         name: name.to_owned(),
         inflight_window,
         timeout: Some(WAIT),
+        auth: None,
     };
     let options = ReconnectOptions {
         initial_backoff: Duration::from_millis(5),

@@ -14,6 +14,7 @@ fn connect(server: &TestServer, inflight_window: u32) -> Client {
         name: String::from("client-test"),
         inflight_window,
         timeout: Some(WAIT),
+        auth: None,
     };
     Client::connect(server.addr, &options).expect("connect")
 }

@@ -8,6 +8,10 @@
 //! `pub` sends again what the server did not receipt, `sub` prints each message once, in
 //! order. Each resume, and each loss when the session could not be resumed, is reported on
 //! stderr.
+//!
+//! Credentials never come from a flag value (they would show in `ps`): `--user NAME` takes the
+//! password from `WEIR_PASSWORD`; without `--user`, `WEIR_TOKEN` (a user's token) or
+//! `WEIR_SIGNED_TOKEN` (a signed token) is sent if set.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use weir::client::{
-    Client, ClientError, ClientOptions, Event, ReconnectOptions, ReconnectingClient,
+    Client, ClientError, ClientOptions, Credentials, Event, ReconnectOptions, ReconnectingClient,
     DEFAULT_TIMEOUT,
 };
 use weir::protocol::stats::{SessionStats, StatsReport};
@@ -44,6 +48,11 @@ struct Cli {
     /// default 10). For `sub`: stop after SECS seconds without a message.
     #[arg(short = 'W', long, value_name = "SECS", value_parser = parse_secs, global = true)]
     timeout: Option<Duration>,
+
+    /// Authenticate as this user, with the password from the WEIR_PASSWORD environment
+    /// variable. Without it, WEIR_TOKEN or WEIR_SIGNED_TOKEN is used when set.
+    #[arg(short = 'u', long, value_name = "NAME", global = true)]
+    user: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -99,6 +108,10 @@ struct StatsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(problem) = credentials(&cli) {
+        eprintln!("weir-cli: {problem}");
+        return ExitCode::from(2);
+    }
     let result = match &cli.command {
         Command::Pub(args) => publish(&cli, args),
         Command::Sub(args) => subscribe(&cli, args),
@@ -150,7 +163,23 @@ fn client_options(cli: &Cli) -> ClientOptions {
         name: String::from("weir-cli"),
         inflight_window: 0,
         timeout: Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        // Checked in `main`.
+        auth: credentials(cli).ok().flatten(),
     }
+}
+
+/// Credentials from `--user` and the environment (never from a flag value).
+fn credentials(cli: &Cli) -> Result<Option<Credentials>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(user) = &cli.user {
+        let password = var("WEIR_PASSWORD")
+            .ok_or_else(|| "--user needs the password in the WEIR_PASSWORD variable".to_owned())?;
+        return Ok(Some(Credentials::password(user, &password)));
+    }
+    if let Some(token) = var("WEIR_TOKEN") {
+        return Ok(Some(Credentials::token(&token)));
+    }
+    Ok(var("WEIR_SIGNED_TOKEN").map(|token| Credentials::signed_token(&token)))
 }
 
 fn connect(cli: &Cli) -> Result<Client, Failure> {

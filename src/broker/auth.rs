@@ -1,0 +1,670 @@
+//! Authentication and per-queue permissions (issue 5). Rules: protocol.md §Authentication.
+//!
+//! Owns the verification of HELLO auth blocks (PBKDF2 password hashes, SHA-256 token hashes,
+//! HMAC-SHA256 signed tokens), the permission patterns a session carries, and the per-source
+//! bucket of failed attempts that slows password guessing down.
+//!
+//! Invariants: every comparison of a secret, a hash or a signature is constant-time (`subtle`
+//! or `hmac`'s own `verify_slice`); no secret, hash or signing key is ever logged or shown by
+//! `Debug`. Verification takes the current Unix time as an argument: nothing here reads a clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::protocol::{Auth, AuthMethod};
+
+/// PBKDF2 iterations of hashes made by `weir-server --hash-password`: OWASP's 2023 figure for
+/// PBKDF2-HMAC-SHA256.
+pub const PASSWORD_HASH_ITERATIONS: u32 = 600_000;
+
+/// Shortest `token_signing_key` accepted, in bytes: HMAC-SHA256's full strength.
+pub const MIN_SIGNING_KEY_LEN: usize = 32;
+
+/// Failed attempts a source may make at once before its HELLOs are slowed down.
+const FAILURE_BURST: f64 = 5.0;
+/// One more attempt is allowed per this long.
+const FAILURE_REFILL: Duration = Duration::from_secs(10);
+/// No HELLO is held longer than this; past it, further attempts from a source are refused
+/// without being checked (answered after this delay), so parallel connections cannot raise the
+/// guessing rate above one per `FAILURE_REFILL`.
+const MAX_AUTH_DELAY: Duration = Duration::from_secs(60);
+/// Sources remembered at most; beyond that, the ones that have fully recovered are forgotten
+/// (then all, which only forgives). 10,000 × ~64 bytes.
+const MAX_SOURCES: usize = 10_000;
+
+/// A queue name pattern: exact name, `prefix*`, or `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pattern {
+    /// Every queue.
+    Any,
+    /// Every queue whose name starts with these bytes.
+    Prefix(Box<[u8]>),
+    /// One queue.
+    Exact(Box<[u8]>),
+}
+
+impl Pattern {
+    /// Parses a pattern from the config or a signed token.
+    pub(crate) fn parse(text: &str) -> Result<Pattern, String> {
+        if text.is_empty() {
+            return Err("a permission pattern must not be empty".into());
+        }
+        let bytes = text.as_bytes();
+        match bytes.iter().position(|&b| b == b'*') {
+            None => Ok(Pattern::Exact(bytes.into())),
+            Some(at) if at + 1 == bytes.len() => match bytes.get(..at) {
+                Some([]) | None => Ok(Pattern::Any),
+                Some(prefix) => Ok(Pattern::Prefix(prefix.into())),
+            },
+            Some(_) => Err(format!(
+                "permission pattern {text:?}: `*` may only end a pattern"
+            )),
+        }
+    }
+
+    /// True if the queue `name` matches. Bounded work: O(pattern length).
+    pub(crate) fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Prefix(prefix) => name.starts_with(prefix),
+            Pattern::Exact(exact) => **exact == *name,
+        }
+    }
+}
+
+/// What a session may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Permissions {
+    pub(crate) publish: Vec<Pattern>,
+    pub(crate) subscribe: Vec<Pattern>,
+    /// May use STATS.
+    pub(crate) admin: bool,
+}
+
+impl Permissions {
+    /// An anonymous session's: everything, admin only when asked (loopback listeners).
+    pub(crate) fn everything(admin: bool) -> Permissions {
+        Permissions {
+            publish: vec![Pattern::Any],
+            subscribe: vec![Pattern::Any],
+            admin,
+        }
+    }
+
+    fn parse(publish: &[String], subscribe: &[String], admin: bool) -> Result<Self, String> {
+        let parse_all = |list: &[String]| -> Result<Vec<Pattern>, String> {
+            list.iter().map(|p| Pattern::parse(p)).collect()
+        };
+        Ok(Permissions {
+            publish: parse_all(publish)?,
+            subscribe: parse_all(subscribe)?,
+            admin,
+        })
+    }
+
+    pub(crate) fn may_publish(&self, queue: &[u8]) -> bool {
+        self.publish.iter().any(|p| p.matches(queue))
+    }
+
+    pub(crate) fn may_subscribe(&self, queue: &[u8]) -> bool {
+        self.subscribe.iter().any(|p| p.matches(queue))
+    }
+}
+
+/// Who a session is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// HELLO carried no auth block.
+    Anonymous,
+    /// A configured user (password or token).
+    User(Box<str>),
+    /// The subject of a signed token.
+    Subject(Box<str>),
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("anonymous"),
+            Identity::User(name) => write!(f, "user:{name}"),
+            Identity::Subject(subject) => write!(f, "subject:{subject}"),
+        }
+    }
+}
+
+/// A parsed `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`.
+#[derive(Clone, PartialEq, Eq)]
+struct PasswordHash {
+    iterations: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl PasswordHash {
+    fn parse(text: &str) -> Result<PasswordHash, String> {
+        let bad = || {
+            "password_hash must be pbkdf2-sha256$<iterations>$<salt base64>$<hash base64> \
+             (make one with `weir-server --hash-password`)"
+                .to_owned()
+        };
+        let mut parts = text.split('$');
+        let (Some("pbkdf2-sha256"), Some(iterations), Some(salt), Some(hash), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let iterations: u32 = iterations.parse().map_err(|_| bad())?;
+        let salt = STANDARD.decode(salt).map_err(|_| bad())?;
+        let hash = STANDARD.decode(hash).map_err(|_| bad())?;
+        if iterations == 0 || salt.len() < 8 || hash.len() != 32 {
+            return Err(format!(
+                "{}; iterations must be > 0, the salt at least 8 bytes, the hash 32 bytes",
+                bad()
+            ));
+        }
+        Ok(PasswordHash {
+            iterations,
+            salt,
+            hash,
+        })
+    }
+
+    /// Bounded work: `iterations` HMAC-SHA256 blocks.
+    fn verify(&self, password: &[u8]) -> bool {
+        let mut computed = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password, &self.salt, self.iterations, &mut computed);
+        bool::from(computed.ct_eq(&self.hash[..]))
+    }
+}
+
+/// Hashes `password` as `pbkdf2-sha256$<iterations>$<salt>$<hash>` with a given salt.
+pub fn hash_password_with(password: &[u8], salt: &[u8], iterations: u32) -> String {
+    let mut hash = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut hash);
+    format!(
+        "pbkdf2-sha256${iterations}${}${}",
+        STANDARD.encode(salt),
+        STANDARD.encode(hash)
+    )
+}
+
+/// Hashes `password` with a fresh random 16-byte salt and [`PASSWORD_HASH_ITERATIONS`].
+///
+/// # Errors
+/// The OS random source failed.
+pub fn hash_password(password: &[u8]) -> Result<String, getrandom::Error> {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt)?;
+    Ok(hash_password_with(
+        password,
+        &salt,
+        PASSWORD_HASH_ITERATIONS,
+    ))
+}
+
+/// The `token_hash` config value for a token: `sha256$<hex of SHA-256(token)>`.
+pub fn token_hash(token: &[u8]) -> String {
+    let digest = Sha256::digest(token);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256${hex}")
+}
+
+fn parse_token_hash(text: &str) -> Result<[u8; 32], String> {
+    let bad = || "token_hash must be sha256$<64 hex digits of SHA-256(token)>".to_owned();
+    let hex = text.strip_prefix("sha256$").ok_or_else(bad)?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let pair = hex.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// The payload of a signed token (protocol.md §Authentication).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPayload {
+    /// Identity shown in STATS and logs.
+    pub subject: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Publish patterns.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subscribe patterns.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// May use STATS.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Decodes a base64 `token_signing_key`.
+///
+/// # Errors
+/// Not base64, or shorter than [`MIN_SIGNING_KEY_LEN`] bytes.
+pub fn parse_signing_key(text: &str) -> Result<Vec<u8>, String> {
+    let key = STANDARD
+        .decode(text.trim())
+        .map_err(|_| "token_signing_key must be base64 (standard alphabet)".to_owned())?;
+    if key.len() < MIN_SIGNING_KEY_LEN {
+        return Err(format!(
+            "token_signing_key must decode to at least {MIN_SIGNING_KEY_LEN} bytes (it has {})",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// Signs a JSON payload: `base64url(payload) "." base64url(HMAC-SHA256(key, first part))`.
+///
+/// # Errors
+/// The payload is not a valid [`TokenPayload`] or has a bad pattern.
+pub fn sign_token(key: &[u8], payload_json: &str) -> Result<String, String> {
+    let payload: TokenPayload =
+        serde_json::from_str(payload_json).map_err(|e| format!("token payload: {e}"))?;
+    Permissions::parse(&payload.publish, &payload.subscribe, payload.admin)?;
+    let body = URL_SAFE_NO_PAD.encode(payload_json.as_bytes());
+    let mut mac = new_mac(key);
+    mac.update(body.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    Ok(format!("{body}.{signature}"))
+}
+
+fn new_mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; this never fails.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+struct User {
+    name: Box<str>,
+    password: Option<PasswordHash>,
+    token_sha256: Option<[u8; 32]>,
+    permissions: Permissions,
+}
+
+/// The users and signing key in force: checks HELLO auth blocks.
+#[derive(Default)]
+pub(crate) struct Authenticator {
+    users: Vec<User>,
+    signing_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.users.iter().map(|u| &*u.name).collect();
+        f.debug_struct("Authenticator")
+            .field("users", &names)
+            .field("has_signing_key", &self.signing_key.is_some())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Parses `[[users]]` and `token_signing_key`.
+    ///
+    /// # Errors
+    /// A message naming the user and key that is wrong.
+    pub(crate) fn from_config(config: &Config) -> Result<Authenticator, String> {
+        let mut users: Vec<User> = Vec::with_capacity(config.users.len());
+        for user in &config.users {
+            let at = format!("[[users]] {:?}", user.name);
+            if user.name.is_empty() || user.name.len() > crate::protocol::MAX_NAME_LEN {
+                return Err(format!("{at}: name must be 1 to 255 bytes"));
+            }
+            if users.iter().any(|u| *u.name == *user.name) {
+                return Err(format!("{at}: declared twice"));
+            }
+            if user.password_hash.is_none() && user.token_hash.is_none() {
+                return Err(format!("{at}: needs password_hash or token_hash"));
+            }
+            let password = match &user.password_hash {
+                Some(text) => Some(PasswordHash::parse(text).map_err(|e| format!("{at}: {e}"))?),
+                None => None,
+            };
+            let token_sha256 = match &user.token_hash {
+                Some(text) => {
+                    let hash = parse_token_hash(text).map_err(|e| format!("{at}: {e}"))?;
+                    if users.iter().any(|u| u.token_sha256 == Some(hash)) {
+                        return Err(format!("{at}: token_hash is the same as another user's"));
+                    }
+                    Some(hash)
+                }
+                None => None,
+            };
+            let permissions = Permissions::parse(&user.publish, &user.subscribe, user.admin)
+                .map_err(|e| format!("{at}: {e}"))?;
+            users.push(User {
+                name: user.name.as_str().into(),
+                password,
+                token_sha256,
+                permissions,
+            });
+        }
+        let signing_key = match &config.token_signing_key {
+            Some(text) => Some(parse_signing_key(text)?),
+            None => None,
+        };
+        Ok(Authenticator { users, signing_key })
+    }
+
+    /// Checks an auth block at `unix_now` (seconds). `None` means AUTH_FAILED, whatever the
+    /// cause.
+    ///
+    /// Bounded work: one PBKDF2 for PASSWORD, one SHA-256 and a pass over the users for TOKEN,
+    /// one HMAC and a JSON parse of ≤ 2,048 bytes for SIGNED_TOKEN.
+    pub(crate) fn verify(&self, auth: &Auth<'_>, unix_now: u64) -> Option<(Identity, Permissions)> {
+        match auth.method {
+            AuthMethod::Password => {
+                let user = self.users.iter().find(|u| u.name.as_bytes() == auth.user)?;
+                let hash = user.password.as_ref()?;
+                hash.verify(auth.secret)
+                    .then(|| (Identity::User(user.name.clone()), user.permissions.clone()))
+            }
+            AuthMethod::Token => {
+                if !auth.user.is_empty() {
+                    return None;
+                }
+                let digest: [u8; 32] = Sha256::digest(auth.secret).into();
+                // Every user is compared, so the time taken does not depend on which matched.
+                let mut found = None;
+                for user in &self.users {
+                    if let Some(hash) = &user.token_sha256 {
+                        if bool::from(hash.ct_eq(&digest)) {
+                            found = Some(user);
+                        }
+                    }
+                }
+                let user = found?;
+                Some((Identity::User(user.name.clone()), user.permissions.clone()))
+            }
+            AuthMethod::SignedToken => {
+                let key = self.signing_key.as_deref()?;
+                if !auth.user.is_empty() {
+                    return None;
+                }
+                let payload = verify_signed_token(key, auth.secret, unix_now)?;
+                let permissions =
+                    Permissions::parse(&payload.publish, &payload.subscribe, payload.admin).ok()?;
+                Some((Identity::Subject(payload.subject.into()), permissions))
+            }
+        }
+    }
+}
+
+/// The payload of a signed token whose signature is good and which has not expired.
+fn verify_signed_token(key: &[u8], token: &[u8], unix_now: u64) -> Option<TokenPayload> {
+    let dot = token.iter().position(|&b| b == b'.')?;
+    let (body, signature) = (token.get(..dot)?, token.get(dot + 1..)?);
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let mut mac = new_mac(key);
+    mac.update(body);
+    mac.verify_slice(&signature).ok()?;
+    let payload = URL_SAFE_NO_PAD.decode(body).ok()?;
+    let payload: TokenPayload = serde_json::from_slice(&payload).ok()?;
+    (unix_now < payload.exp).then_some(payload)
+}
+
+/// What to do with a HELLO carrying credentials from a source, given its failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Check it now.
+    Now,
+    /// Hold it and check it then (the source's bucket is empty; a slot was reserved).
+    At(Instant),
+    /// Hold it and refuse it unchecked then (the source has more held than the delay allows).
+    RefuseAt(Instant),
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Attempts allowed now; negative when held HELLOs reserved future ones.
+    tokens: f64,
+    at: Instant,
+    /// Inside a slowdown episode (logged once).
+    is_throttling: bool,
+}
+
+/// Failed-authentication buckets per source address: burst 5, refill 1 per 10 s.
+#[derive(Debug, Default)]
+pub(crate) struct FailureBuckets {
+    by_source: HashMap<IpAddr, Bucket>,
+}
+
+impl FailureBuckets {
+    /// Decides whether a HELLO with credentials from `source` is checked now. The second value
+    /// is true when this starts a slowdown episode (the caller logs it once).
+    pub(crate) fn admit(&mut self, source: IpAddr, now: Instant) -> (Admission, bool) {
+        let Some(bucket) = self.by_source.get_mut(&source) else {
+            return (Admission::Now, false);
+        };
+        refill(bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.is_throttling = false;
+            return (Admission::Now, false);
+        }
+        let starts_episode = !bucket.is_throttling;
+        bucket.is_throttling = true;
+        let wait = FAILURE_REFILL.mul_f64(1.0 - bucket.tokens);
+        if wait > MAX_AUTH_DELAY {
+            return (Admission::RefuseAt(now + MAX_AUTH_DELAY), starts_episode);
+        }
+        bucket.tokens -= 1.0;
+        (Admission::At(now + wait), starts_episode)
+    }
+
+    /// A HELLO from `source` checked at once failed: takes one attempt from its bucket.
+    pub(crate) fn record_failure(&mut self, source: IpAddr, now: Instant) {
+        if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_SOURCES {
+            self.by_source.retain(|_, bucket| {
+                refill(bucket, now);
+                bucket.tokens < FAILURE_BURST
+            });
+            if self.by_source.len() >= MAX_SOURCES {
+                self.by_source.clear();
+            }
+        }
+        let bucket = self.by_source.entry(source).or_insert(Bucket {
+            tokens: FAILURE_BURST,
+            at: now,
+            is_throttling: false,
+        });
+        refill(bucket, now);
+        bucket.tokens -= 1.0;
+    }
+}
+
+fn refill(bucket: &mut Bucket, now: Instant) {
+    let elapsed = now.saturating_duration_since(bucket.at);
+    bucket.at = now;
+    let refilled = elapsed.as_secs_f64() / FAILURE_REFILL.as_secs_f64();
+    bucket.tokens = (bucket.tokens + refilled).min(FAILURE_BURST);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn config_with(users: &str) -> Config {
+        Config::from_toml(users).unwrap()
+    }
+
+    fn password(user: &'static [u8], secret: &'static [u8]) -> Auth<'static> {
+        Auth {
+            method: AuthMethod::Password,
+            user,
+            secret,
+        }
+    }
+
+    #[test]
+    fn patterns_match_exact_names_prefixes_and_everything() {
+        let exact = Pattern::parse("audit").unwrap();
+        assert!(exact.matches(b"audit"));
+        assert!(!exact.matches(b"audit2"));
+        assert!(!exact.matches(b"audi"));
+        let prefix = Pattern::parse("orders.*").unwrap();
+        assert!(prefix.matches(b"orders.eu"));
+        assert!(prefix.matches(b"orders."));
+        assert!(!prefix.matches(b"orders"));
+        assert!(!prefix.matches(b"xorders.eu"));
+        let any = Pattern::parse("*").unwrap();
+        assert!(any.matches(b"anything"));
+        assert_eq!(any, Pattern::Any);
+    }
+
+    #[test]
+    fn patterns_with_a_star_inside_or_empty_are_refused() {
+        assert!(Pattern::parse("a*b").is_err());
+        assert!(Pattern::parse("**").is_err());
+        assert!(Pattern::parse("").is_err());
+    }
+
+    #[test]
+    fn a_password_verifies_against_its_hash_and_nothing_else() {
+        let hash = hash_password_with(b"s3cret", b"saltsaltsalt", 1_000);
+        let parsed = PasswordHash::parse(&hash).unwrap();
+        assert!(parsed.verify(b"s3cret"));
+        assert!(!parsed.verify(b"s3cret "));
+        assert!(!parsed.verify(b""));
+    }
+
+    #[test]
+    fn malformed_password_hashes_are_refused() {
+        for bad in [
+            "",
+            "pbkdf2-sha256$1000$c2FsdHNhbHQ=",
+            "pbkdf2-sha512$1000$c2FsdHNhbHQ=$AAAA",
+            "pbkdf2-sha256$0$c2FsdHNhbHQ=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "pbkdf2-sha256$x$c2FsdHNhbHQ=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            assert!(PasswordHash::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_authenticate_by_password_or_token() {
+        let hash = hash_password_with(b"pw", b"saltsaltsalt", 1_000);
+        let config = config_with(&format!(
+            "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\npublish = [\"a.*\"]\n\
+             [[users]]\nname = \"bot\"\ntoken_hash = \"{}\"\nsubscribe = [\"*\"]\n",
+            token_hash(b"tok-123")
+        ));
+        let auth = Authenticator::from_config(&config).unwrap();
+        let (identity, permissions) = auth.verify(&password(b"alice", b"pw"), 0).unwrap();
+        assert_eq!(identity, Identity::User("alice".into()));
+        assert!(permissions.may_publish(b"a.b"));
+        assert!(!permissions.may_subscribe(b"a.b"));
+        assert!(auth.verify(&password(b"alice", b"nope"), 0).is_none());
+        assert!(auth.verify(&password(b"bob", b"pw"), 0).is_none());
+        // The token user has no password.
+        assert!(auth.verify(&password(b"bot", b"tok-123"), 0).is_none());
+        let token = Auth {
+            method: AuthMethod::Token,
+            user: b"",
+            secret: b"tok-123",
+        };
+        let (identity, permissions) = auth.verify(&token, 0).unwrap();
+        assert_eq!(identity, Identity::User("bot".into()));
+        assert!(permissions.may_subscribe(b"x"));
+        let wrong = Auth {
+            secret: b"tok-124",
+            ..token
+        };
+        assert!(auth.verify(&wrong, 0).is_none());
+    }
+
+    #[test]
+    fn signed_tokens_are_accepted_until_they_expire_and_only_with_the_right_key() {
+        let key_b64 = STANDARD.encode(KEY);
+        let config = config_with(&format!("token_signing_key = \"{key_b64}\"\n"));
+        let auth = Authenticator::from_config(&config).unwrap();
+        let token = sign_token(
+            KEY,
+            r#"{"subject":"svc","exp":1000,"publish":["p"],"admin":true}"#,
+        )
+        .unwrap();
+        let signed = Auth {
+            method: AuthMethod::SignedToken,
+            user: b"",
+            secret: token.as_bytes(),
+        };
+        let (identity, permissions) = auth.verify(&signed, 999).unwrap();
+        assert_eq!(identity, Identity::Subject("svc".into()));
+        assert!(permissions.admin && permissions.may_publish(b"p"));
+        assert!(!permissions.may_subscribe(b"p"));
+        assert!(auth.verify(&signed, 1000).is_none(), "expired");
+        let other = sign_token(&[7u8; 32], r#"{"subject":"svc","exp":1000}"#).unwrap();
+        let forged = Auth {
+            secret: other.as_bytes(),
+            ..signed
+        };
+        assert!(auth.verify(&forged, 0).is_none(), "wrong key");
+        let mut tampered = token.clone().into_bytes();
+        tampered[3] ^= 1;
+        let tampered = Auth {
+            secret: &tampered,
+            ..signed
+        };
+        assert!(auth.verify(&tampered, 0).is_none(), "tampered payload");
+        // Without a key no signed token is accepted.
+        let none = Authenticator::default();
+        assert!(none.verify(&signed, 0).is_none());
+    }
+
+    #[test]
+    fn short_or_invalid_signing_keys_are_refused() {
+        assert!(parse_signing_key("c2hvcnQ=").is_err());
+        assert!(parse_signing_key("not base64!").is_err());
+        assert!(parse_signing_key(&STANDARD.encode(KEY)).is_ok());
+    }
+
+    #[test]
+    fn a_source_gets_five_failures_then_one_every_ten_seconds() {
+        let mut buckets = FailureBuckets::default();
+        let source: IpAddr = [10, 0, 0, 1].into();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(buckets.admit(source, t0).0, Admission::Now);
+            buckets.record_failure(source, t0);
+        }
+        let (admission, starts) = buckets.admit(source, t0);
+        assert_eq!(admission, Admission::At(t0 + FAILURE_REFILL));
+        assert!(starts);
+        let (admission, starts) = buckets.admit(source, t0);
+        assert_eq!(admission, Admission::At(t0 + 2 * FAILURE_REFILL));
+        assert!(!starts, "one episode");
+        // Another source is not affected.
+        assert_eq!(buckets.admit([10, 0, 0, 2].into(), t0).0, Admission::Now);
+        // Reservations past the longest delay are refused unchecked.
+        for _ in 0..10 {
+            buckets.admit(source, t0);
+        }
+        assert!(matches!(
+            buckets.admit(source, t0).0,
+            Admission::RefuseAt(_)
+        ));
+        // Much later the bucket is full again.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(buckets.admit(source, later).0, Admission::Now);
+    }
+}
