@@ -10,6 +10,7 @@ mod common;
 mod malformed_frames;
 mod metrics_endpoint;
 mod proxy_haproxy;
+mod pubsub;
 mod reconnect_chaos;
 mod reconnect_heartbeat;
 mod reconnect_listeners;

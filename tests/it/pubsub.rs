@@ -1,0 +1,206 @@
+//! Publish / subscribe over real TCP with the blocking client: event filters, a long stream
+//! with nothing lost and everything in order, and an overflow that closes exactly the slow
+//! session while the others go on.
+
+use std::time::Duration;
+
+use weir::client::{Client, ClientError, ClientOptions};
+use weir::protocol::ErrorCode;
+use weir::Config;
+
+use crate::common::{TestServer, WAIT};
+
+fn client(server: &TestServer, name: &str) -> Client {
+    let options = ClientOptions {
+        name: name.to_owned(),
+        timeout: Some(WAIT),
+        ..ClientOptions::default()
+    };
+    Client::connect(server.addr, &options).unwrap()
+}
+
+/// Receives `count` deliveries, acking as it goes; returns (event, payload) pairs.
+fn take(client: &mut Client, count: usize) -> Vec<(String, Vec<u8>)> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let mut last = 0;
+        client
+            .poll_deliveries(Some(WAIT), |d| {
+                got.push((
+                    String::from_utf8_lossy(d.event).into_owned(),
+                    d.payload.to_vec(),
+                ));
+                last = d.seq;
+            })
+            .unwrap();
+        if last > 0 {
+            client.ack(last).unwrap();
+        }
+    }
+    got
+}
+
+#[test]
+fn subscribers_with_different_event_filters_each_get_exactly_their_events_in_order() {
+    let server = TestServer::start();
+    let mut all = client(&server, "all");
+    all.subscribe_all("db").unwrap();
+    let mut updates = client(&server, "updates");
+    updates.subscribe("db", "update").unwrap();
+    let mut inserts = client(&server, "inserts");
+    inserts.subscribe("db", "insert").unwrap();
+    let mut both_ways = client(&server, "both-ways");
+    both_ways.subscribe("db", "update").unwrap();
+    both_ways.subscribe_all("db").unwrap();
+    let mut other_queue = client(&server, "other-queue");
+    other_queue.subscribe_all("cache").unwrap();
+
+    let mut publisher = client(&server, "publisher");
+    let events = ["update", "insert", "delete"];
+    let mut sent = Vec::new();
+    for n in 0..900u32 {
+        let event = events[n as usize % 3];
+        publisher.publish("db", event, n.to_be_bytes()).unwrap();
+        sent.push((event.to_owned(), n.to_be_bytes().to_vec()));
+    }
+    let last = publisher.publish("cache", "x", b"only-cache").unwrap();
+    publisher.wait_receipt(last).unwrap();
+
+    let only = |name: &str| -> Vec<(String, Vec<u8>)> {
+        sent.iter().filter(|(e, _)| e == name).cloned().collect()
+    };
+    assert_eq!(take(&mut all, 900), sent);
+    assert_eq!(take(&mut updates, 300), only("update"));
+    assert_eq!(take(&mut inserts, 300), only("insert"));
+    assert_eq!(
+        take(&mut both_ways, 900),
+        sent,
+        "one copy though subscribed twice"
+    );
+    assert_eq!(
+        take(&mut other_queue, 1),
+        [("x".to_owned(), b"only-cache".to_vec())]
+    );
+    // Nothing more is waiting for the filtered subscribers.
+    for c in [&mut updates, &mut inserts, &mut both_ways] {
+        let extra = c.poll_deliveries(Some(Duration::from_millis(50)), |_| {});
+        assert!(matches!(extra, Ok(0)), "{extra:?}");
+    }
+}
+
+#[test]
+fn a_hundred_thousand_messages_reach_two_subscribers_none_lost_all_in_order() {
+    let server = TestServer::start();
+    let mut subscribers = [client(&server, "s1"), client(&server, "s2")];
+    for s in &mut subscribers {
+        s.subscribe_all("stream").unwrap();
+    }
+    let count = 100_000u64;
+    let publisher_server = server.addr;
+    let publishing = std::thread::spawn(move || {
+        let options = ClientOptions {
+            timeout: Some(WAIT),
+            ..ClientOptions::default()
+        };
+        let mut publisher = Client::connect(publisher_server, &options).unwrap();
+        for n in 0..count {
+            let seq = publisher
+                .publish("stream", "tick", n.to_be_bytes())
+                .unwrap();
+            // Stay within the subscribers' queue limits: wait for receipts now and then.
+            if seq % 20_000 == 0 {
+                publisher.wait_receipt(seq).unwrap();
+            }
+        }
+        publisher.wait_receipt(count).unwrap();
+    });
+    let mut next = [0u64; 2];
+    while next.iter().any(|&n| n < count) {
+        for (i, s) in subscribers.iter_mut().enumerate() {
+            if next[i] == count {
+                continue;
+            }
+            let mut last = 0;
+            s.poll_deliveries(Some(Duration::from_millis(20)), |d| {
+                let n = u64::from_be_bytes(d.payload.try_into().unwrap());
+                assert_eq!(
+                    n, next[i],
+                    "subscriber {i}: in order, none lost, no duplicate"
+                );
+                next[i] += 1;
+                last = d.seq;
+            })
+            .unwrap();
+            if last > 0 {
+                s.ack(last).unwrap();
+            }
+        }
+    }
+    publishing.join().unwrap();
+    let stats = server.stats();
+    assert_eq!(stats.server.messages_published, count);
+    assert_eq!(stats.server.messages_delivered, 2 * count);
+    println!("pubsub: {count} messages to 2 subscribers, none lost, all in order");
+}
+
+#[test]
+fn overflow_closes_exactly_the_slow_session_while_the_others_go_on() {
+    let server = TestServer::with_config(Config {
+        max_queue_depth: 1_000,
+        inflight_window: 100,
+        ..Config::default()
+    });
+    let mut slow = client(&server, "slow");
+    slow.subscribe_all("feed").unwrap();
+    let mut fast = client(&server, "fast");
+    fast.subscribe_all("feed").unwrap();
+    let mut publisher = client(&server, "publisher");
+    let count = 3_000u32;
+    let mut received = 0u32;
+    for n in 0..count {
+        let seq = publisher.publish("feed", "e", n.to_be_bytes()).unwrap();
+        if seq % 250 == 0 {
+            publisher.wait_receipt(seq).unwrap();
+            // The fast subscriber keeps up; the slow one never reads or acks.
+            let mut last = 0;
+            while received < n + 1 {
+                fast.poll_deliveries(Some(WAIT), |d| {
+                    assert_eq!(d.payload, received.to_be_bytes());
+                    received += 1;
+                    last = d.seq;
+                })
+                .unwrap();
+                fast.ack(last).unwrap();
+            }
+        }
+    }
+    assert_eq!(received, count, "the fast subscriber got everything");
+    let stats = server.wait_for("the slow session closed", |s| {
+        s.server.closes.get("QUEUE_OVERFLOW") == Some(&1)
+    });
+    let names: Vec<&str> = stats
+        .sessions
+        .iter()
+        .map(|s| s.client_name.as_str())
+        .collect();
+    assert!(!names.contains(&"slow"), "{names:?}");
+    assert!(names.contains(&"fast") && names.contains(&"publisher"));
+    assert!(stats.server.messages_dropped_overflow >= 1);
+    // The slow client is told why, after whatever it had received before.
+    let err = loop {
+        match slow.poll_deliveries(Some(WAIT), |_| {}) {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            ClientError::Goodbye {
+                code: Ok(ErrorCode::QueueOverflow),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
