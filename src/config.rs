@@ -60,6 +60,9 @@ pub struct Config {
     pub max_queues: usize,
     /// Max subscriptions per session. Default 1,000.
     pub max_subscriptions: usize,
+    /// Longest queue, event or conflation key name accepted in PUBLISH and SUBSCRIBE, in
+    /// bytes (the wire allows 255). Longer: ERROR(LIMIT_EXCEEDED). Default 255.
+    pub max_name_len: usize,
     /// How long a session outlives its connection, waiting for the client to resume it.
     /// 0 disables reconnection. Default 60,000 ms.
     pub reconnect_keep_alive_ms: u64,
@@ -296,6 +299,7 @@ impl Default for Config {
             heartbeat_timeout_ms: 30_000,
             max_queues: 100_000,
             max_subscriptions: 1_000,
+            max_name_len: MAX_NAME_LEN,
             reconnect_keep_alive_ms: 60_000,
             max_queue_depth_disconnected: 200_000,
             max_queue_bytes_disconnected: 128 * 1024 * 1024,
@@ -406,6 +410,7 @@ impl Config {
             ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
             ("max_queues", self.max_queues as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            ("max_name_len", self.max_name_len as u64),
             ("max_sessions", self.max_sessions as u64),
         ] {
             if value == 0 {
@@ -473,6 +478,9 @@ impl Config {
                  connect; add users or set allow_anonymous = true",
                 listener.listen
             ));
+        }
+        if self.max_name_len > MAX_NAME_LEN {
+            return invalid(format!("max_name_len must be at most {MAX_NAME_LEN}"));
         }
         let proxied = self.proxy_policies()?;
         let tls = self.tls_paths()?;

@@ -31,6 +31,15 @@ impl Broker {
             );
             return;
         }
+        let max_name_len = self.config.max_name_len;
+        if publish.queue.len() > max_name_len
+            || publish.event.len() > max_name_len
+            || publish.key.is_some_and(|key| key.len() > max_name_len)
+        {
+            let text = "queue, event or key name longer than max_name_len";
+            self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+            return;
+        }
         let cached = session
             .last_queue
             .filter(|&id| *self.routes.queue(id).name == *publish.queue);

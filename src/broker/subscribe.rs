@@ -16,6 +16,12 @@ impl Broker {
             self.fail(conn, ErrorCode::InvalidName, 0, "empty queue or event name");
             return;
         }
+        let max_name_len = self.config.max_name_len;
+        if sub.queue.len() > max_name_len || sub.event.is_some_and(|e| e.len() > max_name_len) {
+            let text = "queue or event name longer than max_name_len";
+            self.fail(conn, ErrorCode::LimitExceeded, 0, text);
+            return;
+        }
         if !self.sessions[key.0].permissions.may_subscribe(sub.queue) {
             self.deny(conn, 0, "this session may not subscribe to this queue");
             return;

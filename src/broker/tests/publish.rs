@@ -219,3 +219,31 @@ fn max_subscriptions_is_limit_exceeded_unless_already_subscribed() {
     h.subscribe(SUBSCRIBER, "db", None);
     assert_eq!(h.frames(SUBSCRIBER), failed_with(ErrorCode::LimitExceeded));
 }
+
+#[test]
+fn names_longer_than_max_name_len_are_limit_exceeded_in_publish_and_subscribe() {
+    let config = crate::config::Config {
+        max_name_len: 4,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config);
+    h.hello(PUBLISHER);
+    h.hello(SUBSCRIBER);
+    h.subscribe(SUBSCRIBER, "abcd", Some("eeee"));
+    h.publish(PUBLISHER, "abcd", "eeee", "fits");
+    assert_eq!(h.payloads(SUBSCRIBER), ["fits"]);
+    h.subscribe(SUBSCRIBER, "abcde", None);
+    let frames = h.frames(SUBSCRIBER);
+    assert_eq!(
+        frames[1..],
+        failed_with(ErrorCode::LimitExceeded),
+        "{frames:?}"
+    );
+    h.publish(PUBLISHER, "abcd", "event", "x");
+    assert_eq!(
+        h.frames(PUBLISHER).last(),
+        Some(&Received::Closed(CloseReason::ProtocolError(
+            ErrorCode::LimitExceeded
+        )))
+    );
+}
