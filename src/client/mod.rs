@@ -56,6 +56,7 @@ mod event;
 mod reconnect;
 mod session;
 mod socket;
+mod tls;
 mod transport;
 
 use std::fmt;
@@ -75,6 +76,7 @@ use crate::protocol::{
 pub use self::error::ClientError;
 pub use self::event::{Delivery, Event};
 pub use self::reconnect::{OnFull, ReconnectOptions, ReconnectStats, ReconnectingClient};
+pub use self::tls::{TlsOptions, TlsTrust};
 pub use crate::protocol::{Deliver, Resume, Welcome};
 
 use self::buffer::{ReadBuf, WriteBuf};
@@ -203,7 +205,22 @@ impl Client {
         addr: impl ToSocketAddrs,
         options: &ClientOptions,
     ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, None)
+        Client::handshake(addr, options, None, None)
+    }
+
+    /// As [`Client::connect`], over TLS: the TLS handshake (trusting what `tls` says) comes
+    /// before HELLO, both within `options.timeout`.
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; a certificate the client does not trust, or a failed TLS
+    /// handshake, is [`ClientError::Io`] (`InvalidData`, wrapping the `rustls::Error`), as is
+    /// a CA file that cannot be read or holds no certificate.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        options: &ClientOptions,
+        tls: &TlsOptions,
+    ) -> Result<Client, ClientError> {
+        Client::handshake(addr, options, Some(tls), None)
     }
 
     /// Connects and asks to resume the session named in `resume` (HELLO with the resume block;
@@ -223,19 +240,34 @@ impl Client {
         options: &ClientOptions,
         resume: &Resume,
     ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, Some(resume))
+        Client::handshake(addr, options, None, Some(resume))
     }
 
-    fn handshake(
+    /// As [`Client::resume`], over TLS (see [`Client::connect_tls`]).
+    ///
+    /// # Errors
+    /// As [`Client::connect_tls`].
+    pub fn resume_tls(
         addr: impl ToSocketAddrs,
         options: &ClientOptions,
+        tls: &TlsOptions,
+        resume: &Resume,
+    ) -> Result<Client, ClientError> {
+        Client::handshake(addr, options, Some(tls), Some(resume))
+    }
+
+    /// Connects (over TLS with `tls`), sends HELLO (resuming with `resume`), waits for WELCOME.
+    pub(super) fn handshake(
+        addr: impl ToSocketAddrs,
+        options: &ClientOptions,
+        tls: Option<&TlsOptions>,
         resume: Option<&Resume>,
     ) -> Result<Client, ClientError> {
         if options.timeout == Some(Duration::ZERO) {
             return Err(ClientError::InvalidArgument("timeout must not be zero"));
         }
         let deadline = Deadline::after(options.timeout);
-        let socket = Socket::connect(addr, options.timeout).map_err(ClientError::Io)?;
+        let socket = Socket::connect(addr, options.timeout, tls).map_err(ClientError::Io)?;
         let mut client = Client {
             socket,
             read_buf: ReadBuf::new(),

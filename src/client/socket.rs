@@ -1,11 +1,18 @@
-//! The TCP stream, in blocking mode, and the read timeout currently set on it.
+//! The TCP stream (plain or under rustls), in blocking mode, and the read timeout currently
+//! set on it.
 //!
 //! Invariant: between calls the stream is blocking, with the write timeout from
 //! `ClientOptions::timeout`. A non-blocking read switches mode and back within the call.
+//! Over TLS the timeouts and modes are those of the TCP stream under rustls; a read that
+//! times out mid-record leaves the partial record buffered in rustls for the next read.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use rustls::{ClientConnection, StreamOwned};
+
+use super::tls::TlsOptions;
 
 /// What one read produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +26,45 @@ pub(super) enum ReadOutcome {
 }
 
 #[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed: the rustls connection state is large.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            // A server that closes without close_notify (the broker drops connections it
+            // ends) is an end of stream like any other.
+            Stream::Tls(tls) => match tls.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            // rustls sends what it buffered before taking more, so a write that timed out
+            // is retried by the next one (or the next read) and nothing is lost.
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+}
+
+#[derive(Debug)]
 pub(super) struct Socket {
-    stream: TcpStream,
+    stream: Stream,
     /// The SO_RCVTIMEO last set (`None`: blocking without limit), so the option is changed only
     /// when a read asks for another wait.
     read_timeout: Option<Duration>,
@@ -31,16 +75,35 @@ impl Socket {
     /// coalesced in the client's own write buffer) and the write timeout set.
     ///
     /// `timeout` must not be zero.
-    pub(super) fn connect(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> io::Result<Self> {
+    /// With `tls`, the TLS handshake is completed before returning, each read or write of it
+    /// bounded by `timeout`.
+    ///
+    /// # Errors
+    /// The last address's connect error; the TLS configuration's or handshake's error
+    /// (`InvalidData` wrapping a `rustls::Error` for a refused certificate).
+    pub(super) fn connect(
+        addr: impl ToSocketAddrs,
+        timeout: Option<Duration>,
+        tls: Option<&TlsOptions>,
+    ) -> io::Result<Self> {
+        // Configuration errors (a missing CA file) come before any connection is made.
+        let connection = tls.map(TlsOptions::connection).transpose()?;
         let mut last_error = None;
         for addr in addr.to_socket_addrs()? {
             match connect_one(&addr, timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_write_timeout(timeout)?;
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)?;
+                    tcp.set_write_timeout(timeout)?;
+                    let Some(mut connection) = connection else {
+                        return Ok(Socket {
+                            stream: Stream::Plain(tcp),
+                            read_timeout: None,
+                        });
+                    };
+                    tls_handshake(&mut connection, &tcp, timeout)?;
                     return Ok(Socket {
-                        stream,
-                        read_timeout: None,
+                        stream: Stream::Tls(Box::new(StreamOwned::new(connection, tcp))),
+                        read_timeout: timeout,
                     });
                 }
                 Err(e) => last_error = Some(e),
@@ -62,13 +125,13 @@ impl Socket {
         wait: Option<Duration>,
     ) -> io::Result<ReadOutcome> {
         if wait == Some(Duration::ZERO) {
-            self.stream.set_nonblocking(true)?;
+            self.stream.tcp().set_nonblocking(true)?;
             let result = self.read_retrying(buf);
-            self.stream.set_nonblocking(false)?;
+            self.stream.tcp().set_nonblocking(false)?;
             return result;
         }
         if wait != self.read_timeout {
-            self.stream.set_read_timeout(wait)?;
+            self.stream.tcp().set_read_timeout(wait)?;
             self.read_timeout = wait;
         }
         self.read_retrying(buf)
@@ -92,17 +155,17 @@ impl Socket {
 
     /// Sets how long a write may block (`None`: without limit; must not be zero).
     pub(super) fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_write_timeout(timeout)
+        self.stream.tcp().set_write_timeout(timeout)
     }
 
     /// The server's address.
     pub(super) fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
+        self.stream.tcp().peer_addr()
     }
 
     /// This end's address.
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        self.stream.tcp().local_addr()
     }
 
     fn read_retrying(&mut self, buf: &mut [u8]) -> io::Result<ReadOutcome> {
@@ -131,4 +194,23 @@ fn connect_one(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpSt
         Some(timeout) => TcpStream::connect_timeout(addr, timeout),
         None => TcpStream::connect(addr),
     }
+}
+
+/// Runs the TLS handshake on `tcp` (blocking, each read bounded by `timeout`), leaving the
+/// stream's read timeout at `timeout`.
+fn tls_handshake(
+    connection: &mut ClientConnection,
+    mut tcp: &TcpStream,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    tcp.set_read_timeout(timeout)?;
+    while connection.is_handshaking() {
+        match connection.complete_io(&mut tcp) {
+            Ok((0, 0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use weir::client::{Client, ClientError, Event, ReconnectingClient, TlsOptions};
 use weir::config::ListenerConfig;
 use weir::protocol::codec::{encode_ack, encode_hello, encode_publish, encode_subscription};
 use weir::protocol::{decode, Frame, Hello, Op, Publish, Subscription};
 use weir::Config;
 
-use crate::common::{TestServer, WAIT};
+use crate::chaos_proxy::{ChaosConfig, ChaosProxy};
+use crate::common::{client_options, publish_all, quick_reconnect, TestServer, WAIT};
 
 struct Certificate {
     dir: PathBuf,
@@ -191,4 +193,128 @@ fn a_plaintext_client_on_a_tls_listener_gets_no_session_and_others_are_unaffecte
     weir::protocol::codec::encode_ping(Op::Ping, 7, &mut ping);
     good.send(&ping);
     assert_eq!(good.read().0, Op::Pong as u8);
+}
+
+/// Publishes `payloads` on "db" through `weir::client` and checks `subscriber` gets them.
+fn client_pub_sub(publisher: &mut Client, subscriber: &mut Client, payloads: &[&str]) {
+    publish_all(publisher, "db", payloads);
+    for payload in payloads {
+        match subscriber.recv().unwrap() {
+            Event::Deliver(delivery) => {
+                assert_eq!(delivery.payload, payload.as_bytes());
+                subscriber.ack(delivery.seq).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_client_connects_with_a_pinned_certificate() {
+    let cert = certificate("client-pinned");
+    let server = tls_server(&cert);
+    let tls = TlsOptions::pinned("localhost", cert.der.to_vec());
+    let mut subscriber = Client::connect_tls(server.addr, &client_options("sub"), &tls).unwrap();
+    subscriber.subscribe_all("db").unwrap();
+    let mut publisher = Client::connect_tls(server.addr, &client_options("pub"), &tls).unwrap();
+    client_pub_sub(&mut publisher, &mut subscriber, &["a", "b", "c"]);
+    let big = "x".repeat(300_000);
+    client_pub_sub(&mut publisher, &mut subscriber, &[&big]);
+    assert!(publisher.stats().unwrap().contains("\"sessions\""));
+    publisher.bye().unwrap();
+    subscriber.bye().unwrap();
+    assert_eq!(server.stats().server.messages_delivered, 4);
+}
+
+#[test]
+fn the_client_connects_with_a_ca_file_and_checks_the_name() {
+    let cert = certificate("client-ca");
+    let server = tls_server(&cert);
+    // A self-signed certificate is its own CA.
+    let tls = TlsOptions::ca_file("localhost", cert.dir.join("cert.pem"));
+    let mut subscriber = Client::connect_tls(server.addr, &client_options("sub"), &tls).unwrap();
+    subscriber.subscribe_all("db").unwrap();
+    let mut publisher = Client::connect_tls(server.addr, &client_options("pub"), &tls).unwrap();
+    client_pub_sub(&mut publisher, &mut subscriber, &["one", "two"]);
+
+    // The certificate is for "localhost" only.
+    let wrong_name = TlsOptions::ca_file("elsewhere.example", cert.dir.join("cert.pem"));
+    let refused = Client::connect_tls(server.addr, &client_options("wrong-name"), &wrong_name);
+    assert!(matches!(refused, Err(ClientError::Io(_))), "{refused:?}");
+    // A missing CA file fails before connecting.
+    let missing = TlsOptions::ca_file("localhost", cert.dir.join("missing.pem"));
+    let refused = Client::connect_tls(server.addr, &client_options("missing"), &missing);
+    assert!(matches!(refused, Err(ClientError::Io(_))), "{refused:?}");
+    assert_eq!(server.stats().server.sessions, 2);
+}
+
+#[test]
+fn a_wrong_pinned_certificate_is_refused_and_gets_no_session() {
+    let cert = certificate("wrong-pin-server");
+    let other = certificate("wrong-pin-other");
+    let server = tls_server(&cert);
+    let tls = TlsOptions::pinned("localhost", other.der.to_vec());
+    match Client::connect_tls(server.addr, &client_options("impostor"), &tls) {
+        Err(ClientError::Io(e)) => {
+            assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+            let inner = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            assert!(
+                matches!(inner, Some(rustls::Error::InvalidCertificate(_))),
+                "{e:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A plaintext client on a TLS listener is refused in the handshake too.
+    let plaintext = Client::connect(server.addr, &client_options("plaintext"));
+    assert!(plaintext.is_err());
+    let stats = server.wait_for("the refused connections closed", |s| {
+        s.server.connections == 0
+    });
+    assert_eq!(stats.server.sessions, 0);
+    assert!(stats.sessions.is_empty());
+}
+
+#[test]
+fn a_reconnecting_client_over_tls_resumes_after_a_cut() {
+    let cert = certificate("reconnect");
+    let server = tls_server(&cert);
+    let proxy = ChaosProxy::start(server.addr, ChaosConfig::PASS_THROUGH, 11);
+    let tls = TlsOptions::pinned("localhost", cert.der.to_vec());
+    let mut subscriber = ReconnectingClient::connect_tls(
+        proxy.addr,
+        &client_options("subscriber"),
+        &tls,
+        &quick_reconnect(),
+    )
+    .unwrap();
+    subscriber.subscribe_all("db").unwrap();
+    let mut publisher = Client::connect_tls(server.addr, &client_options("pub"), &tls).unwrap();
+    let sent: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    let sent: Vec<&str> = sent.iter().map(String::as_str).collect();
+    publish_all(&mut publisher, "db", &sent[..100]);
+
+    let mut received = Vec::new();
+    let mut resumes = 0;
+    while received.len() < sent.len() {
+        match subscriber.recv().unwrap() {
+            Event::Deliver(delivery) => received.push(String::from_utf8(delivery.payload).unwrap()),
+            Event::Resumed { .. } => resumes += 1,
+            other => panic!("{other:?}"),
+        }
+        if received.len() == 50 && proxy.cuts() == 0 && resumes == 0 {
+            proxy.cut_all();
+            publish_all(&mut publisher, "db", &sent[100..]);
+        }
+    }
+    assert_eq!(received, sent);
+    assert_eq!(resumes, 1);
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "the second connection redid the handshake"
+    );
+    assert_eq!(server.stats().server.sessions_resumed, 1);
+    let stats = subscriber.stats();
+    assert_eq!((stats.resumes, stats.losses), (1, 0));
 }

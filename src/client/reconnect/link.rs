@@ -125,14 +125,19 @@ impl ReconnectingClient {
     /// it is left down for the caller to schedule the next attempt.
     pub(super) fn attempt(&mut self) -> Result<(), ClientError> {
         let resume = self.resume_block();
-        let mut client = Client::resume(&self.addrs[..], &self.client_options, &resume)
-            .inspect_err(|error| {
-                if matches!(error, ClientError::Timeout) {
-                    // The HELLO went out and may still reach the server; see
-                    // `is_own_takeover`.
-                    self.abandoned_hello_at = Some(Instant::now());
-                }
-            })?;
+        let mut client = Client::handshake(
+            &self.addrs[..],
+            &self.client_options,
+            self.tls.as_ref(),
+            Some(&resume),
+        )
+        .inspect_err(|error| {
+            if matches!(error, ClientError::Timeout) {
+                // The HELLO went out and may still reach the server; see
+                // `is_own_takeover`.
+                self.abandoned_hello_at = Some(Instant::now());
+            }
+        })?;
         let welcome = *client.welcome();
         self.welcome = welcome;
         if welcome.outcome == OUTCOME_RESUMED {

@@ -20,7 +20,7 @@ use self::link::{heartbeat_interval, inner_timeout, recovery, Recovery};
 pub use self::options::{OnFull, ReconnectOptions, ReconnectStats};
 use self::outbound::{publish_size, Outbound};
 use super::error::CloseCause;
-use super::{Client, ClientError, ClientOptions, Delivery, Event};
+use super::{Client, ClientError, ClientOptions, Delivery, Event, TlsOptions};
 
 mod backoff;
 mod link;
@@ -97,6 +97,8 @@ mod tests;
 pub struct ReconnectingClient {
     addrs: Vec<SocketAddr>,
     client_options: ClientOptions,
+    /// Every connection attempt redoes the TLS handshake with these.
+    tls: Option<TlsOptions>,
     options: ReconnectOptions,
     link: Link,
     /// The last WELCOME: session id, resume token and limits in force.
@@ -161,14 +163,38 @@ impl ReconnectingClient {
         client_options: &ClientOptions,
         options: &ReconnectOptions,
     ) -> Result<ReconnectingClient, ClientError> {
+        ReconnectingClient::connect_with(addr, client_options, None, options)
+    }
+
+    /// As [`ReconnectingClient::connect`], over TLS (see [`Client::connect_tls`]); every
+    /// reconnection redoes the TLS handshake with `tls`.
+    ///
+    /// # Errors
+    /// As [`Client::connect_tls`]; [`ClientError::InvalidArgument`] for invalid `options`.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        client_options: &ClientOptions,
+        tls: &TlsOptions,
+        options: &ReconnectOptions,
+    ) -> Result<ReconnectingClient, ClientError> {
+        ReconnectingClient::connect_with(addr, client_options, Some(tls), options)
+    }
+
+    fn connect_with(
+        addr: impl ToSocketAddrs,
+        client_options: &ClientOptions,
+        tls: Option<&TlsOptions>,
+        options: &ReconnectOptions,
+    ) -> Result<ReconnectingClient, ClientError> {
         options.validate()?;
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(ClientError::Io)?.collect();
-        let mut client = Client::connect(&addrs[..], client_options)?;
+        let mut client = Client::handshake(&addrs[..], client_options, tls, None)?;
         let welcome = *client.welcome();
         client.set_timeout(inner_timeout(client_options.timeout, &welcome))?;
         Ok(ReconnectingClient {
             addrs,
             client_options: client_options.clone(),
+            tls: tls.cloned(),
             options: options.clone(),
             link: Link::Up(Box::new(client)),
             welcome,

@@ -14,6 +14,7 @@
 //! `WEIR_SIGNED_TOKEN` (a signed token) is sent if set.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use weir::client::{
     Client, ClientError, ClientOptions, Credentials, Event, ReconnectOptions, ReconnectingClient,
-    DEFAULT_TIMEOUT,
+    TlsOptions, DEFAULT_TIMEOUT,
 };
 use weir::protocol::stats::{SessionStats, StatsReport};
 
@@ -54,6 +55,14 @@ struct Cli {
     #[arg(short = 'u', long, value_name = "NAME", global = true)]
     user: Option<String>,
 
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "PATH", global = true)]
+    tls_ca: Option<PathBuf>,
+
+    /// The server name checked against its certificate (default: the host part of --server).
+    #[arg(long, value_name = "NAME", global = true, requires = "tls_ca")]
+    tls_name: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +75,9 @@ enum Command {
     Sub(SubArgs),
     /// Print the server's introspection report.
     Stats(StatsArgs),
+    /// Print one line per session: id, client name, identity, peer, state, subscriptions,
+    /// queue depth and bytes, in flight, throttled.
+    Sessions,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +128,7 @@ fn main() -> ExitCode {
         Command::Pub(args) => publish(&cli, args),
         Command::Sub(args) => subscribe(&cli, args),
         Command::Stats(args) => stats(&cli, args),
+        Command::Sessions => sessions(&cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,8 +195,35 @@ fn credentials(cli: &Cli) -> Result<Option<Credentials>, String> {
     Ok(var("WEIR_SIGNED_TOKEN").map(|token| Credentials::signed_token(&token)))
 }
 
+/// TLS from `--tls-ca` and `--tls-name`, if asked for.
+fn tls_options(cli: &Cli) -> Option<TlsOptions> {
+    let ca = cli.tls_ca.as_ref()?;
+    let name = cli
+        .tls_name
+        .clone()
+        .unwrap_or_else(|| host_part(&cli.server).to_owned());
+    Some(TlsOptions::ca_file(&name, ca))
+}
+
+/// "host" of "host:port" or "[v6]:port"; the whole text when there is no port.
+fn host_part(server: &str) -> &str {
+    let host = match server.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => server,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 fn connect(cli: &Cli) -> Result<Client, Failure> {
-    Client::connect(cli.server.as_str(), &client_options(cli)).map_err(|error| Failure::Connect {
+    let options = client_options(cli);
+    let server = cli.server.as_str();
+    match tls_options(cli) {
+        Some(tls) => Client::connect_tls(server, &options, &tls),
+        None => Client::connect(server, &options),
+    }
+    .map_err(|error| Failure::Connect {
         server: cli.server.clone(),
         error,
     })
@@ -193,12 +233,16 @@ fn connect(cli: &Cli) -> Result<Client, Failure> {
 /// default backoff and limits.
 fn connect_reconnecting(cli: &Cli) -> Result<ReconnectingClient, Failure> {
     let options = ReconnectOptions::default();
-    ReconnectingClient::connect(cli.server.as_str(), &client_options(cli), &options).map_err(
-        |error| Failure::Connect {
-            server: cli.server.clone(),
-            error,
-        },
-    )
+    let client_options = client_options(cli);
+    let server = cli.server.as_str();
+    match tls_options(cli) {
+        Some(tls) => ReconnectingClient::connect_tls(server, &client_options, &tls, &options),
+        None => ReconnectingClient::connect(server, &client_options, &options),
+    }
+    .map_err(|error| Failure::Connect {
+        server: cli.server.clone(),
+        error,
+    })
 }
 
 fn publish(cli: &Cli, args: &PubArgs) -> Result<(), Failure> {
@@ -427,6 +471,56 @@ fn stats(cli: &Cli, args: &StatsArgs) -> Result<(), Failure> {
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())
         .map_err(Failure::Stdout)
+}
+
+fn sessions(cli: &Cli) -> Result<(), Failure> {
+    let mut client = connect(cli)?;
+    let json = client.stats()?;
+    client.bye()?;
+    let report: StatsReport = serde_json::from_str(&json).map_err(Failure::Stats)?;
+    let mut out = io::stdout().lock();
+    let mut text = String::new();
+    for session in &report.sessions {
+        text += &session_line(session);
+        text.push('\n');
+    }
+    if report.sessions_omitted > 0 {
+        text += &format!("... {} more sessions not shown\n", report.sessions_omitted);
+    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Failure::Stdout)
+}
+
+/// One session on one line, `key=value` after the id so it greps and cuts well.
+fn session_line(session: &SessionStats) -> String {
+    let subscriptions: Vec<String> = session
+        .subscriptions
+        .iter()
+        .map(|sub| match &sub.event {
+            Some(event) => format!("{}:{event}", sub.queue),
+            None => format!("{}:*", sub.queue),
+        })
+        .collect();
+    let mut line = format!("#{} name={:?}", session.session_id, session.client_name);
+    if !session.identity.is_empty() {
+        line += &format!(" identity={}", session.identity);
+    }
+    line += &format!(
+        " peer={} state={} subs={} queue={}/{}B in_flight={} throttled={}",
+        session.peer,
+        session.state,
+        if subscriptions.is_empty() {
+            String::from("-")
+        } else {
+            subscriptions.join(",")
+        },
+        session.queue_depth,
+        session.queue_bytes,
+        session.in_flight,
+        if session.is_throttled { "yes" } else { "no" },
+    );
+    line
 }
 
 /// The STATS report as text for people: server figures, each session with its subscriptions
@@ -687,6 +781,52 @@ mod tests {
         assert!(
             text.contains("  db  1 subscribers, 5 published, conflating\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_tls_name_defaults_to_the_host_of_the_server_address() {
+        assert_eq!(host_part("broker.example:7400"), "broker.example");
+        assert_eq!(host_part("[::1]:7400"), "::1");
+        assert_eq!(host_part("localhost"), "localhost");
+    }
+
+    #[test]
+    fn a_session_line_shows_identity_subscriptions_queue_and_throttling() {
+        let mut session = SessionStats {
+            session_id: 9,
+            client_name: String::from("sub one"),
+            peer: String::from("127.0.0.1:5000"),
+            identity: String::from("user:alice"),
+            state: String::from("connected"),
+            subscriptions: vec![
+                SubscriptionStats {
+                    queue: String::from("db"),
+                    event: Some(String::from("update")),
+                },
+                SubscriptionStats {
+                    queue: String::from("jobs"),
+                    event: None,
+                },
+            ],
+            queue_depth: 7,
+            queue_bytes: 700,
+            in_flight: 2,
+            is_throttled: true,
+            ..SessionStats::default()
+        };
+        assert_eq!(
+            session_line(&session),
+            "#9 name=\"sub one\" identity=user:alice peer=127.0.0.1:5000 state=connected \
+             subs=db:update,jobs:* queue=7/700B in_flight=2 throttled=yes"
+        );
+        session.identity.clear();
+        session.subscriptions.clear();
+        session.is_throttled = false;
+        assert_eq!(
+            session_line(&session),
+            "#9 name=\"sub one\" peer=127.0.0.1:5000 state=connected subs=- queue=7/700B \
+             in_flight=2 throttled=no"
         );
     }
 }
