@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir::broker::auth::{hash_password_with, sign_token, token_hash};
-use weir::client::{Client, ClientError, ClientOptions, Credentials, Delivery, Event};
+use weir::client::{
+    Client, ClientError, ClientOptions, Credentials, Delivery, Event, ReconnectingClient, Resume,
+};
 use weir::config::UserConfig;
 use weir::protocol::codec::encode_hello;
+use weir::protocol::frame::OUTCOME_RESUMED;
 use weir::protocol::{Auth, AuthMethod, ErrorCode, Hello};
 use weir::Config;
 
-use crate::common::{client_options, RawConn, TestServer};
+use crate::chaos_proxy::{ChaosConfig, ChaosProxy};
+use crate::common::{client_options, quick_reconnect, RawConn, TestServer};
 
 /// Few iterations: the hash format is what matters here, not its cost.
 const TEST_ITERATIONS: u32 = 1_000;
@@ -271,4 +275,136 @@ fn repeated_failures_from_one_source_are_slowed_while_a_good_client_keeps_workin
     let mut anonymous = Client::connect(server.addr, &client_options("anon")).unwrap();
     anonymous.ping().unwrap();
     drop(held);
+}
+
+/// The resume block a plain client would send to take its session over.
+fn resume_block_of(client: &Client) -> Resume {
+    Resume {
+        session_id: client.session_id(),
+        resume_token: client.welcome().resume_token,
+        last_delivery_seq: 0,
+        first_resendable_publish_seq: client.welcome().last_publish_seq + 1,
+    }
+}
+
+#[test]
+fn a_resume_on_a_listener_that_requires_auth_is_refused_to_another_identity_and_granted_to_the_owner(
+) {
+    let server = TestServer::with_config(Config {
+        allow_anonymous: Some(false),
+        ..auth_config()
+    });
+    let mut alice = connect(server.addr, Credentials::password("alice", "alice-pw")).unwrap();
+    alice.subscribe_all("orders.eu").unwrap();
+    let resume = resume_block_of(&alice);
+
+    // Valid credentials, but not the session's owner: refused, and the session is untouched.
+    let thief = Client::resume(
+        server.addr,
+        &as_user("thief", Credentials::password("root", "root-pw")),
+        &resume,
+    );
+    assert_server_error(thief, ErrorCode::AuthFailed, true);
+    let stats = server.stats();
+    assert_eq!(stats.server.auth_failures, 1);
+    assert_eq!(stats.server.sessions_taken_over, 0);
+    alice.ping().expect("the owner's connection is untouched");
+
+    // The owner with the same identity resumes the same session.
+    let mut again = Client::resume(
+        server.addr,
+        &as_user("alice-again", Credentials::password("alice", "alice-pw")),
+        &resume,
+    )
+    .unwrap();
+    assert_eq!(again.welcome().outcome, OUTCOME_RESUMED);
+    assert_eq!(again.session_id(), alice.session_id());
+    server.wait_for("the takeover", |s| s.server.sessions_taken_over == 1);
+    // The resumed session keeps the owner's permissions.
+    assert_server_error(
+        again.subscribe_all("secret"),
+        ErrorCode::NotAuthorized,
+        false,
+    );
+    let seq = again.publish("orders.eu", "e", b"after resume").unwrap();
+    again.wait_receipt(seq).unwrap();
+    assert_eq!(&next_delivery(&mut again).payload[..], b"after resume");
+    let stats = server.stats();
+    assert_eq!(stats.server.auth_failures, 1);
+    assert!(stats
+        .sessions
+        .iter()
+        .any(|s| s.session_id == alice.session_id() && s.identity == "user:alice"));
+}
+
+#[test]
+fn a_reconnecting_client_with_credentials_resumes_after_a_cut_and_keeps_its_permissions() {
+    let server = TestServer::with_config(Config {
+        allow_anonymous: Some(false),
+        ..auth_config()
+    });
+    let proxy = ChaosProxy::start(server.addr, ChaosConfig::PASS_THROUGH, 1);
+    let mut alice = ReconnectingClient::connect(
+        proxy.addr,
+        &as_user("alice", Credentials::password("alice", "alice-pw")),
+        &quick_reconnect(),
+    )
+    .unwrap();
+    alice.subscribe_all("orders.eu").unwrap();
+    let mut root = connect(server.addr, Credentials::password("root", "root-pw")).unwrap();
+
+    let seq = root.publish("orders.eu", "e", b"before").unwrap();
+    root.wait_receipt(seq).unwrap();
+    match alice.recv().unwrap() {
+        Event::Deliver(delivery) => assert_eq!(&delivery.payload[..], b"before"),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    let session = alice.session_id();
+
+    proxy.cut_all();
+    // Published while alice is cut off: the server holds it for her session.
+    server.wait_for("alice's connection to end", |s| {
+        s.sessions
+            .iter()
+            .any(|s| s.session_id == session && s.state == "detached")
+    });
+    let seq = root.publish("orders.eu", "e", b"during").unwrap();
+    root.wait_receipt(seq).unwrap();
+
+    let mut resumed = false;
+    let payload = loop {
+        match alice.recv().unwrap() {
+            Event::Resumed { session_id, .. } => {
+                assert_eq!(session_id, session);
+                resumed = true;
+            }
+            Event::Deliver(delivery) => break delivery.payload,
+            other => panic!("expected RESUMED then a delivery, got {other:?}"),
+        }
+    };
+    assert!(resumed, "the session was resumed, not lost");
+    assert_eq!(&payload[..], b"during");
+    assert_eq!(alice.session_id(), session);
+    assert_eq!(alice.stats().resumes, 1);
+    assert_eq!(alice.stats().losses, 0);
+    assert!(proxy.connections() >= 2);
+
+    // Still alice, with alice's permissions.
+    match alice.subscribe_all("secret") {
+        Err(ClientError::Server { code, fatal, .. }) => {
+            assert_eq!((code, fatal), (Ok(ErrorCode::NotAuthorized), false));
+        }
+        other => panic!("expected NOT_AUTHORIZED, got {other:?}"),
+    }
+    alice.ping().unwrap();
+    let stats = server.stats();
+    let session_stats = stats
+        .sessions
+        .iter()
+        .find(|s| s.session_id == session)
+        .expect("alice's session");
+    assert_eq!(session_stats.identity, "user:alice");
+    assert_eq!(session_stats.state, "connected");
+    assert_eq!(stats.server.sessions_resumed, 1);
+    assert_eq!(stats.server.auth_failures, 0);
 }

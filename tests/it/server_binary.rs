@@ -1,13 +1,16 @@
 //! The weir-server binary: config checking exit codes, systemd notifications, SIGHUP reload
 //! without dropping connections, SIGTERM shutdown with exit 0.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weir::client::{Client, ClientError, ClientOptions};
+use weir::broker::auth::hash_password_with;
+use weir::client::{Client, ClientError, ClientOptions, Credentials, Event};
+use weir::protocol::stats::StatsReport;
 use weir::protocol::ErrorCode;
 
 use crate::common::WAIT;
@@ -167,4 +170,187 @@ fn sighup_reloads_limits_without_dropping_clients_and_sigterm_exits_0() {
     let mut server = server;
     let status = server.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "clean shutdown exits 0");
+}
+
+/// Starts weir-server on `path` and waits for its READY notification.
+fn start_notified(dir: &TempDir, path: &Path) -> (Running, UnixDatagram) {
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let child = Command::new(SERVER)
+        .arg("-c")
+        .arg(path)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Running(child);
+    assert_eq!(next_notification(&notify), "READY=1");
+    (server, notify)
+}
+
+fn with_auth(credentials: Credentials) -> ClientOptions {
+    ClientOptions {
+        timeout: Some(WAIT),
+        auth: Some(credentials),
+        ..ClientOptions::default()
+    }
+}
+
+fn expect_auth_failed(result: Result<Client, ClientError>) {
+    match result {
+        Err(ClientError::Server {
+            code: Ok(ErrorCode::AuthFailed),
+            fatal: true,
+            ..
+        }) => {}
+        Err(other) => panic!("expected AUTH_FAILED, got {other:?}"),
+        Ok(_) => panic!("expected AUTH_FAILED, got a session"),
+    }
+}
+
+#[test]
+fn sighup_replacing_users_changes_passwords_for_new_connections_only() {
+    let dir = TempDir::new("reload-users");
+    let addr = free_addr();
+    let config = |password: &str| {
+        let hash = hash_password_with(password.as_bytes(), b"reload-salt", 1_000);
+        format!(
+            "listen = \"{addr}\"\nallow_anonymous = false\n\n[[users]]\nname = \"alice\"\n\
+             password_hash = \"{hash}\"\npublish = [\"*\"]\nsubscribe = [\"*\"]\n"
+        )
+    };
+    let path = dir.file("weir.toml", &config("old-pw"));
+    let (server, notify) = start_notified(&dir, &path);
+
+    let mut before = Client::connect(addr, &with_auth(Credentials::password("alice", "old-pw")))
+        .expect("the old password works before the reload");
+    before.subscribe_all("q").unwrap();
+
+    std::fs::write(&path, config("new-pw")).unwrap();
+    signal(&server.0, "HUP");
+    assert_eq!(next_notification(&notify), "RELOADING=1");
+    assert_eq!(next_notification(&notify), "READY=1");
+
+    let mut after = Client::connect(addr, &with_auth(Credentials::password("alice", "new-pw")))
+        .expect("the new password works after the reload");
+    expect_auth_failed(Client::connect(
+        addr,
+        &with_auth(Credentials::password("alice", "old-pw")),
+    ));
+
+    // The session authenticated before the reload stays connected and keeps working.
+    before
+        .ping()
+        .expect("the earlier session is still connected");
+    let seq = after.publish("q", "e", b"after reload").unwrap();
+    after.wait_receipt(seq).unwrap();
+    let delivery = loop {
+        match before.recv().unwrap() {
+            Event::Deliver(delivery) => break delivery,
+            Event::Receipt(_) => {}
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    };
+    assert_eq!(&delivery.payload[..], b"after reload");
+}
+
+#[test]
+fn hash_password_and_sign_token_make_credentials_the_server_accepts() {
+    use base64::Engine;
+    let dir = TempDir::new("auth-cli");
+    let addr = free_addr();
+
+    let mut hashing = Command::new(SERVER)
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hashing
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let hashed = hashing.wait_with_output().unwrap();
+    assert_eq!(
+        hashed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&hashed.stderr)
+    );
+    let hash = String::from_utf8(hashed.stdout).unwrap();
+    let hash = hash.trim_end();
+    assert!(hash.starts_with("pbkdf2-sha256$"), "{hash}");
+
+    let key = base64::engine::general_purpose::STANDARD.encode([0x5a; 32]);
+    let path = dir.file(
+        "weir.toml",
+        &format!(
+            "listen = \"{addr}\"\nallow_anonymous = false\ntoken_signing_key = \"{key}\"\n\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nsubscribe = [\"a.*\"]\n"
+        ),
+    );
+    assert_eq!(check(&path), 0, "the config accepts the printed hash");
+
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let payload = format!(r#"{{"subject":"svc","exp":{exp},"subscribe":["svc.*"],"admin":true}}"#);
+    let signed = Command::new(SERVER)
+        .arg("-c")
+        .arg(&path)
+        .arg("--sign-token")
+        .arg(&payload)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        signed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let token = String::from_utf8(signed.stdout).unwrap();
+    let token = token.trim_end();
+    assert!(token.contains('.'), "{token}");
+
+    let (_server, _notify) = start_notified(&dir, &path);
+    let mut alice = Client::connect(
+        addr,
+        &with_auth(Credentials::password("alice", "correct horse")),
+    )
+    .expect("the hashed password authenticates");
+    alice.subscribe_all("a.b").unwrap();
+    expect_auth_failed(Client::connect(
+        addr,
+        &with_auth(Credentials::password("alice", "correct horse\n")),
+    ));
+
+    let mut svc = Client::connect(addr, &with_auth(Credentials::signed_token(token)))
+        .expect("the signed token authenticates");
+    svc.subscribe_all("svc.jobs").unwrap();
+    match svc.subscribe_all("a.b") {
+        Err(ClientError::Server {
+            code: Ok(ErrorCode::NotAuthorized),
+            fatal: false,
+            ..
+        }) => {}
+        other => panic!("expected NOT_AUTHORIZED, got {other:?}"),
+    }
+    let report = svc.stats().expect("the token grants admin");
+    let report: StatsReport = serde_json::from_str(&report).unwrap();
+    let identities: Vec<&str> = report
+        .sessions
+        .iter()
+        .map(|s| s.identity.as_str())
+        .collect();
+    assert!(identities.contains(&"subject:svc"), "{identities:?}");
+    assert!(identities.contains(&"user:alice"), "{identities:?}");
 }

@@ -309,3 +309,96 @@ fn pub_and_sub_keep_going_across_cuts_and_sub_prints_each_message_once_in_order(
         stats.server.messages_published == count
     });
 }
+
+/// A server that requires authentication, with user `alice` (password `alice-pw`).
+fn server_with_alice() -> TestServer {
+    TestServer::with_config(Config {
+        allow_anonymous: Some(false),
+        users: vec![weir::config::UserConfig {
+            name: "alice".to_owned(),
+            password_hash: Some(weir::broker::auth::hash_password_with(
+                b"alice-pw",
+                b"cli-test-salt",
+                1_000,
+            )),
+            token_hash: None,
+            publish: vec!["db".to_owned()],
+            subscribe: vec!["db".to_owned()],
+            admin: false,
+        }],
+        ..Config::default()
+    })
+}
+
+/// A `weir-cli` command for `server` without any credentials from the test's environment.
+fn cli_without_credentials(server: &TestServer) -> Command {
+    let mut command = server.cli();
+    command
+        .env_remove("WEIR_PASSWORD")
+        .env_remove("WEIR_TOKEN")
+        .env_remove("WEIR_SIGNED_TOKEN");
+    command
+}
+
+#[test]
+fn user_with_weir_password_publishes_and_subscribes() {
+    let server = server_with_alice();
+    let sub = cli_without_credentials(&server)
+        .env("WEIR_PASSWORD", "alice-pw")
+        .args(["--user", "alice", "sub", "-n", "2", "db"])
+        .spawn()
+        .unwrap();
+    server.wait_for("alice's subscription", |stats| {
+        stats
+            .sessions
+            .iter()
+            .any(|s| s.identity == "user:alice" && s.subscriptions.iter().any(|x| x.queue == "db"))
+    });
+    let published = run(cli_without_credentials(&server)
+        .env("WEIR_PASSWORD", "alice-pw")
+        .args(["pub", "db", "update", "hi", "-n", "2", "-u", "alice"]));
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let received = finish(sub);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(text(&received.stdout), "hi\nhi\n");
+    let stats = server.handle.stats().unwrap();
+    assert_eq!(stats.server.messages_published, 2);
+    assert_eq!(stats.server.auth_failures, 0);
+}
+
+#[test]
+fn a_wrong_password_exits_1_with_a_message_and_user_without_weir_password_exits_2() {
+    let server = server_with_alice();
+    let wrong = run(cli_without_credentials(&server)
+        .env("WEIR_PASSWORD", "not-alice-pw")
+        .args(["--user", "alice", "pub", "db", "update", "hi"]));
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong.stderr));
+    let stderr = text(&wrong.stderr);
+    assert!(stderr.starts_with("weir-cli: "), "{stderr}");
+    assert!(stderr.contains("AUTH_FAILED"), "{stderr}");
+    assert!(
+        !stderr.contains("not-alice-pw"),
+        "the password is not shown: {stderr}"
+    );
+    server.wait_for("the failure counted", |stats| {
+        stats.server.auth_failures == 1
+    });
+
+    let missing = run(cli_without_credentials(&server).args(["--user", "alice", "sub", "db"]));
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing.stderr));
+    assert_eq!(
+        text(&missing.stderr),
+        "weir-cli: --user needs the password in the WEIR_PASSWORD variable\n"
+    );
+    // An empty variable counts as missing.
+    let empty = run(cli_without_credentials(&server)
+        .env("WEIR_PASSWORD", "")
+        .args(["--user", "alice", "pub", "db", "update", "hi"]));
+    assert_eq!(empty.status.code(), Some(2), "{}", text(&empty.stderr));
+    let stats = server.handle.stats().unwrap();
+    assert_eq!(stats.server.messages_published, 0);
+    assert_eq!(
+        stats.server.auth_failures, 1,
+        "nothing was sent without a password"
+    );
+}
