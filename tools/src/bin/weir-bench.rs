@@ -70,7 +70,9 @@ use clap::{Parser, Subcommand};
     about = "Load generator for Weir and peer brokers (Redis, NATS, MQTT)",
     after_help = "Targets: weir://HOST:PORT, redis://HOST:PORT, nats://HOST:PORT, \
                   mqtt://HOST:PORT?qos=0|1; add ?pid=N (&pid=N) for a local server's CPU and \
-                  memory. --compare A,B,... runs each scenario against several in turn."
+                  memory. Weir: ?user=NAME&password=PW, ?token=T or ?signed_token=T send \
+                  credentials in HELLO; weirs://HOST:PORT?ca=PEM[&name=SNI] speaks TLS. \
+                  --compare A,B,... runs each scenario against several in turn."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -2,6 +2,10 @@
 //! its write buffer (with a `sent` cursor) and the [`Adapter`] that speaks the protocol.
 //! The same for every target, so every adapter is measured through the same syscalls.
 //!
+//! A TLS target (`weirs://`) puts a rustls `ClientConnection` between the buffers and the
+//! socket: the adapter still reads and writes plaintext, and the same mio loop drives the
+//! handshake and the records.
+//!
 //! Readiness is remembered (mio is edge-triggered): `is_readable` stays true when a read was
 //! cut short by its budget, `is_writable` until a write would block.
 
@@ -25,6 +29,8 @@ pub(crate) struct Link {
     sent: usize,
     pub(crate) is_readable: bool,
     pub(crate) is_writable: bool,
+    /// TLS session, for `weirs://` targets.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// What one [`Link::read`] did.
@@ -44,9 +50,10 @@ impl Link {
     pub(crate) fn connect(
         address: SocketAddr,
         source: Option<IpAddr>,
-        adapter: Box<dyn Adapter>,
+        mut adapter: Box<dyn Adapter>,
         read_buf_bytes: usize,
     ) -> io::Result<Link> {
+        let tls = adapter.take_tls()?.map(Box::new);
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
         socket.set_nodelay(true)?;
@@ -68,6 +75,7 @@ impl Link {
             sent: 0,
             is_readable: true,
             is_writable: false,
+            tls,
         })
     }
 
@@ -82,6 +90,13 @@ impl Link {
         events: &mut dyn FnMut(Event<'_>),
     ) -> io::Result<ReadResult> {
         let mut result = ReadResult::default();
+        if self.tls.is_some() {
+            self.read_tls(budget, &mut result, events)?;
+            if result.bytes > 0 {
+                self.adapter.end_of_input(&mut self.out);
+            }
+            return Ok(result);
+        }
         while self.is_readable && result.bytes < budget && !result.is_eof {
             if self.end == self.read_buf.len() {
                 if self.start > 0 {
@@ -124,11 +139,100 @@ impl Link {
         Ok(result)
     }
 
+    /// [`Link::read`] through TLS: records from the socket into rustls, plaintext from rustls
+    /// into the read buffer and on to the adapter.
+    fn read_tls(
+        &mut self,
+        budget: usize,
+        result: &mut ReadResult,
+        events: &mut dyn FnMut(Event<'_>),
+    ) -> io::Result<()> {
+        while self.is_readable && result.bytes < budget && !result.is_eof {
+            let Some(tls) = self.tls.as_deref_mut() else {
+                return Ok(());
+            };
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => result.is_eof = true,
+                Ok(n) => result.bytes += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.is_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
+            loop {
+                if self.end == self.read_buf.len() {
+                    if self.start > 0 {
+                        self.read_buf.copy_within(self.start..self.end, 0);
+                        self.end -= self.start;
+                        self.start = 0;
+                    } else {
+                        self.read_buf.resize(2 * self.read_buf.len(), 0);
+                    }
+                }
+                match tls.reader().read(&mut self.read_buf[self.end..]) {
+                    Ok(0) => {
+                        result.is_eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        self.end += n;
+                        let used = self.adapter.handle_input(
+                            &self.read_buf[self.start..self.end],
+                            &mut self.out,
+                            events,
+                        )?;
+                        self.start += used;
+                        if self.start == self.end {
+                            self.start = 0;
+                            self.end = 0;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The peer closed without close_notify: end of input all the same.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        result.is_eof = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes buffered bytes until done or the socket would block.
     ///
     /// # Errors
     /// A socket error other than "would block" (or "not connected yet").
     pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            loop {
+                let mut moved = 0;
+                if self.sent < self.out.len() {
+                    moved = tls.writer().write(&self.out[self.sent..])?;
+                    self.sent += moved;
+                }
+                if tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(_) => {}
+                        Err(e) if is_not_yet(&e) => {
+                            self.is_writable = false;
+                            return Ok(());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                } else if self.sent == self.out.len() {
+                    self.out.clear();
+                    self.sent = 0;
+                    return Ok(());
+                } else if moved == 0 {
+                    // rustls holds as much plaintext as it takes until the handshake is done.
+                    return Ok(());
+                }
+            }
+        }
         while self.sent < self.out.len() {
             match self.stream.write(&self.out[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -148,7 +252,11 @@ impl Link {
 
     /// Bytes buffered and not yet written.
     pub(crate) fn unsent(&self) -> usize {
-        self.out.len() - self.sent
+        let held = self
+            .tls
+            .as_deref()
+            .map_or(0, |tls| usize::from(tls.wants_write()));
+        self.out.len() - self.sent + held
     }
 }
 

@@ -12,7 +12,13 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use weir::protocol::AuthMethod;
 
 use crate::mqtt_target::MqttAdapter;
 use crate::nats_target::NatsAdapter;
@@ -23,6 +29,11 @@ use crate::weir_target::WeirAdapter;
 ///
 /// Query keys: `qos=0|1` (MQTT only), `pid=N`: the server's process id, so that its CPU time
 /// and memory can be read from `/proc` when it runs on this machine.
+///
+/// Weir only: `user=NAME&password=PW`, `token=T` or `signed_token=T` send those credentials
+/// in HELLO (values taken literally, no %-decoding); `weirs://HOST:PORT?ca=PATH[&name=N]`
+/// speaks TLS, trusting the CA certificates in the PEM file PATH and checking the server's
+/// certificate for name N (default: HOST).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
     pub(crate) kind: Kind,
@@ -30,6 +41,78 @@ pub(crate) struct Target {
     pub(crate) address: String,
     /// The server's process id, for `/proc/PID/{stat,status}`.
     pub(crate) pid: Option<u32>,
+    /// Weir: credentials for HELLO.
+    pub(crate) auth: Option<Credentials>,
+    /// Weir: TLS (`weirs://`).
+    pub(crate) tls: Option<Tls>,
+}
+
+/// Credentials a Weir connection sends in HELLO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) method: AuthMethod,
+    /// The user name (password method only).
+    pub(crate) user: String,
+    pub(crate) secret: String,
+}
+
+/// A `weirs://` target's TLS settings, with the client configuration built once from them.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) ca: PathBuf,
+    pub(crate) name: String,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    fn new(ca: PathBuf, name: String) -> Result<Tls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs =
+            CertificateDer::pem_file_iter(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        ServerName::try_from(name.clone()).map_err(|e| format!("name={name}: {e}"))?;
+        Ok(Tls {
+            ca,
+            name,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A new client session (the handshake starts with the first flush).
+    pub(crate) fn connection(&self) -> io::Result<rustls::ClientConnection> {
+        let name = ServerName::try_from(self.name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        rustls::ClientConnection::new(Arc::clone(&self.config), name)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+impl PartialEq for Tls {
+    fn eq(&self, other: &Tls) -> bool {
+        (&self.ca, &self.name) == (&other.ca, &other.name)
+    }
+}
+
+impl Eq for Tls {}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca", &self.ca)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Which protocol a target speaks.
@@ -62,14 +145,15 @@ impl FromStr for Target {
             "mqtt" => Kind::Mqtt { qos: 0 },
             "nats" => Kind::Nats,
             "redis" => Kind::Redis,
-            "weir" => Kind::Weir,
+            "weir" | "weirs" => Kind::Weir,
             _ => {
                 return Err(format!(
-                    "{url}: unknown scheme (weir://, redis://, nats:// or mqtt://)"
+                    "{url}: unknown scheme (weir://, weirs://, redis://, nats:// or mqtt://)"
                 ))
             }
         };
         let mut pid = None;
+        let (mut user, mut password, mut token, mut ca, mut name) = (None, None, None, None, None);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match (key, &mut kind) {
@@ -87,13 +171,49 @@ impl FromStr for Target {
                         _ => return Err(format!("{url}: qos must be 0 or 1")),
                     }
                 }
+                ("user", Kind::Weir) => user = Some(value.to_owned()),
+                ("password", Kind::Weir) => password = Some(value.to_owned()),
+                ("token", Kind::Weir) => token = Some((AuthMethod::Token, value.to_owned())),
+                ("signed_token", Kind::Weir) => {
+                    token = Some((AuthMethod::SignedToken, value.to_owned()))
+                }
+                ("ca", Kind::Weir) if scheme == "weirs" => ca = Some(PathBuf::from(value)),
+                ("name", Kind::Weir) if scheme == "weirs" => name = Some(value.to_owned()),
                 _ => return Err(format!("{url}: unknown query key {key:?}")),
             }
         }
+        let auth = match (user, password, token) {
+            (None, None, None) => None,
+            (Some(user), Some(secret), None) => Some(Credentials {
+                method: AuthMethod::Password,
+                user,
+                secret,
+            }),
+            (None, None, Some((method, secret))) => Some(Credentials {
+                method,
+                user: String::new(),
+                secret,
+            }),
+            _ => {
+                return Err(format!(
+                    "{url}: credentials are user= with password=, or one token="
+                ))
+            }
+        };
+        let tls = if scheme == "weirs" {
+            let ca = ca.ok_or_else(|| format!("{url}: weirs:// needs ca=PATH"))?;
+            let host = address.rsplit_once(':').map_or("", |(host, _)| host);
+            let name = name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+            Some(Tls::new(ca, name).map_err(|e| format!("{url}: {e}"))?)
+        } else {
+            None
+        };
         Ok(Target {
             kind,
             address: address.to_owned(),
             pid,
+            auth,
+            tls,
         })
     }
 }
@@ -105,7 +225,17 @@ impl fmt::Display for Target {
             Kind::Mqtt { qos } => write!(f, "mqtt://{}?qos={qos}", self.address),
             Kind::Nats => write!(f, "nats://{}", self.address),
             Kind::Redis => write!(f, "redis://{}", self.address),
-            Kind::Weir => write!(f, "weir://{}", self.address),
+            Kind::Weir => {
+                let scheme = if self.tls.is_some() { "weirs" } else { "weir" };
+                write!(f, "{scheme}://{}", self.address)?;
+                match &self.auth {
+                    None => Ok(()),
+                    Some(auth) if auth.method == AuthMethod::Password => {
+                        write!(f, "?user={}", auth.user)
+                    }
+                    Some(_) => write!(f, "?token"),
+                }
+            }
         }
     }
 }
@@ -140,7 +270,12 @@ impl Target {
             Kind::Mqtt { qos } => Box::new(MqttAdapter::new(name, qos, options)),
             Kind::Nats => Box::new(NatsAdapter::new(name, options)),
             Kind::Redis => Box::new(RedisAdapter::new(options)),
-            Kind::Weir => Box::new(WeirAdapter::new(name, options)),
+            Kind::Weir => Box::new(WeirAdapter::new(
+                name,
+                options,
+                self.auth.clone(),
+                self.tls.clone(),
+            )),
         }
     }
 
@@ -212,6 +347,13 @@ pub(crate) trait Adapter: Send {
     fn end_of_input(&mut self, out: &mut Vec<u8>);
     /// Appends what ends the session politely (BYE, UNSUBSCRIBE + QUIT, DISCONNECT).
     fn close(&mut self, out: &mut Vec<u8>);
+    /// A TLS session for the link to run the bytes through (`weirs://`), once.
+    ///
+    /// # Errors
+    /// The session could not be created.
+    fn take_tls(&mut self) -> io::Result<Option<rustls::ClientConnection>> {
+        Ok(None)
+    }
 }
 
 pub(crate) fn protocol_error(text: impl Into<String>) -> io::Error {
@@ -258,10 +400,26 @@ mod tests {
             ("mqtt://h:1883?qos=2", "qos"),
             ("weir://h:1?qos=1", "unknown query key"),
             ("weir://h:1?pid=x", "pid"),
+            ("weir://h:1?user=u", "credentials"),
+            ("weir://h:1?user=u&password=p&token=t", "credentials"),
+            ("weirs://h:1", "ca=PATH"),
+            ("weir://h:1?ca=x", "unknown query key"),
+            ("redis://h:1?user=u", "unknown query key"),
         ] {
             let error = bad.parse::<Target>().unwrap_err();
             assert!(error.contains(reason), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn weir_credentials_go_to_hello_and_show_without_their_secret() {
+        let target: Target = "weir://h:1?user=bench&password=pw&pid=3".parse().unwrap();
+        let auth = target.auth.clone().unwrap();
+        assert_eq!(auth.method, AuthMethod::Password);
+        assert_eq!((auth.user.as_str(), auth.secret.as_str()), ("bench", "pw"));
+        assert_eq!(target.to_string(), "weir://h:1?user=bench");
+        let token: Target = "weir://h:1?token=abc".parse().unwrap();
+        assert_eq!(token.auth.unwrap().method, AuthMethod::Token);
     }
 
     #[test]

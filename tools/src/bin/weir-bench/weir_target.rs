@@ -8,9 +8,11 @@ use std::io;
 use weir::protocol::codec::{
     encode_ack, encode_empty, encode_hello, encode_ping, encode_publish, encode_subscription,
 };
-use weir::protocol::{decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN};
+use weir::protocol::{
+    decode, Auth, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
+};
 
-use crate::target::{protocol_error, Adapter, AdapterOptions, Event};
+use crate::target::{protocol_error, Adapter, AdapterOptions, Credentials, Event, Tls};
 
 pub(crate) struct WeirAdapter {
     name: String,
@@ -28,10 +30,19 @@ pub(crate) struct WeirAdapter {
     last_publish: u64,
     /// Highest PUBLISH seq the server receipted.
     receipted: u64,
+    /// Credentials sent in HELLO.
+    auth: Option<Credentials>,
+    /// TLS settings, handed to the link as a session by `take_tls`.
+    tls: Option<Tls>,
 }
 
 impl WeirAdapter {
-    pub(crate) fn new(name: &str, options: &AdapterOptions) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        options: &AdapterOptions,
+        auth: Option<Credentials>,
+        tls: Option<Tls>,
+    ) -> Self {
         WeirAdapter {
             name: name.to_owned(),
             queue: options.topic.as_bytes().to_vec(),
@@ -42,6 +53,8 @@ impl WeirAdapter {
             last_acked: 0,
             last_publish: 0,
             receipted: 0,
+            auth,
+            tls,
         }
     }
 }
@@ -52,9 +65,14 @@ impl Adapter for WeirAdapter {
             inflight_window: self.window,
             client_name: self.name.as_bytes(),
             resume: None,
-            auth: None,
+            auth: self.auth.as_ref().map(|auth| Auth {
+                method: auth.method,
+                user: auth.user.as_bytes(),
+                secret: auth.secret.as_bytes(),
+            }),
         };
-        // Cannot fail: the names weir-bench makes are far below 255 bytes.
+        // Cannot fail: the names weir-bench makes are far below 255 bytes (credentials too
+        // long are refused by the server, which closes the connection).
         let _ = encode_hello(&hello, out);
     }
 
@@ -131,6 +149,10 @@ impl Adapter for WeirAdapter {
     fn close(&mut self, out: &mut Vec<u8>) {
         encode_empty(Op::Bye, out);
     }
+
+    fn take_tls(&mut self) -> io::Result<Option<rustls::ClientConnection>> {
+        self.tls.take().map(|tls| tls.connection()).transpose()
+    }
 }
 
 fn name(code: Result<ErrorCode, u16>) -> String {
@@ -157,7 +179,7 @@ mod tests {
             is_acking,
             confirm_every: 1,
         };
-        WeirAdapter::new("t", &options)
+        WeirAdapter::new("t", &options, None, None)
     }
 
     fn feed(adapter: &mut WeirAdapter, input: &[u8], out: &mut Vec<u8>) -> Vec<String> {
