@@ -57,6 +57,9 @@ pub(crate) struct SessionQueue {
     pub(crate) last_sent_seq: u64,
     /// Next seq to redeliver after a resume; past `last_sent_seq` when there is none.
     resend_from: u64,
+    /// In-flight messages with seq ≥ `resend_from`: those still to redeliver. Kept as a
+    /// count so that asking "anything left to redeliver?" (every full write batch) is O(1).
+    redeliveries_left: u32,
 }
 
 impl Default for SessionQueue {
@@ -71,6 +74,7 @@ impl Default for SessionQueue {
             bytes: 0,
             last_sent_seq: 0,
             resend_from: 1,
+            redeliveries_left: 0,
         }
     }
 }
@@ -121,16 +125,23 @@ impl SessionQueue {
     }
 
     /// After a resume: redeliver every in-flight seq ≥ `seq`.
+    ///
+    /// Bounded work: one pass over the in-flight ring (at most the window), once per resume.
     pub(crate) fn set_resend_from(&mut self, seq: u64) {
         self.resend_from = seq;
-    }
-
-    /// True while in-flight messages remain to be redelivered.
-    pub(crate) fn has_redeliveries(&self) -> bool {
-        self.ring
+        let left = self
+            .ring
             .iter()
             .skip(self.resend_offset())
-            .any(Option::is_some)
+            .filter(|slot| slot.is_some())
+            .count();
+        // The ring never exceeds the window, a u32.
+        self.redeliveries_left = u32::try_from(left).unwrap_or(u32::MAX);
+    }
+
+    /// True while in-flight messages remain to be redelivered. O(1).
+    pub(crate) fn has_redeliveries(&self) -> bool {
+        self.redeliveries_left > 0
     }
 
     /// Next in-flight message to redeliver, with its seq.
@@ -140,6 +151,7 @@ impl SessionQueue {
             self.resend_from = seq + 1;
             let index = usize::try_from(seq - self.base_seq).ok()?;
             if let Some(Some(msg)) = self.ring.get(index) {
+                self.redeliveries_left -= 1;
                 return Some((*msg, seq));
             }
         }
@@ -227,9 +239,13 @@ impl SessionQueue {
             let Some(slot) = self.ring.pop_front() else {
                 break;
             };
+            let seq = self.base_seq;
             self.base_seq += 1;
             if let Some(msg) = slot {
                 self.in_flight -= 1;
+                if seq >= self.resend_from {
+                    self.redeliveries_left -= 1;
+                }
                 freed(msg);
             }
         }
@@ -241,6 +257,9 @@ impl SessionQueue {
         let index = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
         let msg = self.ring.get_mut(index)?.take()?;
         self.in_flight -= 1;
+        if seq >= self.resend_from {
+            self.redeliveries_left -= 1;
+        }
         self.trim_front();
         Some(msg)
     }
@@ -271,6 +290,7 @@ impl SessionQueue {
         }
         self.in_flight = 0;
         self.bytes = 0;
+        self.redeliveries_left = 0;
     }
 }
 
@@ -354,6 +374,28 @@ mod tests {
         q.push_back(&mut nodes, msg(7), 1);
         assert_eq!(q.send_next(&mut nodes).map(|s| s.2), Some(6));
         assert_eq!(q.next_redelivery(), None);
+    }
+
+    #[test]
+    fn acks_of_seqs_still_to_redeliver_leave_nothing_to_redeliver() {
+        let mut nodes = Nodes::new();
+        let mut q = SessionQueue::default();
+        for n in 0..4 {
+            q.push_back(&mut nodes, msg(n), 1);
+            q.send_next(&mut nodes);
+        }
+        q.set_resend_from(2);
+        assert!(q.has_redeliveries());
+        q.ack_one(3);
+        q.ack_up_to(2, |_| {});
+        assert!(q.has_redeliveries(), "seq 4 is still to redeliver");
+        q.ack_one(4);
+        assert!(!q.has_redeliveries());
+        assert_eq!(q.next_redelivery(), None);
+        // A new send after that is not a redelivery.
+        q.push_back(&mut nodes, msg(9), 1);
+        q.send_next(&mut nodes);
+        assert!(!q.has_redeliveries());
     }
 
     #[test]
