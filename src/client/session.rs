@@ -237,26 +237,7 @@ impl Session {
 
 /// The protocol.md name of a frame's op.
 pub(super) fn op_name(frame: &Frame<'_>) -> &'static str {
-    let op = match frame {
-        Frame::Hello(_) => Op::Hello,
-        Frame::Publish(_) => Op::Publish,
-        Frame::Subscribe(_) => Op::Subscribe,
-        Frame::Unsubscribe(_) => Op::Unsubscribe,
-        Frame::Ack(_) => Op::Ack,
-        Frame::Ping(_) => Op::Ping,
-        Frame::Pong(_) => Op::Pong,
-        Frame::Bye => Op::Bye,
-        Frame::Stats => Op::Stats,
-        Frame::Welcome(_) => Op::Welcome,
-        Frame::Deliver(_) => Op::Deliver,
-        Frame::Receipt(_) => Op::Receipt,
-        Frame::Subscribed(_) => Op::Subscribed,
-        Frame::Unsubscribed(_) => Op::Unsubscribed,
-        Frame::Error(_) => Op::Error,
-        Frame::Goodbye(_) => Op::Goodbye,
-        Frame::StatsReply(_) => Op::StatsReply,
-    };
-    op.name()
+    frame.op().name()
 }
 
 /// How much longer a DELIVER's length field is than that of the PUBLISH it carries, at most:

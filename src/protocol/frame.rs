@@ -5,6 +5,7 @@
 
 use byteorder::{BigEndian, ByteOrder};
 
+use super::header::Op;
 use super::{ErrorCode, RESUME_TOKEN_LEN};
 
 /// HELLO flag: the body carries a [`Resume`] block.
@@ -67,6 +68,31 @@ pub enum Frame<'a> {
     Goodbye(Goodbye<'a>),
     /// STATS_REPLY: a UTF-8 JSON document (server → client).
     StatsReply(&'a [u8]),
+}
+
+impl Frame<'_> {
+    /// The op code this frame is sent with.
+    pub fn op(&self) -> Op {
+        match self {
+            Frame::Hello(_) => Op::Hello,
+            Frame::Publish(_) => Op::Publish,
+            Frame::Subscribe(_) => Op::Subscribe,
+            Frame::Unsubscribe(_) => Op::Unsubscribe,
+            Frame::Ack(_) => Op::Ack,
+            Frame::Ping(_) => Op::Ping,
+            Frame::Pong(_) => Op::Pong,
+            Frame::Bye => Op::Bye,
+            Frame::Stats => Op::Stats,
+            Frame::Welcome(_) => Op::Welcome,
+            Frame::Deliver(_) => Op::Deliver,
+            Frame::Receipt(_) => Op::Receipt,
+            Frame::Subscribed(_) => Op::Subscribed,
+            Frame::Unsubscribed(_) => Op::Unsubscribed,
+            Frame::Error(_) => Op::Error,
+            Frame::Goodbye(_) => Op::Goodbye,
+            Frame::StatsReply(_) => Op::StatsReply,
+        }
+    }
 }
 
 /// HELLO body. Layout: protocol.md §HELLO.

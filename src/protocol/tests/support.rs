@@ -593,25 +593,7 @@ pub(super) fn decode_all(mut buf: &[u8]) -> (Vec<Frame<'_>>, usize) {
 }
 
 pub(super) fn op_of(frame: &Frame<'_>) -> Op {
-    match frame {
-        Frame::Hello(_) => Op::Hello,
-        Frame::Publish(_) => Op::Publish,
-        Frame::Subscribe(_) => Op::Subscribe,
-        Frame::Unsubscribe(_) => Op::Unsubscribe,
-        Frame::Ack(_) => Op::Ack,
-        Frame::Ping(_) => Op::Ping,
-        Frame::Pong(_) => Op::Pong,
-        Frame::Bye => Op::Bye,
-        Frame::Stats => Op::Stats,
-        Frame::Welcome(_) => Op::Welcome,
-        Frame::Deliver(_) => Op::Deliver,
-        Frame::Receipt(_) => Op::Receipt,
-        Frame::Subscribed(_) => Op::Subscribed,
-        Frame::Unsubscribed(_) => Op::Unsubscribed,
-        Frame::Error(_) => Op::Error,
-        Frame::Goodbye(_) => Op::Goodbye,
-        Frame::StatsReply(_) => Op::StatsReply,
-    }
+    frame.op()
 }
 
 pub(super) fn repo_path(relative: &str) -> PathBuf {
