@@ -4,7 +4,7 @@
 //! generated config on free loopback ports and stopped by its PID.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use weir::config::ListenerConfig;
 use weir::protocol::ErrorCode;
 use weir::Config;
 
-use crate::common::{RawConn, TestServer, WAIT};
+use crate::common::{free_addr, RawConn, TempDir, TestServer, WAIT};
 
 fn proxy_listener(trusted: &[&str]) -> Config {
     Config {
@@ -39,22 +39,6 @@ impl Drop for HaProxy {
     }
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts HAProxy in front of `backend`, or returns `None` when it is not installed outside
 /// CI (in CI it must be there: .ci/run installs it).
 fn start_haproxy(backend: SocketAddr) -> Option<HaProxy> {
@@ -66,16 +50,15 @@ fn start_haproxy(backend: SocketAddr) -> Option<HaProxy> {
         eprintln!("haproxy not installed: skipping (apt-get install haproxy)");
         return None;
     }
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("weir-haproxy-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_addr().port();
+    let dir = TempDir::new(&format!("haproxy-{port}"));
     let config = format!(
         "global\n  maxconn 200\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
          frontend weir_in\n  bind 127.0.0.1:{port}\n  default_backend weir\n\
          backend weir\n  server s1 {backend} send-proxy-v2 check check-send-proxy inter 100ms\n"
     );
-    let path = dir.join("haproxy.cfg");
+    let path = dir.0.join("haproxy.cfg");
     std::fs::File::create(&path)
         .unwrap()
         .write_all(config.as_bytes())
@@ -97,7 +80,7 @@ fn start_haproxy(backend: SocketAddr) -> Option<HaProxy> {
     Some(HaProxy {
         child,
         addr,
-        _dir: TempDir(dir),
+        _dir: dir,
     })
 }
 

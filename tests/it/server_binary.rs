@@ -2,9 +2,8 @@
 //! without dropping connections, SIGTERM shutdown with exit 0.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,32 +12,9 @@ use weir::client::{Client, ClientError, ClientOptions, Credentials, Event};
 use weir::protocol::stats::StatsReport;
 use weir::protocol::ErrorCode;
 
-use crate::common::WAIT;
+use crate::common::{free_addr, TempDir, WAIT};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_weir-server");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("weir-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Running(Child);
 
@@ -77,13 +53,6 @@ fn next_notification(socket: &UnixDatagram) -> String {
         .recv(&mut buf)
         .expect("a notification from weir-server");
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 #[test]
