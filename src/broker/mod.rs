@@ -88,6 +88,10 @@ pub struct Broker {
     routes: Routes,
     timers: Timers,
     dirty: Vec<ConnId>,
+    /// Sessions found by `poll_transmit`, since the last [`Broker::take_backlogged`], caught
+    /// up on acks yet holding more than a window of pending messages: the server, not the
+    /// client, is what holds them back.
+    backlogged: u32,
     closing: VecDeque<ConnId>,
     metrics: Metrics,
     closes: [u64; CLOSE_COUNTERS],
@@ -189,6 +193,7 @@ impl Broker {
             routes,
             timers: Timers::default(),
             dirty: Vec::new(),
+            backlogged: 0,
             closing: VecDeque::new(),
             metrics: Metrics::default(),
             closes: [0; CLOSE_COUNTERS],
@@ -546,6 +551,11 @@ impl Broker {
                 encode_receipt(session.last_publish_seq, out);
                 session.is_receipt_due = false;
             }
+            if session.queue.pending_len() > session.window
+                && session.queue.in_flight() <= session.window / 2
+            {
+                self.backlogged += 1;
+            }
             while out.len() < room {
                 let Some((msg, seq)) = session.queue.next_redelivery() else {
                     break;
@@ -598,6 +608,26 @@ impl Broker {
             state.last_sent = latest_now.unwrap_or(state.last_sent);
         }
         appended
+    }
+
+    /// Whether `poll_transmit` found, since the last call, a session that acks as fast as it
+    /// is sent to but still holds more than a window of pending messages. Then the server is
+    /// the bottleneck, and reading more publishes would only deepen every queue (and make
+    /// each delivery slower as the queues leave the CPU caches): the loop should read only
+    /// the connections that may carry acks ([`Self::may_defer_read`]) until the backlogs
+    /// drain. A subscriber that is slow to read or ack does not count, so a slow consumer
+    /// never slows the publishers; it is closed at its queue limit instead.
+    pub fn take_backlogged(&mut self) -> bool {
+        std::mem::take(&mut self.backlogged) > 0
+    }
+
+    /// Whether reading `conn` may wait while the server drains backlogs: it has a session
+    /// with nothing in flight, so nothing it sends can be an ack that lets deliveries go on.
+    pub fn may_defer_read(&self, conn: ConnId) -> bool {
+        self.conn(conn)
+            .filter(|state| state.close.is_none())
+            .and_then(|state| state.session)
+            .is_some_and(|key| self.sessions[key.0].queue.in_flight() == 0)
     }
 
     /// Next connection with something new to send. Each connection is returned once per

@@ -94,6 +94,11 @@ pub(crate) struct EventLoop {
     /// Connections cut off by the read budget: mio will not report them again.
     read_again: Vec<ConnId>,
     read_now: Vec<ConnId>,
+    /// Readable connections left unread while the server drains backlogs it is the cause of
+    /// ([`Broker::take_backlogged`]); read again once they have drained.
+    deferred: Vec<ConnId>,
+    /// The last flush pass found such a backlog.
+    is_draining: bool,
     /// Connections whose reading is paused by a publish rate limit, with the time to resume.
     paused: Vec<(Instant, ConnId)>,
     /// Connections to flush this turn.
@@ -140,6 +145,8 @@ impl EventLoop {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             buffers: BufferPool::default(),
             read_again: Vec::new(),
+            deferred: Vec::new(),
+            is_draining: false,
             read_now: Vec::new(),
             paused: Vec::new(),
             flush_list: Vec::new(),
@@ -213,6 +220,10 @@ impl EventLoop {
             self.read_now.dedup();
             for index in 0..self.read_now.len() {
                 let id = self.read_now[index];
+                if self.is_draining && self.broker.may_defer_read(id) {
+                    self.deferred.push(id);
+                    continue;
+                }
                 self.read(id, now);
             }
 
@@ -226,6 +237,10 @@ impl EventLoop {
                 self.broker.handle_timeout(now);
             }
             self.flush_pass();
+            self.is_draining = self.broker.take_backlogged();
+            if !self.is_draining {
+                self.read_again.append(&mut self.deferred);
+            }
             self.close_pass(now);
             self.expire_lingering(now);
             self.expire_http(now);
@@ -240,6 +255,10 @@ impl EventLoop {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.read_again.is_empty() || !self.flush_again.is_empty() {
             return Some(Duration::ZERO);
+        }
+        if !self.deferred.is_empty() {
+            // Draining: acks wake the loop; this bounds the wait should none come.
+            return Some(Duration::from_millis(1));
         }
         [
             self.broker.poll_timeout(),

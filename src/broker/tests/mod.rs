@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod backlog;
 mod conflation;
 mod delivery;
 mod heartbeat;

@@ -795,11 +795,13 @@ impl Publishing {
             }
             if self.unreported >= LAG_CHECK_EVERY {
                 shared.published[spec.index].store(self.published, Ordering::Relaxed);
-                self.unreported = 0;
                 if shared.lag() > shared.settings.max_lag {
+                    // `unreported` stays due, so the next turn checks again before it
+                    // publishes anything: the bound holds however often this is polled.
                     link.adapter.request_confirm(&mut link.out);
                     return Blocked::Lag;
                 }
+                self.unreported = 0;
             }
             let sent_ns = since_start.as_nanos() as u64;
             let due_ns = match spec.rate {
@@ -869,3 +871,88 @@ const LAG_CHECK_EVERY: u64 = 64;
 const LAG_POLL: Duration = Duration::from_millis(1);
 /// Longest sleep in poll, so stops and timeouts are seen promptly.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::{AdapterOptions, Target};
+
+    fn shared(max_lag: u64) -> Shared {
+        Shared {
+            settings: RunSettings {
+                publishers: 1,
+                subscribers: 1,
+                max_lag,
+                idle_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(10),
+                is_busy: false,
+            },
+            start: OnceLock::new(),
+            barrier: Barrier::new(1),
+            published: vec![AtomicU64::new(0)],
+            publishers_done: AtomicUsize::new(0),
+            // The only subscriber has received nothing yet.
+            received: vec![AtomicU64::new(0)],
+            established: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            setup_error: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn a_publisher_polled_again_and_again_stays_within_max_lag() {
+        // A real socket for the link; nothing needs to be sent through it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target: Target = format!("redis://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let options = AdapterOptions {
+            topic: "lag".into(),
+            window: 0,
+            is_acking: false,
+            confirm_every: u64::MAX,
+        };
+        let adapter = target.adapter("p0", &options);
+        let mut link = Link::connect(listener.local_addr().unwrap(), None, adapter, 4096).unwrap();
+        let spec = PublisherSpec {
+            index: 0,
+            count: None,
+            duration: None,
+            rate: None,
+            payload_len: 64,
+            max_unconfirmed: u64::MAX,
+        };
+        let mut publishing = Publishing {
+            payload: vec![0; 64],
+            spec,
+            published: 0,
+            is_done: false,
+            last_publish_at: Duration::ZERO,
+            unreported: 0,
+        };
+        let shared = shared(1_000);
+        let start = Instant::now();
+        let mut lagging = 0;
+        for _ in 0..100 {
+            if matches!(
+                publishing.produce(&mut link, &shared, start, Instant::now()),
+                Blocked::Lag
+            ) {
+                lagging += 1;
+            }
+            // As if the socket had taken everything.
+            link.out.clear();
+        }
+        assert!(
+            publishing.published <= 1_000 + LAG_CHECK_EVERY,
+            "published {} with max_lag 1000 and nothing received",
+            publishing.published
+        );
+        assert!(lagging >= 90, "blocked by the lag {lagging} times of 100");
+        // Once the subscriber catches up, publishing goes on.
+        shared.received[0].store(publishing.published, Ordering::Relaxed);
+        let before = publishing.published;
+        publishing.produce(&mut link, &shared, start, Instant::now());
+        assert!(publishing.published > before);
+    }
+}

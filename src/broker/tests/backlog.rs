@@ -1,0 +1,73 @@
+//! Backlogs the server causes itself: a subscriber that acks everything it was sent but still
+//! has more than a window pending is held back by the server, not by the client. The loop then
+//! reads only connections that may carry acks (`may_defer_read`) until the backlogs drain, so
+//! queues stay short instead of growing until they overflow.
+
+use super::harness::Harness;
+use crate::broker::ConnId;
+
+const PUBLISHER: ConnId = ConnId(1);
+const SUBSCRIBER: ConnId = ConnId(2);
+const WINDOW: u32 = 4;
+
+/// A publisher and a subscriber with a window of 4 on every event of "db", and `queued`
+/// messages published before the subscriber's connection is flushed.
+fn backlog_of(queued: usize) -> Harness {
+    let mut h = Harness::new();
+    h.hello(PUBLISHER);
+    h.hello_with_window(SUBSCRIBER, WINDOW);
+    h.subscribe(SUBSCRIBER, "db", None);
+    h.discard(SUBSCRIBER);
+    h.discard(PUBLISHER);
+    assert!(!h.broker.take_backlogged(), "nothing pending yet");
+    for n in 0..queued {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    h
+}
+
+#[test]
+fn a_subscriber_caught_up_on_acks_behind_more_than_a_window_is_a_backlog_of_the_server() {
+    let mut h = backlog_of(12);
+    assert_eq!(h.payloads(SUBSCRIBER).len(), 4, "one window sent");
+    assert!(h.broker.take_backlogged());
+    assert!(!h.broker.take_backlogged(), "reported once per flush");
+    // The publisher has nothing in flight: reading it can wait. The subscriber's acks cannot.
+    assert!(h.broker.may_defer_read(PUBLISHER));
+    assert!(!h.broker.may_defer_read(SUBSCRIBER));
+
+    h.ack_all(SUBSCRIBER);
+    assert_eq!(h.payloads(SUBSCRIBER).len(), 4);
+    assert!(
+        h.broker.take_backlogged(),
+        "8 were pending when the window reopened"
+    );
+    h.ack_all(SUBSCRIBER);
+    assert_eq!(h.payloads(SUBSCRIBER).len(), 4);
+    assert!(
+        !h.broker.take_backlogged(),
+        "4 pending is not more than a window"
+    );
+}
+
+#[test]
+fn a_subscriber_slow_to_ack_is_not_a_backlog_of_the_server() {
+    let mut h = backlog_of(12);
+    let sent = h.deliveries(SUBSCRIBER);
+    assert_eq!(sent.len(), 4);
+    assert!(h.broker.take_backlogged());
+    // One ack of four: three still in flight, more than half the window. The client is the
+    // bottleneck, so publishers must not wait for it (it is closed at its queue limit).
+    h.ack(SUBSCRIBER, sent[0].seq, &[]);
+    assert_eq!(h.payloads(SUBSCRIBER).len(), 1);
+    assert!(!h.broker.take_backlogged());
+    assert!(!h.broker.may_defer_read(SUBSCRIBER));
+}
+
+#[test]
+fn a_connection_without_a_session_or_closing_is_never_deferred() {
+    let mut h = backlog_of(0);
+    h.connect(ConnId(9));
+    assert!(!h.broker.may_defer_read(ConnId(9)), "HELLO not read yet");
+    assert!(!h.broker.may_defer_read(ConnId(10)), "unknown connection");
+}
