@@ -88,9 +88,9 @@ pub struct Broker {
     routes: Routes,
     timers: Timers,
     dirty: Vec<ConnId>,
-    /// Sessions found by `poll_transmit`, since the last [`Broker::take_backlogged`], caught
-    /// up on acks yet holding more than a window of pending messages: the server, not the
-    /// client, is what holds them back.
+    /// Sessions found by `poll_transmit` or a publish, since the last
+    /// [`Broker::take_backlogged`], caught up on acks yet holding more than a window of pending
+    /// messages: the server, not the client, is what holds them back.
     backlogged: u32,
     closing: VecDeque<ConnId>,
     metrics: Metrics,
@@ -619,6 +619,13 @@ impl Broker {
     /// never slows the publishers; it is closed at its queue limit instead.
     pub fn take_backlogged(&mut self) -> bool {
         std::mem::take(&mut self.backlogged) > 0
+    }
+
+    /// Whether a backlog of the server's making was seen since the last
+    /// [`Self::take_backlogged`] (without resetting it): the loop stops reading publishers
+    /// mid-turn then, so one turn's intake stays near one window per subscriber.
+    pub fn has_backlog(&self) -> bool {
+        self.backlogged > 0
     }
 
     /// Whether reading `conn` may wait while the server drains backlogs: it has a session

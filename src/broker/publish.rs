@@ -196,6 +196,14 @@ impl Broker {
         if let Some(hash) = conflation {
             session.conflation.insert(hash, node);
         }
+        if session.queue.pending_len() > session.window
+            && session.queue.in_flight() <= session.window / 2
+            && session.conn.is_some()
+        {
+            // More than the next flush can send to a session that keeps up: see
+            // `Broker::take_backlogged`.
+            self.backlogged += 1;
+        }
         if session.queue.span() < session.window {
             if let Some(conn) = session.conn {
                 self.mark_dirty(conn);

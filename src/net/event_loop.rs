@@ -534,6 +534,12 @@ impl EventLoop {
                     self.broker.handle_io_bytes(n, 0);
                     let data = self.scratch.get(..n).unwrap_or_default();
                     feed(&mut self.broker, conn, id, data, now);
+                    if self.broker.has_backlog() && self.broker.may_defer_read(id) {
+                        // It filled a queue that keeps up past what the next flush sends:
+                        // the rest waits until the backlogs drain.
+                        self.deferred.push(id);
+                        return;
+                    }
                     if total >= budget {
                         self.read_again.push(id);
                         return;

@@ -3,8 +3,9 @@
 //! reads only connections that may carry acks (`may_defer_read`) until the backlogs drain, so
 //! queues stay short instead of growing until they overflow.
 
-use super::harness::Harness;
+use super::harness::{reconnect_config, Harness};
 use crate::broker::ConnId;
+use crate::config::Config;
 
 const PUBLISHER: ConnId = ConnId(1);
 const SUBSCRIBER: ConnId = ConnId(2);
@@ -13,7 +14,11 @@ const WINDOW: u32 = 4;
 /// A publisher and a subscriber with a window of 4 on every event of "db", and `queued`
 /// messages published before the subscriber's connection is flushed.
 fn backlog_of(queued: usize) -> Harness {
-    let mut h = Harness::new();
+    backlog_with(reconnect_config(), queued)
+}
+
+fn backlog_with(config: Config, queued: usize) -> Harness {
+    let mut h = Harness::with_config(config);
     h.hello(PUBLISHER);
     h.hello_with_window(SUBSCRIBER, WINDOW);
     h.subscribe(SUBSCRIBER, "db", None);
@@ -70,4 +75,34 @@ fn a_connection_without_a_session_or_closing_is_never_deferred() {
     h.connect(ConnId(9));
     assert!(!h.broker.may_defer_read(ConnId(9)), "HELLO not read yet");
     assert!(!h.broker.may_defer_read(ConnId(10)), "unknown connection");
+}
+
+#[test]
+fn publishing_past_a_window_for_a_subscriber_that_keeps_up_is_seen_before_any_flush() {
+    // The loop asks after every read chunk, so one turn's intake stays near one window.
+    let mut h = backlog_of(WINDOW as usize);
+    assert!(
+        !h.broker.has_backlog(),
+        "a window's worth can go out in one flush"
+    );
+    h.publish(PUBLISHER, "db", "e", "one more");
+    assert!(h.broker.has_backlog());
+    assert!(h.broker.has_backlog(), "asking does not reset it");
+    assert!(h.broker.take_backlogged());
+    assert!(!h.broker.has_backlog());
+}
+
+#[test]
+fn a_detached_session_is_never_a_backlog_of_the_server() {
+    let mut h = backlog_of(0);
+    h.disconnect(SUBSCRIBER, crate::broker::CloseReason::PeerClosed);
+    for n in 0..3 * WINDOW {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    assert_eq!(
+        h.session(SUBSCRIBER).pending,
+        u64::from(3 * WINDOW),
+        "kept, detached"
+    );
+    assert!(!h.broker.has_backlog());
 }
