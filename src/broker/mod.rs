@@ -153,6 +153,9 @@ struct ConnState {
     /// while the socket accepts bytes); `None` when nothing waits. Waiting for a whole
     /// heartbeat timeout means the peer stopped reading.
     waiting_since: Option<Instant>,
+    /// The last `poll_transmit` stopped at `room` with more to send: the socket, not the
+    /// broker, is what holds this connection's output back.
+    is_output_blocked: bool,
     ping_nonce: u64,
     /// Publish token buckets (messages, payload bytes); only used when the listener sets a
     /// rate. Negative means in debt: reading is paused until they refill.
@@ -295,6 +298,7 @@ impl Broker {
             last_recv: now,
             last_sent: now,
             waiting_since: None,
+            is_output_blocked: false,
             ping_nonce: 0,
             publish_tokens: f64::from(settings.max_publish_rate),
             publish_byte_tokens: settings.max_publish_bytes_rate as f64,
@@ -539,6 +543,7 @@ impl Broker {
             return 0;
         };
         state.waiting_since = None;
+        state.is_output_blocked = false;
         if !state.control.is_empty() {
             out.extend_from_slice(&state.control);
             // Control frames are rare (WELCOME, SUBSCRIBED, PING/PONG): free the buffer rather
@@ -601,6 +606,7 @@ impl Broker {
             if out.len() >= room && session.has_output() {
                 // Cut off by `room`: the rest waits for the socket to take more.
                 state.waiting_since = latest_now;
+                state.is_output_blocked = true;
             }
         }
         let appended = out.len() - start;

@@ -198,7 +198,13 @@ impl Broker {
         }
         if session.queue.pending_len() > session.window
             && session.queue.in_flight() <= session.window / 2
-            && session.conn.is_some()
+            && session.conn.is_some_and(|conn| {
+                // A client whose socket is full is slow to read, however few it has unacked.
+                self.conns
+                    .get(conn.0)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|state| !state.is_output_blocked)
+            })
         {
             // More than the next flush can send to a session that keeps up: see
             // `Broker::take_backlogged`.

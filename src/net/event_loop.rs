@@ -69,6 +69,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Pause before retrying `accept` after it failed (e.g. EMFILE).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// Longest a connection's reading waits while the server drains backlogs of its own making
+/// ([`Broker::take_backlogged`]): then every deferred connection gets a turn.
+const MAX_DRAIN: Duration = Duration::from_millis(50);
+
 /// Bytes discarded per linger read turn.
 const LINGER_DISCARD_BYTES: usize = 256 * 1024;
 
@@ -99,6 +103,8 @@ pub(crate) struct EventLoop {
     deferred: Vec<ConnId>,
     /// The last flush pass found such a backlog.
     is_draining: bool,
+    /// Since when backlogs have been found turn after turn.
+    draining_since: Option<Instant>,
     /// Connections whose reading is paused by a publish rate limit, with the time to resume.
     paused: Vec<(Instant, ConnId)>,
     /// Connections to flush this turn.
@@ -147,6 +153,7 @@ impl EventLoop {
             read_again: Vec::new(),
             deferred: Vec::new(),
             is_draining: false,
+            draining_since: None,
             read_now: Vec::new(),
             paused: Vec::new(),
             flush_list: Vec::new(),
@@ -238,6 +245,17 @@ impl EventLoop {
             }
             self.flush_pass();
             self.is_draining = self.broker.take_backlogged();
+            if self.is_draining {
+                let since = *self.draining_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= MAX_DRAIN {
+                    // However long the backlogs last, no connection waits unread longer than
+                    // this (its heartbeats, its acks): it gets a turn now.
+                    self.is_draining = false;
+                    self.draining_since = None;
+                }
+            } else {
+                self.draining_since = None;
+            }
             if !self.is_draining {
                 self.read_again.append(&mut self.deferred);
             }

@@ -106,3 +106,32 @@ fn a_detached_session_is_never_a_backlog_of_the_server() {
     );
     assert!(!h.broker.has_backlog());
 }
+
+#[test]
+fn a_subscriber_whose_socket_is_full_is_not_a_backlog_of_the_server_however_few_it_has_unacked() {
+    let mut h = backlog_of(0);
+    // Its socket took only part of the first window (the loop's room ran out).
+    for n in 0..WINDOW {
+        h.publish(
+            PUBLISHER,
+            "db",
+            &format!("e{n}"),
+            "a payload of some length",
+        );
+    }
+    h.flush_with_room(SUBSCRIBER, 1);
+    let sent = h.take_inbox(SUBSCRIBER);
+    assert!(
+        !sent.is_empty() && sent.len() < WINDOW as usize,
+        "{}",
+        sent.len()
+    );
+    assert!(!h.broker.take_backlogged());
+    // It acks what it got; more is published than a window.
+    let last = h.session(SUBSCRIBER).last_delivery_seq;
+    h.ack(SUBSCRIBER, last, &[]);
+    for n in 0..2 * WINDOW {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    assert!(!h.broker.has_backlog(), "the client's socket holds it back");
+}
