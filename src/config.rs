@@ -44,6 +44,12 @@ pub struct Config {
     pub write_high_water_bytes: usize,
     /// A write buffer past this closes the connection with SLOW_CONSUMER. Default 8 MiB.
     pub max_write_buffer_bytes: usize,
+    /// After a loop turn that had I/O, poll without blocking for this long before sleeping
+    /// in epoll, so the next frame is picked up without the wake-up delay of a sleeping
+    /// thread (and CPU). Costs a whole core while frames arrive more often than this; an
+    /// idle server sleeps. Default 0 (off; see weir.toml for what it did on a shared VM), at
+    /// most 10,000.
+    pub busy_poll_us: u32,
     /// Max deliveries sent and not yet acked per session; clients may ask for less.
     /// Default 1,024.
     pub inflight_window: u32,
@@ -292,6 +298,7 @@ impl Default for Config {
             write_budget_bytes: 1024 * 1024,
             write_high_water_bytes: 64 * 1024,
             max_write_buffer_bytes: 8 * 1024 * 1024,
+            busy_poll_us: 0,
             inflight_window: 1_024,
             max_queue_depth: 100_000,
             max_queue_bytes: 64 * 1024 * 1024,
@@ -416,6 +423,9 @@ impl Config {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));
             }
+        }
+        if self.busy_poll_us > 10_000 {
+            return invalid("busy_poll_us must be at most 10000 (10 ms)".into());
         }
         if self.max_write_buffer_bytes < self.write_high_water_bytes + self.max_frame_len as usize {
             return invalid(
@@ -686,6 +696,18 @@ mod tests {
     fn zero_limits_are_refused_with_the_key_named() {
         let err = Config::from_toml("max_queue_depth = 0").unwrap_err();
         assert!(err.to_string().contains("max_queue_depth"), "{err}");
+    }
+
+    #[test]
+    fn busy_poll_may_be_off_but_not_longer_than_ten_ms() {
+        assert_eq!(Config::default().busy_poll_us, 0, "off by default");
+        assert_eq!(
+            Config::from_toml("busy_poll_us = 50").unwrap().busy_poll_us,
+            50
+        );
+        assert!(Config::from_toml("busy_poll_us = 10000").is_ok());
+        let err = Config::from_toml("busy_poll_us = 10001").unwrap_err();
+        assert!(err.to_string().contains("busy_poll_us"), "{err}");
     }
 
     #[test]

@@ -53,8 +53,11 @@ measure() {
 start_weir_callgrind() {
     local name=$1
     WEIR_PORT=$(free_port)
+    # busy_poll_us = 0: polling while waiting for the next frame executes instructions that
+    # depend on timing, not on the work; counts are only repeatable without it.
     cat >"$BENCH_DIR/weir.toml" <<EOF
 listen = "127.0.0.1:$WEIR_PORT"
+busy_poll_us = 0
 EOF
     RUST_LOG=warn launch weir "${SERVER_PIN[@]}" valgrind --tool=callgrind \
         --callgrind-out-file="$RESULTS/callgrind.out.$name" \

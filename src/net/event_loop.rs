@@ -171,8 +171,14 @@ impl EventLoop {
     /// Only errors of `poll` itself; a connection's error never leaves its connection.
     pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // Until then, poll without blocking (`busy_poll_us` after the last turn with I/O).
+        let mut spin_until: Option<Instant> = None;
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let before = Instant::now();
+            let mut timeout = self.poll_timeout(before);
+            if spin_until.is_some_and(|until| before < until) {
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -180,6 +186,10 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            let busy_poll = self.broker.config().busy_poll_us;
+            if busy_poll > 0 && !events.is_empty() {
+                spin_until = Some(now + Duration::from_micros(u64::from(busy_poll)));
+            }
 
             self.read_now.clear();
             std::mem::swap(&mut self.read_now, &mut self.read_again);

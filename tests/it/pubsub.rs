@@ -90,12 +90,25 @@ fn subscribers_with_different_event_filters_each_get_exactly_their_events_in_ord
 
 #[test]
 fn a_hundred_thousand_messages_reach_two_subscribers_none_lost_all_in_order() {
-    let server = TestServer::start();
+    stream_to_two_subscribers(TestServer::start(), 100_000);
+}
+
+#[test]
+fn with_busy_polling_twenty_thousand_messages_reach_two_subscribers_none_lost_all_in_order() {
+    let config = Config {
+        busy_poll_us: 200,
+        ..Config::default()
+    };
+    stream_to_two_subscribers(TestServer::with_config(config), 20_000);
+}
+
+/// `count` messages from a publisher thread to two subscribers that check each arrives once,
+/// in order.
+fn stream_to_two_subscribers(server: TestServer, count: u64) {
     let mut subscribers = [client(&server, "s1"), client(&server, "s2")];
     for s in &mut subscribers {
         s.subscribe_all("stream").unwrap();
     }
-    let count = 100_000u64;
     let publisher_server = server.addr;
     let publishing = std::thread::spawn(move || {
         let options = ClientOptions {
