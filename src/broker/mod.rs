@@ -40,6 +40,7 @@ mod timers;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
@@ -57,7 +58,7 @@ use crate::protocol::codec::{encode_deliver, encode_error, encode_ping, encode_r
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
-use auth::{Authenticator, FailureBuckets};
+use auth::{Authenticator, FailureBuckets, Grant};
 use close::CLOSE_COUNTERS;
 use hello::Tombstones;
 use queue::Nodes;
@@ -112,6 +113,9 @@ pub struct Broker {
     authenticator: Authenticator,
     /// Failed authentications per source address.
     auth_failures: FailureBuckets,
+    /// What every anonymous session is granted, shared: `[0]` on other listeners, `[1]` (with
+    /// STATS) on loopback ones.
+    anonymous_grants: [Arc<Grant>; 2],
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
     /// time then). Taken once, at the first HELLO with a signed token, unless a test set it.
     wall_clock: Option<(Instant, SystemTime)>,
@@ -206,6 +210,10 @@ impl Broker {
             }),
             config,
             auth_failures: FailureBuckets::default(),
+            anonymous_grants: [
+                Arc::new(Grant::anonymous(false)),
+                Arc::new(Grant::anonymous(true)),
+            ],
             wall_clock: None,
             conflation_hasher,
             is_shutting_down: false,
@@ -570,9 +578,11 @@ impl Broker {
                     break;
                 };
                 let message = self.store.get(msg);
-                if let Some(hash) = message.conflation {
-                    if session.conflation.get(&hash) == Some(&node) {
-                        session.conflation.remove(&hash);
+                if let (Some(hash), Some(conflation)) =
+                    (message.conflation, &mut session.conflation)
+                {
+                    if conflation.get(&hash) == Some(&node) {
+                        conflation.remove(&hash);
                     }
                 }
                 let queue = &self.routes.queue(message.queue).name;
@@ -690,7 +700,7 @@ impl Broker {
     }
 
     fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
-        if !self.sessions[session.0].permissions.admin {
+        if !self.sessions[session.0].grant.permissions.admin {
             self.deny(conn, 0, "STATS needs an admin session");
             return;
         }

@@ -91,7 +91,7 @@ impl Broker {
                     session_id: s.id,
                     client_name: s.client_name.to_string(),
                     peer,
-                    identity: s.identity.to_string(),
+                    identity: s.grant.identity.to_string(),
                     state: if s.conn.is_some() {
                         "connected"
                     } else {
