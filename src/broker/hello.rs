@@ -378,7 +378,7 @@ impl Broker {
             if let Some((at, frame)) = held {
                 self.metrics.auth_throttled += 1;
                 let state = self.conn_mut(conn)?;
-                state.delayed_hello = Some(DelayedHello { frame });
+                state.delayed_hello = Some(Box::new(DelayedHello { frame }));
                 // The loop stops reading this connection until then.
                 state.paused_until = Some(at);
                 self.timers

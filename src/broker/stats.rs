@@ -109,7 +109,9 @@ impl Broker {
                         c.paused_until
                             .is_some_and(|at| now.is_none_or(|now| at > now))
                     }),
-                    throttled_ms: conn_state.map_or(0, |c| c.throttled_us / 1_000),
+                    throttled_ms: conn_state
+                        .and_then(|c| c.rate.as_ref())
+                        .map_or(0, |rate| rate.throttled_us / 1_000),
                     subscriptions: s
                         .subscriptions
                         .iter()
