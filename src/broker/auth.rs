@@ -147,6 +147,25 @@ impl fmt::Display for Identity {
     }
 }
 
+/// Who a session is and what it may do, as granted at HELLO. Shared (`Arc<Grant>`): every
+/// anonymous session holds one of the broker's two anonymous grants, so an idle session
+/// carries one pointer instead of an identity and two pattern lists (idle-connection memory).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub(crate) identity: Identity,
+    pub(crate) permissions: Permissions,
+}
+
+impl Grant {
+    /// An anonymous session's: everything, admin only when asked (loopback listeners).
+    pub(crate) fn anonymous(admin: bool) -> Grant {
+        Grant {
+            identity: Identity::Anonymous,
+            permissions: Permissions::everything(admin),
+        }
+    }
+}
+
 /// A parsed `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`.
 #[derive(Clone, PartialEq, Eq)]
 struct PasswordHash {

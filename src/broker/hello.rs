@@ -3,11 +3,12 @@
 //! Layout and rules: protocol.md §HELLO, §WELCOME, §Reconnection.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
-use super::auth::{Admission, Identity, Permissions};
+use super::auth::{Admission, Grant};
 use super::queue::SessionQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
@@ -169,7 +170,7 @@ impl Broker {
         now: Instant,
         is_delayed: bool,
     ) {
-        let Some((identity, permissions)) = self.authenticate(conn, hello, now, is_delayed) else {
+        let Some(granted) = self.authenticate(conn, hello, now, is_delayed) else {
             return;
         };
         let listener = self.conn(conn).map_or(0, |c| c.listener);
@@ -180,18 +181,17 @@ impl Broker {
                 .get(&resume.session_id)
                 .map(|key| &self.sessions[key.0])
                 .filter(|session| session.is_token(&resume.resume_token))
-                .map(|session| &session.identity);
-            if owner.is_some_and(|owner| *owner != identity) {
+                .map(|session| &session.grant.identity);
+            if owner.is_some_and(|owner| *owner != granted.identity) {
                 self.metrics.auth_failures += 1;
                 info!(
-                    "conn {}: resume by another identity ({identity}) refused",
-                    conn.0
+                    "conn {}: resume by another identity ({}) refused",
+                    conn.0, granted.identity
                 );
                 self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
                 return;
             }
         }
-        let granted = (identity, permissions);
         let lost = match &hello.resume {
             None => None,
             Some(resume) => match self.try_resume(conn, hello, resume, &granted, now) {
@@ -226,7 +226,7 @@ impl Broker {
             window,
             queue: SessionQueue::default(),
             subscriptions: Vec::new(),
-            conflation: Default::default(),
+            conflation: None,
             last_queue: None,
             last_publish_seq: 0,
             is_receipt_due: false,
@@ -236,8 +236,7 @@ impl Broker {
             conflated: 0,
             redelivered: 0,
             resumes: 0,
-            identity: granted.0,
-            permissions: granted.1,
+            grant: granted,
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {
@@ -263,7 +262,7 @@ impl Broker {
         conn: ConnId,
         hello: &Hello<'_>,
         resume: &Resume,
-        granted: &(Identity, Permissions),
+        granted: &Arc<Grant>,
         now: Instant,
     ) -> Result<(), Lost> {
         let live = self
@@ -318,8 +317,7 @@ impl Broker {
         session.is_receipt_due = false;
         session.queue.set_resend_from(received + 1);
         // Permissions as checked now; the publish cache may name a queue no longer allowed.
-        session.identity = granted.0.clone();
-        session.permissions = granted.1.clone();
+        session.grant = Arc::clone(granted);
         session.last_queue = None;
         if !hello.client_name.is_empty() {
             session.client_name = String::from_utf8_lossy(hello.client_name).into();
@@ -345,7 +343,7 @@ impl Broker {
         hello: &Hello<'_>,
         now: Instant,
         is_delayed: bool,
-    ) -> Option<(Identity, Permissions)> {
+    ) -> Option<Arc<Grant>> {
         let state = self.conn(conn)?;
         let (peer, generation) = (state.peer, state.generation);
         let settings = self.listeners[state.listener];
@@ -356,7 +354,7 @@ impl Broker {
                 return None;
             }
             let is_admin = settings.listen.ip().is_loopback();
-            return Some((Identity::Anonymous, Permissions::everything(is_admin)));
+            return Some(Arc::clone(&self.anonymous_grants[usize::from(is_admin)]));
         };
         if !is_delayed {
             let (admission, starts_episode) = self.auth_failures.admit(peer.ip(), now);
@@ -380,7 +378,7 @@ impl Broker {
             if let Some((at, frame)) = held {
                 self.metrics.auth_throttled += 1;
                 let state = self.conn_mut(conn)?;
-                state.delayed_hello = Some(DelayedHello { frame });
+                state.delayed_hello = Some(Box::new(DelayedHello { frame }));
                 // The loop stops reading this connection until then.
                 state.paused_until = Some(at);
                 self.timers
@@ -389,8 +387,11 @@ impl Broker {
             }
         }
         let unix_now = self.unix_now(now);
-        if let Some(granted) = self.authenticator.verify(auth, unix_now) {
-            return Some(granted);
+        if let Some((identity, permissions)) = self.authenticator.verify(auth, unix_now) {
+            return Some(Arc::new(Grant {
+                identity,
+                permissions,
+            }));
         }
         self.metrics.auth_failures += 1;
         if !is_delayed {

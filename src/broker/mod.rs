@@ -40,6 +40,7 @@ mod timers;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
@@ -57,7 +58,7 @@ use crate::protocol::codec::{encode_deliver, encode_error, encode_ping, encode_r
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
-use auth::{Authenticator, FailureBuckets};
+use auth::{Authenticator, FailureBuckets, Grant};
 use close::CLOSE_COUNTERS;
 use hello::Tombstones;
 use queue::Nodes;
@@ -116,6 +117,9 @@ pub struct Broker {
     authenticator: Authenticator,
     /// Failed authentications per source address.
     auth_failures: FailureBuckets,
+    /// What every anonymous session is granted, shared: `[0]` on other listeners, `[1]` (with
+    /// STATS) on loopback ones.
+    anonymous_grants: [Arc<Grant>; 2],
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
     /// time then). Taken once, at the first HELLO with a signed token, unless a test set it.
     wall_clock: Option<(Instant, SystemTime)>,
@@ -157,19 +161,38 @@ struct ConnState {
     /// broker, is what holds this connection's output back.
     is_output_blocked: bool,
     ping_nonce: u64,
-    /// Publish token buckets (messages, payload bytes); only used when the listener sets a
-    /// rate. Negative means in debt: reading is paused until they refill.
+    /// Publish rate limiting; `None` while the connection has never been charged and its
+    /// listener set no rate when it connected (most connections), as if buckets were empty.
+    rate: Option<Box<PublishBuckets>>,
+    /// Reading this connection is paused until then (rate limit or failed-auth slowdown);
+    /// kept after the pause ends to tell one throttling episode from the next.
+    paused_until: Option<Instant>,
+    /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
+    /// answered.
+    delayed_hello: Option<Box<DelayedHello>>,
+}
+
+/// One connection's publish token buckets (messages, payload bytes). Negative means in debt:
+/// reading is paused until they refill.
+#[derive(Debug)]
+struct PublishBuckets {
     publish_tokens: f64,
     publish_byte_tokens: f64,
     bucket_at: Instant,
-    /// Reading this connection is paused until then (rate limit); kept after the pause ends
-    /// to tell one throttling episode from the next.
-    paused_until: Option<Instant>,
     /// Total time reading was paused, in µs.
     throttled_us: u64,
-    /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
-    /// answered.
-    delayed_hello: Option<DelayedHello>,
+}
+
+impl PublishBuckets {
+    /// Full buckets at `now` for `settings` (what a connection starts with).
+    fn full(settings: &ListenerSettings, now: Instant) -> PublishBuckets {
+        PublishBuckets {
+            publish_tokens: f64::from(settings.max_publish_rate),
+            publish_byte_tokens: settings.max_publish_bytes_rate as f64,
+            bucket_at: now,
+            throttled_us: 0,
+        }
+    }
 }
 
 impl Broker {
@@ -214,6 +237,10 @@ impl Broker {
             }),
             config,
             auth_failures: FailureBuckets::default(),
+            anonymous_grants: [
+                Arc::new(Grant::anonymous(false)),
+                Arc::new(Grant::anonymous(true)),
+            ],
             wall_clock: None,
             conflation_hasher,
             is_shutting_down: false,
@@ -286,6 +313,7 @@ impl Broker {
         let generation = self.new_generation();
         let listener = listener.min(self.listeners.len().saturating_sub(1));
         let settings = self.listeners[listener];
+        let has_rate = settings.max_publish_rate != 0 || settings.max_publish_bytes_rate != 0;
         self.conns[conn.0] = Some(ConnState {
             peer,
             listener,
@@ -300,11 +328,8 @@ impl Broker {
             waiting_since: None,
             is_output_blocked: false,
             ping_nonce: 0,
-            publish_tokens: f64::from(settings.max_publish_rate),
-            publish_byte_tokens: settings.max_publish_bytes_rate as f64,
-            bucket_at: now,
+            rate: has_rate.then(|| Box::new(PublishBuckets::full(&settings, now))),
             paused_until: None,
-            throttled_us: 0,
             delayed_hello: None,
         });
         self.conn_count += 1;
@@ -375,24 +400,37 @@ impl Broker {
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
-        let elapsed = now.saturating_duration_since(state.bucket_at).as_secs_f64();
-        state.bucket_at = now;
+        // No buckets yet: the listener had no rate at connect (a reload set one since), which
+        // left them empty as of then.
+        let accepted_at = state.accepted_at;
+        let buckets = state.rate.get_or_insert_with(|| {
+            Box::new(PublishBuckets {
+                publish_tokens: 0.0,
+                publish_byte_tokens: 0.0,
+                bucket_at: accepted_at,
+                throttled_us: 0,
+            })
+        });
+        let elapsed = now
+            .saturating_duration_since(buckets.bucket_at)
+            .as_secs_f64();
+        buckets.bucket_at = now;
         let mut debt_secs: f64 = 0.0;
         if rate > 0.0 {
-            state.publish_tokens = (state.publish_tokens + elapsed * rate).min(rate) - 1.0;
-            debt_secs = debt_secs.max(-state.publish_tokens / rate);
+            buckets.publish_tokens = (buckets.publish_tokens + elapsed * rate).min(rate) - 1.0;
+            debt_secs = debt_secs.max(-buckets.publish_tokens / rate);
         }
         if byte_rate > 0.0 {
-            state.publish_byte_tokens =
-                (state.publish_byte_tokens + elapsed * byte_rate).min(byte_rate) - bytes as f64;
-            debt_secs = debt_secs.max(-state.publish_byte_tokens / byte_rate);
+            buckets.publish_byte_tokens =
+                (buckets.publish_byte_tokens + elapsed * byte_rate).min(byte_rate) - bytes as f64;
+            debt_secs = debt_secs.max(-buckets.publish_byte_tokens / byte_rate);
         }
         if debt_secs > 0.0 {
             let until = now + Duration::from_secs_f64(debt_secs);
             // Paused time counts once: from the later of now and the current pause's end.
             let from = state.paused_until.map_or(now, |at| at.max(now));
             let added = until.saturating_duration_since(from);
-            state.throttled_us += u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
+            buckets.throttled_us += u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
             // One episode per stretch of throttling: a pause that starts within a second of
             // the previous one's end continues the episode.
             let is_new_episode = state
@@ -585,9 +623,11 @@ impl Broker {
                     break;
                 };
                 let message = self.store.get(msg);
-                if let Some(hash) = message.conflation {
-                    if session.conflation.get(&hash) == Some(&node) {
-                        session.conflation.remove(&hash);
+                if let (Some(hash), Some(conflation)) =
+                    (message.conflation, &mut session.conflation)
+                {
+                    if conflation.get(&hash) == Some(&node) {
+                        conflation.remove(&hash);
                     }
                 }
                 let queue = &self.routes.queue(message.queue).name;
@@ -733,7 +773,7 @@ impl Broker {
     }
 
     fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
-        if !self.sessions[session.0].permissions.admin {
+        if !self.sessions[session.0].grant.permissions.admin {
             self.deny(conn, 0, "STATS needs an admin session");
             return;
         }

@@ -46,7 +46,7 @@ impl Broker {
         let queue_id = match cached {
             // `last_queue` is only ever a queue this session was allowed to publish to.
             Some(id) => id,
-            None if !session.permissions.may_publish(publish.queue) => {
+            None if !session.grant.permissions.may_publish(publish.queue) => {
                 // Denied: the seq is consumed and receipted, the message goes nowhere.
                 session.last_publish_seq = publish.seq;
                 session.is_receipt_due = true;
@@ -130,7 +130,7 @@ impl Broker {
         let session = &mut self.sessions[key.0];
         let mut replaced = None;
         if let Some(hash) = conflation {
-            if let Some(&node) = session.conflation.get(&hash) {
+            if let Some(node) = session.conflated_node(hash) {
                 if let Some(old) = SessionQueue::node_msg(&self.nodes, node) {
                     let old_message = self.store.get(old);
                     if old_message.queue == message.queue
@@ -194,7 +194,11 @@ impl Broker {
         let node = session.queue.push_back(&mut self.nodes, msg, bytes);
         self.store.retain(msg);
         if let Some(hash) = conflation {
-            session.conflation.insert(hash, node);
+            // Allocated once per session, at its first conflating message.
+            session
+                .conflation
+                .get_or_insert_with(Box::default)
+                .insert(hash, node);
         }
         if session.queue.pending_len() > session.window
             && session.queue.in_flight() <= session.window / 2

@@ -6,6 +6,7 @@
 //! lists of that queue, so routing needs no per-subscriber check to deliver once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -19,7 +20,8 @@ pub struct QueueId(pub(crate) u32);
 /// One queue.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    pub(crate) name: Box<[u8]>,
+    /// Shared with the name index, `Routes::by_name`: one allocation per queue name.
+    pub(crate) name: Arc<[u8]>,
     /// Every message conflates on (event, key).
     pub(crate) conflate: bool,
     /// Largest payload accepted, if limited.
@@ -27,9 +29,10 @@ pub(crate) struct Queue {
     /// Messages accepted for this queue.
     pub(crate) published: u64,
     /// Sessions subscribed to every event.
-    all_events: Vec<SessionKey>,
-    /// Sessions subscribed to a named event and not to ALL_EVENTS.
-    by_event: HashMap<Box<[u8]>, Vec<SessionKey>, RandomState>,
+    all_events: SessionList,
+    /// Sessions subscribed to a named event and not to ALL_EVENTS; `None` until the first
+    /// such subscription (a queue per subscriber is common, and its map would stay empty).
+    by_event: Option<Box<EventMap>>,
     /// Distinct sessions with any subscription on this queue.
     pub(crate) subscribers: u32,
 }
@@ -38,8 +41,11 @@ pub(crate) struct Queue {
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     queues: Vec<Queue>,
-    by_name: HashMap<Box<[u8]>, QueueId, RandomState>,
+    by_name: HashMap<Arc<[u8]>, QueueId, RandomState>,
 }
+
+/// Event name → sessions subscribed to it (see [`Queue`]).
+type EventMap = HashMap<Box<[u8]>, Vec<SessionKey>, RandomState>;
 
 /// Why a queue could not be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,16 +106,17 @@ impl Routes {
     fn create(&mut self, name: &[u8]) -> QueueId {
         // Bounded by max_queues (validated ≤ usize; u32 ids leave ample room).
         let id = QueueId(self.queues.len() as u32);
+        let name: Arc<[u8]> = name.into();
+        self.by_name.insert(Arc::clone(&name), id);
         self.queues.push(Queue {
-            name: name.into(),
+            name,
             conflate: false,
             max_payload_len: None,
             published: 0,
-            all_events: Vec::new(),
-            by_event: HashMap::default(),
+            all_events: SessionList::Empty,
+            by_event: None,
             subscribers: 0,
         });
-        self.by_name.insert(name.into(), id);
         id
     }
 
@@ -130,11 +137,14 @@ impl Routes {
     /// beyond `out`'s growth; one hash lookup for the event.
     pub(crate) fn targets(&self, id: QueueId, event: &[u8], out: &mut Vec<SessionKey>) {
         let queue = self.queue(id);
-        out.extend_from_slice(&queue.all_events);
-        if queue.by_event.is_empty() {
+        out.extend_from_slice(queue.all_events.as_slice());
+        let Some(by_event) = queue.by_event.as_deref() else {
+            return;
+        };
+        if by_event.is_empty() {
             return;
         }
-        if let Some(list) = queue.by_event.get(event) {
+        if let Some(list) = by_event.get(event) {
             out.extend_from_slice(list);
         }
     }
@@ -149,8 +159,10 @@ impl Routes {
     ) {
         let queue = self.queue_mut(id);
         queue.all_events.push(session);
-        for event in named_events {
-            remove_from(&mut queue.by_event, event, session);
+        if let Some(by_event) = &mut queue.by_event {
+            for event in named_events {
+                remove_from(by_event, event, session);
+            }
         }
     }
 
@@ -162,40 +174,82 @@ impl Routes {
         named_events: impl Iterator<Item = &'a [u8]>,
     ) {
         let queue = self.queue_mut(id);
-        if let Some(pos) = queue.all_events.iter().position(|&s| s == session) {
-            queue.all_events.swap_remove(pos);
+        queue.all_events.remove(session);
+        let mut named_events = named_events.peekable();
+        if named_events.peek().is_none() {
+            return;
         }
+        let by_event = queue.by_event.get_or_insert_with(Box::default);
         for event in named_events {
-            queue
-                .by_event
-                .entry(event.into())
-                .or_default()
-                .push(session);
+            by_event.entry(event.into()).or_default().push(session);
         }
     }
 
     /// Adds `session` to one event's list (call only if it has no ALL_EVENTS subscription).
     pub(crate) fn add_event(&mut self, id: QueueId, session: SessionKey, event: &[u8]) {
-        let queue = self.queue_mut(id);
-        match queue.by_event.get_mut(event) {
+        let by_event = self.queue_mut(id).by_event.get_or_insert_with(Box::default);
+        match by_event.get_mut(event) {
             Some(list) => list.push(session),
             None => {
-                queue.by_event.insert(event.into(), vec![session]);
+                by_event.insert(event.into(), vec![session]);
             }
         }
     }
 
     /// Removes `session` from one event's list, if present.
     pub(crate) fn remove_event(&mut self, id: QueueId, session: SessionKey, event: &[u8]) {
-        remove_from(&mut self.queue_mut(id).by_event, event, session);
+        if let Some(by_event) = &mut self.queue_mut(id).by_event {
+            remove_from(by_event, event, session);
+        }
     }
 }
 
-fn remove_from(
-    by_event: &mut HashMap<Box<[u8]>, Vec<SessionKey>, RandomState>,
-    event: &[u8],
-    s: SessionKey,
-) {
+/// Sessions in routing order; one is held without allocating (a queue per subscriber is
+/// common). Once a list has allocated it stays a `Vec`, so its order changes exactly as a
+/// `Vec`'s would (push, swap_remove).
+#[derive(Debug)]
+enum SessionList {
+    Empty,
+    One(SessionKey),
+    Many(Vec<SessionKey>),
+}
+
+impl SessionList {
+    fn as_slice(&self) -> &[SessionKey] {
+        match self {
+            SessionList::Empty => &[],
+            SessionList::One(session) => std::slice::from_ref(session),
+            SessionList::Many(list) => list,
+        }
+    }
+
+    fn push(&mut self, session: SessionKey) {
+        match self {
+            SessionList::Empty => *self = SessionList::One(session),
+            SessionList::One(first) => *self = SessionList::Many(vec![*first, session]),
+            SessionList::Many(list) => list.push(session),
+        }
+    }
+
+    /// Removes `session` if present, moving the last one into its place.
+    fn remove(&mut self, session: SessionKey) {
+        match self {
+            SessionList::Empty => {}
+            SessionList::One(only) => {
+                if *only == session {
+                    *self = SessionList::Empty;
+                }
+            }
+            SessionList::Many(list) => {
+                if let Some(pos) = list.iter().position(|&s| s == session) {
+                    list.swap_remove(pos);
+                }
+            }
+        }
+    }
+}
+
+fn remove_from(by_event: &mut EventMap, event: &[u8], s: SessionKey) {
     if let Some(list) = by_event.get_mut(event) {
         if let Some(pos) = list.iter().position(|&x| x == s) {
             list.swap_remove(pos);
@@ -203,5 +257,34 @@ fn remove_from(
         if list.is_empty() {
             by_event.remove(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &SessionList) -> Vec<usize> {
+        list.as_slice().iter().map(|s| s.0).collect()
+    }
+
+    #[test]
+    fn a_session_list_orders_like_a_vec_through_pushes_and_removals() {
+        let mut list = SessionList::Empty;
+        list.push(SessionKey(1));
+        assert_eq!(keys(&list), [1]);
+        list.remove(SessionKey(9));
+        assert_eq!(keys(&list), [1]);
+        list.push(SessionKey(2));
+        list.push(SessionKey(3));
+        list.remove(SessionKey(1));
+        assert_eq!(keys(&list), [3, 2]);
+        list.remove(SessionKey(3));
+        list.remove(SessionKey(2));
+        assert_eq!(keys(&list), [] as [usize; 0]);
+        let mut one = SessionList::Empty;
+        one.push(SessionKey(4));
+        one.remove(SessionKey(4));
+        assert_eq!(keys(&one), [] as [usize; 0]);
     }
 }

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::auth::{Identity, Permissions};
+use super::auth::Grant;
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -43,9 +44,10 @@ pub(crate) struct Session {
     pub(crate) window: u32,
     pub(crate) queue: SessionQueue,
     pub(crate) subscriptions: Vec<Subscription>,
-    /// Conflation identity hash → the pending node holding the newest such message.
+    /// Conflation identity hash → the pending node holding the newest such message; `None`
+    /// until the session first queues a conflating message (most never do), kept after that.
     /// Invariant: every entry points at a node still pending in `queue`.
-    pub(crate) conflation: HashMap<u64, NodeKey, BuildHasherDefault<IdentityHasher>>,
+    pub(crate) conflation: Option<Box<ConflationMap>>,
     /// The queue of this session's latest publish: publishers tend to repeat it, so a byte
     /// comparison usually replaces the name lookup.
     pub(crate) last_queue: Option<QueueId>,
@@ -61,11 +63,12 @@ pub(crate) struct Session {
     pub(crate) redelivered: u64,
     /// Successful resumes.
     pub(crate) resumes: u64,
-    /// Who authenticated it (at open or at its latest resume).
-    pub(crate) identity: Identity,
-    /// What it may do, as checked at open or at its latest resume.
-    pub(crate) permissions: Permissions,
+    /// Who authenticated it and what it may do, as checked at open or at its latest resume.
+    pub(crate) grant: Arc<Grant>,
 }
+
+/// A session's conflation map (see [`Session::conflation`]).
+pub(crate) type ConflationMap = HashMap<u64, NodeKey, BuildHasherDefault<IdentityHasher>>;
 
 impl Session {
     /// Compares a presented token with this session's in constant time (no early exit), so
@@ -93,6 +96,20 @@ impl Session {
             .iter()
             .filter(move |s| s.queue == queue)
             .filter_map(|s| s.event.as_deref())
+    }
+
+    /// The pending node holding the newest message with conflation identity `hash`.
+    pub(crate) fn conflated_node(&self, hash: u64) -> Option<NodeKey> {
+        self.conflation.as_ref()?.get(&hash).copied()
+    }
+
+    /// Adds a subscription; the first one gets a list of exactly one (most sessions never
+    /// have more), later ones grow it as usual.
+    pub(crate) fn push_subscription(&mut self, subscription: Subscription) {
+        if self.subscriptions.capacity() == 0 {
+            self.subscriptions.reserve_exact(1);
+        }
+        self.subscriptions.push(subscription);
     }
 
     pub(crate) fn find_subscription(&self, queue: QueueId, event: Option<&[u8]>) -> Option<usize> {

@@ -91,7 +91,7 @@ impl Broker {
                     session_id: s.id,
                     client_name: s.client_name.to_string(),
                     peer,
-                    identity: s.identity.to_string(),
+                    identity: s.grant.identity.to_string(),
                     state: if s.conn.is_some() {
                         "connected"
                     } else {
@@ -109,7 +109,9 @@ impl Broker {
                         c.paused_until
                             .is_some_and(|at| now.is_none_or(|now| at > now))
                     }),
-                    throttled_ms: conn_state.map_or(0, |c| c.throttled_us / 1_000),
+                    throttled_ms: conn_state
+                        .and_then(|c| c.rate.as_ref())
+                        .map_or(0, |rate| rate.throttled_us / 1_000),
                     subscriptions: s
                         .subscriptions
                         .iter()

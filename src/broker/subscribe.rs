@@ -22,7 +22,8 @@ impl Broker {
             self.fail(conn, ErrorCode::LimitExceeded, 0, text);
             return;
         }
-        if !self.sessions[key.0].permissions.may_subscribe(sub.queue) {
+        let permissions = &self.sessions[key.0].grant.permissions;
+        if !permissions.may_subscribe(sub.queue) {
             self.deny(conn, 0, "this session may not subscribe to this queue");
             return;
         }
@@ -53,7 +54,7 @@ impl Broker {
                 Some(event) if !has_all => self.routes.add_event(queue, key, event),
                 Some(_) => {}
             }
-            session.subscriptions.push(session::Subscription {
+            session.push_subscription(session::Subscription {
                 queue,
                 event: sub.event.map(Box::from),
             });
