@@ -129,6 +129,16 @@ run throughput-1to1 throughput -d "$DURATION" --rounds "$ROUNDS" \
     --compare "$(targets "$WEIR_URL" "$NATS_URL" "$REDIS_URL" "$MQTT0_URL" "$MQTT1_URL")"
 run fanout-1to100 fanout -d "$DURATION" --rounds "$ROUNDS" --subscribers 100 \
     --compare "$(targets "$WEIR_URL" "$NATS_URL" "$REDIS_URL" "$MQTT0_URL")"
+# The machine's own stalls, on both cores at once with the servers idle, right before the
+# latency runs: they delay every broker alike (weir-bench hiccups).
+wait_quiet hiccups
+"${SERVER_PIN[@]}" "$BENCH" hiccups -d "$LATENCY_DURATION" --rate 50000 --json \
+    >"$RESULTS/hiccups-server-cpu.json" &
+hiccups_pid=$!
+"${CLIENT_PIN[@]}" "$BENCH" hiccups -d "$LATENCY_DURATION" --rate 50000 --json \
+    >"$RESULTS/hiccups-client-cpu.json"
+wait "$hiccups_pid"
+echo "weir-bench hiccups -d $LATENCY_DURATION --rate 50000 (on each core at once)" >>"$COMMANDS"
 run latency-50k latency --rate 50000 -d "$LATENCY_DURATION" --warmup 1 --rounds "$ROUNDS" \
     --compare "$(targets "$WEIR_URL" "$NATS_URL" "$REDIS_URL" "$MQTT0_URL")"
 for round in $(seq "$ROUNDS"); do
@@ -283,6 +293,19 @@ cpu_row() {
     echo "(open loop, coordinated-omission corrected) to its arrival at the subscriber; the"
     echo "publisher and subscriber share one busy-polling thread on the client core."
     echo
+    echo "Stalls of the machine itself (\`weir-bench hiccups\`: a thread that never sleeps, on"
+    echo "each core at once, servers idle, just before the latency runs). The floor is what"
+    echo "these stalls alone do to a stream at 50,000 msg/s on that core, measured as above:"
+    echo
+    for side in server client; do
+        jq -r --arg side "$side" '"- \($side) core: \(.stalls_over_200us) stalls over 200 µs,"
+            + " \(.stalls_over_1ms) over 1 ms, longest \(.max_stall_us | round) µs,"
+            + " \(.stalled_ms * 10 | round / 10) ms stalled in \(.seconds | round) s;"
+            + " floor p99 \(.floor.p99_us * 10 | round / 10) µs,"
+            + " p99.9 \(.floor.p99_9_us * 10 | round / 10) µs"' \
+            "$R/hiccups-$side-cpu.json"
+    done
+    echo
     echo "### Ratios (medians)"
     echo
     w11=$(median_of weir delivered_per_s "$T11")
@@ -295,6 +318,12 @@ cpu_row() {
     echo "- 1→1, Weir (acks on) / NATS (fire-and-forget): $(ratio "$w11" "$n11");" \
         "Weir / Redis: $(ratio "$w11" "$r11"); Weir / MQTT QoS 1: $(ratio "$w11" "$m11")"
     echo "- 1→100, Weir / NATS: $(ratio "$wf" "$nf"); Weir / Redis: $(ratio "$wf" "$rf")"
+    wl=$(median_of weir p99_us "$LAT")
+    nl=$(median_of nats p99_us "$LAT")
+    wl9=$(median_of weir p99_9_us "$LAT")
+    nl9=$(median_of nats p99_9_us "$LAT")
+    echo "- latency at 50,000 msg/s, Weir / NATS (lower is better): p99 $(ratio "$wl" "$nl")," \
+        "p99.9 $(ratio "$wl9" "$nl9")"
     echo
     echo "### Slow consumer: what each broker did"
     echo

@@ -6,7 +6,7 @@
 //!
 //! - this file: the command line, dispatch to a scenario, number formatting;
 //! - scenarios, one module each: `throughput` (also `fanout`), `latency`, `connections`,
-//!   `slow` (`slow-consumer`); `scenario` holds what they share: target flags, rounds and
+//!   `slow` (`slow-consumer`), `hiccups` (the machine's own stalls, no broker); `scenario` holds what they share: target flags, rounds and
 //!   compare mode, progress and the summary tables;
 //! - `worker`: the load-generator threads, each a mio loop over many `link`s (non-blocking
 //!   sockets with their buffers), each link a publisher or a subscriber;
@@ -29,6 +29,8 @@
 mod accounting;
 #[path = "weir-bench/connections.rs"]
 mod connections;
+#[path = "weir-bench/hiccups.rs"]
+mod hiccups;
 #[path = "weir-bench/histogram.rs"]
 mod histogram;
 #[path = "weir-bench/latency.rs"]
@@ -93,6 +95,9 @@ enum Scenario {
     Connections(connections::ConnectionsArgs),
     /// One fast and one slow subscriber: what the broker does about the slow one.
     SlowConsumer(slow::SlowArgs),
+    /// No broker: how long this machine stalls a thread that never sleeps, and the latency
+    /// floor those stalls alone set at a publish rate. Run it pinned to a benchmark's core.
+    Hiccups(hiccups::HiccupsArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Scenario::Latency(args) => latency::main(args),
         Scenario::Connections(args) => connections::main(args),
         Scenario::SlowConsumer(args) => slow::main(args),
+        Scenario::Hiccups(args) => hiccups::main(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
