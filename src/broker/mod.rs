@@ -93,6 +93,9 @@ pub struct Broker {
     /// [`Broker::take_backlogged`], caught up on acks yet holding more than a window of pending
     /// messages: the server, not the client, is what holds them back.
     backlogged: u32,
+    /// Deliveries queued (one per message per target session) since the last
+    /// [`Broker::take_queued`]: the loop bounds one turn's fan-out work with it.
+    queued: u64,
     closing: VecDeque<ConnId>,
     metrics: Metrics,
     closes: [u64; CLOSE_COUNTERS],
@@ -220,6 +223,7 @@ impl Broker {
             timers: Timers::default(),
             dirty: Vec::new(),
             backlogged: 0,
+            queued: 0,
             closing: VecDeque::new(),
             metrics: Metrics::default(),
             closes: [0; CLOSE_COUNTERS],
@@ -665,6 +669,19 @@ impl Broker {
     /// never slows the publishers; it is closed at its queue limit instead.
     pub fn take_backlogged(&mut self) -> bool {
         std::mem::take(&mut self.backlogged) > 0
+    }
+
+    /// Deliveries queued since the last call (resets the count). The loop calls it before
+    /// reading each connection and stops reading that connection for the turn past a budget,
+    /// so one turn never queues much more than the next flush can send (a turn's queue nodes
+    /// stay in the CPU caches), whatever the subscribers' ack timing.
+    pub fn take_queued(&mut self) -> u64 {
+        std::mem::take(&mut self.queued)
+    }
+
+    /// Deliveries queued since the last [`Self::take_queued`].
+    pub fn queued(&self) -> u64 {
+        self.queued
     }
 
     /// Whether a backlog of the server's making was seen since the last

@@ -192,6 +192,7 @@ impl Broker {
             self.metrics.messages_conflated += 1;
         }
         let node = session.queue.push_back(&mut self.nodes, msg, bytes);
+        self.queued += 1;
         self.store.retain(msg);
         if let Some(hash) = conflation {
             // Allocated once per session, at its first conflating message.

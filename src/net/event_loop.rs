@@ -69,6 +69,12 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Pause before retrying `accept` after it failed (e.g. EMFILE).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// Deliveries the publishes read from one connection in one turn may queue before the loop
+/// stops reading that connection for the turn (like `read_budget_bytes`, in fan-out work):
+/// with fan-out to 100, about 650 publishes, under one in-flight window per subscriber, so
+/// the next flush can send all of them.
+const TURN_DELIVERIES: u64 = 64 * 1024;
+
 /// Longest a connection's reading waits while the server drains backlogs of its own making
 /// ([`Broker::take_backlogged`]): then every deferred connection gets a turn.
 const MAX_DRAIN: Duration = Duration::from_millis(50);
@@ -533,9 +539,15 @@ impl EventLoop {
             // Still paused: its entry in `paused` brings it back.
             return;
         }
+        // The fan-out budget is per connection and turn, like the read budget.
+        self.broker.take_queued();
         if !conn.read_buf.is_empty() && !conn.is_awaiting_proxy_header {
-            // Frames held back while the connection was paused come first.
+            // Frames held back (paused, or past last turn's fan-out budget) come first.
             feed(&mut self.broker, conn, id, &[], now);
+            if self.broker.queued() >= TURN_DELIVERIES {
+                self.read_again.push(id);
+                return;
+            }
         }
         let mut total = 0;
         loop {
@@ -562,6 +574,12 @@ impl EventLoop {
                     self.broker.handle_io_bytes(n, 0);
                     let data = self.scratch.get(..n).unwrap_or_default();
                     feed(&mut self.broker, conn, id, data, now);
+                    if self.broker.queued() >= TURN_DELIVERIES {
+                        // This turn's fan-out work is done; the rest of it (held in its read
+                        // buffer or still in the socket) comes next turn.
+                        self.read_again.push(id);
+                        return;
+                    }
                     if self.broker.has_backlog() && self.broker.may_defer_read(id) {
                         // It filled a queue that keeps up past what the next flush sends:
                         // the rest waits until the backlogs drain.
@@ -785,8 +803,14 @@ fn decode_all(broker: &mut Broker, id: ConnId, buf: &[u8], now: Instant) -> usiz
         let rest = buf.get(pos..).unwrap_or_default();
         match protocol::decode(rest, broker.max_frame_len(id)) {
             Ok(Some((frame, used))) => {
+                let queued = broker.queued();
                 broker.handle_frame(id, frame, now);
                 pos += used;
+                if broker.queued() > queued && broker.queued() >= TURN_DELIVERIES {
+                    // A publish filled this turn's fan-out budget: the rest waits in the read
+                    // buffer for the next turn.
+                    return pos;
+                }
                 if broker.read_paused_until(id, now).is_some() {
                     // Over its publish rate: the rest waits in the read buffer.
                     return pos;

@@ -217,3 +217,55 @@ fn overflow_closes_exactly_the_slow_session_while_the_others_go_on() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_burst_fanned_out_past_one_turns_budget_reaches_every_subscriber_in_order() {
+    // 3,000 publishes written at once to 50 subscribers: 150,000 deliveries, more than the
+    // loop queues from one connection in one turn (65,536), so most of the burst waits in the
+    // publisher's read buffer for later turns, with no new bytes to wake the loop for it.
+    // Heartbeats are far off: no PING exchange may be what gets the rest read.
+    let server = TestServer::with_config(Config {
+        heartbeat_interval_ms: 120_000,
+        heartbeat_timeout_ms: 360_000,
+        ..Config::default()
+    });
+    let subscribers = 50;
+    let count = 3_000u32;
+    let mut clients: Vec<Client> = (0..subscribers)
+        .map(|i| {
+            let mut c = client(&server, &format!("s{i}"));
+            c.subscribe_all("burst").unwrap();
+            c
+        })
+        .collect();
+    let mut publisher = client(&server, "publisher");
+    // Buffered by the client and written in large chunks by the flush in wait_receipt.
+    for n in 0..count {
+        publisher.publish("burst", "e", n.to_be_bytes()).unwrap();
+    }
+    publisher.wait_receipt(u64::from(count)).unwrap();
+    let mut next = vec![0u32; subscribers];
+    while next.iter().any(|&n| n < count) {
+        for (i, c) in clients.iter_mut().enumerate() {
+            if next[i] == count {
+                continue;
+            }
+            let mut last = 0;
+            c.poll_deliveries(Some(Duration::from_millis(20)), |d| {
+                assert_eq!(d.payload, next[i].to_be_bytes(), "subscriber {i}");
+                next[i] += 1;
+                last = d.seq;
+            })
+            .unwrap();
+            if last > 0 {
+                c.ack(last).unwrap();
+            }
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats.server.messages_published, u64::from(count));
+    assert_eq!(
+        stats.server.messages_delivered,
+        u64::from(count) * subscribers as u64
+    );
+}

@@ -135,3 +135,18 @@ fn a_subscriber_whose_socket_is_full_is_not_a_backlog_of_the_server_however_few_
     }
     assert!(!h.broker.has_backlog(), "the client's socket holds it back");
 }
+
+#[test]
+fn queued_counts_one_delivery_per_message_per_target_until_taken() {
+    let mut h = backlog_of(0);
+    h.hello(ConnId(3));
+    h.subscribe(ConnId(3), "db", None);
+    h.broker.take_queued();
+    for n in 0..5 {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    h.publish(PUBLISHER, "nobody-listens", "e", "x");
+    assert_eq!(h.broker.queued(), 10, "5 messages to 2 subscribers");
+    assert_eq!(h.broker.take_queued(), 10);
+    assert_eq!(h.broker.queued(), 0);
+}
