@@ -29,6 +29,8 @@ pub(crate) struct Connection {
     pub(crate) is_awaiting_proxy_header: bool,
     /// Already on the loop's flush list this turn.
     pub(crate) is_queued_for_flush: bool,
+    /// On the loop's deferred-read list (server draining its own backlogs).
+    pub(crate) is_deferred: bool,
     /// The TLS session on a TLS listener.
     pub(crate) tls: Option<Box<rustls::ServerConnection>>,
     /// Set once the connection is closing: its final bytes are written, the write side is
@@ -137,6 +139,7 @@ impl Connection {
             is_awaiting_proxy_header: false,
             tls: None,
             is_queued_for_flush: false,
+            is_deferred: false,
             linger_until: None,
         }
     }

@@ -244,7 +244,9 @@ impl EventLoop {
             for index in 0..self.read_now.len() {
                 let id = self.read_now[index];
                 if self.is_draining && self.broker.may_defer_read(id) {
-                    self.deferred.push(id);
+                    if let Some(conn) = self.conns.get_mut(id.0) {
+                        defer(&mut self.deferred, conn, id);
+                    }
                     continue;
                 }
                 self.read(id, now);
@@ -273,7 +275,12 @@ impl EventLoop {
                 self.draining_since = None;
             }
             if !self.is_draining {
-                self.read_again.append(&mut self.deferred);
+                for id in self.deferred.drain(..) {
+                    if let Some(conn) = self.conns.get_mut(id.0) {
+                        conn.is_deferred = false;
+                    }
+                    self.read_again.push(id);
+                }
             }
             self.close_pass(now);
             self.expire_lingering(now);
@@ -583,7 +590,7 @@ impl EventLoop {
                     if self.broker.has_backlog() && self.broker.may_defer_read(id) {
                         // It filled a queue that keeps up past what the next flush sends:
                         // the rest waits until the backlogs drain.
-                        self.deferred.push(id);
+                        defer(&mut self.deferred, conn, id);
                         return;
                     }
                     if total >= budget {
@@ -741,6 +748,14 @@ impl EventLoop {
         if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
             error!("deregister {}: {e}", conn.peer);
         }
+    }
+}
+
+/// Puts `id` on the deferred-read list once, however often it is readable meanwhile.
+fn defer(list: &mut Vec<ConnId>, conn: &mut Connection, id: ConnId) {
+    if !conn.is_deferred {
+        conn.is_deferred = true;
+        list.push(id);
     }
 }
 

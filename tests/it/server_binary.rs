@@ -38,6 +38,17 @@ fn check(config: &Path) -> i32 {
         .unwrap()
 }
 
+/// The stdout of a command that must have exited 0 (its stderr in the failure message).
+fn succeeded(output: std::process::Output) -> String {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -245,14 +256,7 @@ fn hash_password_and_sign_token_make_credentials_the_server_accepts() {
         .unwrap()
         .write_all(b"correct horse\n")
         .unwrap();
-    let hashed = hashing.wait_with_output().unwrap();
-    assert_eq!(
-        hashed.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&hashed.stderr)
-    );
-    let hash = String::from_utf8(hashed.stdout).unwrap();
+    let hash = succeeded(hashing.wait_with_output().unwrap());
     let hash = hash.trim_end();
     assert!(hash.starts_with("pbkdf2-sha256$"), "{hash}");
 
@@ -272,21 +276,16 @@ fn hash_password_and_sign_token_make_credentials_the_server_accepts() {
         .as_secs()
         + 3600;
     let payload = format!(r#"{{"subject":"svc","exp":{exp},"subscribe":["svc.*"],"admin":true}}"#);
-    let signed = Command::new(SERVER)
-        .arg("-c")
-        .arg(&path)
-        .arg("--sign-token")
-        .arg(&payload)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(
-        signed.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&signed.stderr)
+    let token = succeeded(
+        Command::new(SERVER)
+            .arg("-c")
+            .arg(&path)
+            .arg("--sign-token")
+            .arg(&payload)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap(),
     );
-    let token = String::from_utf8(signed.stdout).unwrap();
     let token = token.trim_end();
     assert!(token.contains('.'), "{token}");
 

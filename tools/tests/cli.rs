@@ -30,6 +30,21 @@ fn run(command: &mut Command) -> Output {
     finish(command.spawn().expect("spawn weir-cli"))
 }
 
+/// Runs `command` with `input` on its stdin, then closed; collects its output.
+fn run_with_stdin(command: &mut Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn weir-cli");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("write stdin");
+    finish(child)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -73,19 +88,12 @@ fn pub_reads_one_message_per_stdin_line_and_sub_v_prints_queue_and_event() {
         stats.sessions.iter().any(|s| s.subscriptions.len() == 2)
     });
 
-    let mut publisher = server
-        .cli()
-        .args(["--server", &server.addr.to_string(), "pub", "db", "update"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\r\n\n")
-        .unwrap();
-    let published = finish(publisher);
+    let published = run_with_stdin(
+        server
+            .cli()
+            .args(["--server", &server.addr.to_string(), "pub", "db", "update"]),
+        b"one\ntwo\r\n\n",
+    );
     assert!(published.status.success(), "{}", text(&published.stderr));
 
     let received = finish(sub);
@@ -276,19 +284,12 @@ fn pub_and_sub_keep_going_across_cuts_and_sub_prints_each_message_once_in_order(
     server.wait_for("the subscription", |stats| subscribed(stats, "db"));
 
     let lines: String = (0..count).map(|i| format!("line {i:04}\n")).collect();
-    let mut publisher = server
-        .cli()
-        .args(["--server", &up.addr.to_string(), "pub", "db", "tick"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let published = finish(publisher);
+    let published = run_with_stdin(
+        server
+            .cli()
+            .args(["--server", &up.addr.to_string(), "pub", "db", "tick"]),
+        lines.as_bytes(),
+    );
     assert!(published.status.success(), "{}", text(&published.stderr));
     assert!(
         text(&published.stderr).contains("weir-cli: resumed session"),

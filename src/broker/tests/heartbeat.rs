@@ -56,12 +56,8 @@ fn the_server_pings_a_connection_it_has_sent_nothing_on_for_an_interval() {
     );
 }
 
-/// Regression: HELLO armed a heartbeat check while the handshake timer entry, firing later,
-/// armed a second chain of checks. Each chain cleared the other's "sent something" flag, so a
-/// PING went out after as little as half an interval of silence (here at 15 s, 9 s after the
-/// DELIVER).
-#[test]
-fn anything_sent_postpones_the_ping() {
+/// CLIENT subscribed to "db" and, at 6 s, received one message from PUBLISHER.
+fn delivered_to_client_at_6s() -> Harness {
     let mut h = Harness::new();
     h.hello(CLIENT);
     h.hello(PUBLISHER);
@@ -70,6 +66,16 @@ fn anything_sent_postpones_the_ping() {
     run_until(&mut h, ms(6_000));
     h.publish(PUBLISHER, "db", "e", "x");
     assert_eq!(h.payloads(CLIENT), ["x"]);
+    h
+}
+
+/// Regression: HELLO armed a heartbeat check while the handshake timer entry, firing later,
+/// armed a second chain of checks. Each chain cleared the other's "sent something" flag, so a
+/// PING went out after as little as half an interval of silence (here at 15 s, 9 s after the
+/// DELIVER).
+#[test]
+fn anything_sent_postpones_the_ping() {
+    let mut h = delivered_to_client_at_6s();
     // The client acks at once: both directions were active at 6 s.
     h.ack(CLIENT, 1, &[]);
     run_until(&mut h, ms(6_000) + interval() - ms(1));
@@ -82,14 +88,7 @@ fn anything_sent_postpones_the_ping() {
 /// it last sent anything, so it has something to answer before the heartbeat timeout.
 #[test]
 fn a_client_that_only_receives_is_pinged_after_an_interval_of_its_own_silence() {
-    let mut h = Harness::new();
-    h.hello(CLIENT);
-    h.hello(PUBLISHER);
-    h.subscribe(CLIENT, "db", None);
-    h.discard(CLIENT);
-    run_until(&mut h, ms(6_000));
-    h.publish(PUBLISHER, "db", "e", "x");
-    assert_eq!(h.payloads(CLIENT), ["x"]);
+    let mut h = delivered_to_client_at_6s();
     run_until(&mut h, interval() - ms(1));
     assert_eq!(h.frames(CLIENT), []);
     run_until(&mut h, interval());

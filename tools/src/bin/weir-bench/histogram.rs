@@ -63,7 +63,7 @@ impl LatencySummary {
     }
 }
 
-const MAX_LATENCY_NS: u64 = 60_000_000_000;
+pub(crate) const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
 #[cfg(test)]
 mod tests {

@@ -20,10 +20,7 @@ use crate::target::{Adapter, Event};
 pub(crate) struct Link {
     pub(crate) stream: TcpStream,
     pub(crate) adapter: Box<dyn Adapter>,
-    read_buf: Vec<u8>,
-    /// Unread bytes are `read_buf[start..end]`.
-    start: usize,
-    end: usize,
+    input: InputBuf,
     /// Bytes to send; `out[sent..]` is still unsent.
     pub(crate) out: Vec<u8>,
     sent: usize,
@@ -68,9 +65,11 @@ impl Link {
         Ok(Link {
             stream: TcpStream::from_std(socket.into()),
             adapter,
-            read_buf: vec![0; read_buf_bytes],
-            start: 0,
-            end: 0,
+            input: InputBuf {
+                buf: vec![0; read_buf_bytes],
+                start: 0,
+                end: 0,
+            },
             out: Vec::new(),
             sent: 0,
             is_readable: true,
@@ -98,35 +97,17 @@ impl Link {
             return Ok(result);
         }
         while self.is_readable && result.bytes < budget && !result.is_eof {
-            if self.end == self.read_buf.len() {
-                if self.start > 0 {
-                    self.read_buf.copy_within(self.start..self.end, 0);
-                    self.end -= self.start;
-                    self.start = 0;
-                } else {
-                    // One message larger than the buffer.
-                    self.read_buf.resize(2 * self.read_buf.len(), 0);
-                }
-            }
-            let room = (budget - result.bytes).min(self.read_buf.len() - self.end);
-            match self
-                .stream
-                .read(&mut self.read_buf[self.end..self.end + room])
-            {
+            let space = self.input.space();
+            let room = (budget - result.bytes).min(space.len());
+            match self.stream.read(&mut space[..room]) {
                 Ok(0) => result.is_eof = true,
                 Ok(n) => {
-                    self.end += n;
                     result.bytes += n;
-                    let used = self.adapter.handle_input(
-                        &self.read_buf[self.start..self.end],
-                        &mut self.out,
-                        events,
-                    )?;
-                    self.start += used;
-                    if self.start == self.end {
-                        self.start = 0;
-                        self.end = 0;
-                    }
+                    self.input.filled(n);
+                    let used =
+                        self.adapter
+                            .handle_input(self.input.unread(), &mut self.out, events)?;
+                    self.input.consume(used);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.is_readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -161,32 +142,19 @@ impl Link {
             tls.process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
             loop {
-                if self.end == self.read_buf.len() {
-                    if self.start > 0 {
-                        self.read_buf.copy_within(self.start..self.end, 0);
-                        self.end -= self.start;
-                        self.start = 0;
-                    } else {
-                        self.read_buf.resize(2 * self.read_buf.len(), 0);
-                    }
-                }
-                match tls.reader().read(&mut self.read_buf[self.end..]) {
+                match tls.reader().read(self.input.space()) {
                     Ok(0) => {
                         result.is_eof = true;
                         break;
                     }
                     Ok(n) => {
-                        self.end += n;
+                        self.input.filled(n);
                         let used = self.adapter.handle_input(
-                            &self.read_buf[self.start..self.end],
+                            self.input.unread(),
                             &mut self.out,
                             events,
                         )?;
-                        self.start += used;
-                        if self.start == self.end {
-                            self.start = 0;
-                            self.end = 0;
-                        }
+                        self.input.consume(used);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // The peer closed without close_notify: end of input all the same.
@@ -270,3 +238,45 @@ fn is_not_yet(error: &io::Error) -> bool {
 
 /// Linux `EINPROGRESS`: a non-blocking connect under way.
 const EINPROGRESS: i32 = 115;
+
+/// A link's read buffer: unread bytes are `buf[start..end]`.
+struct InputBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InputBuf {
+    /// Free space after the unread bytes, never empty: moves them to the front when the end is
+    /// reached, or doubles the buffer when one message fills it.
+    fn space(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                self.buf.resize(2 * self.buf.len(), 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// `n` bytes were read into [`Self::space`].
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The adapter used `used` bytes of [`Self::unread`].
+    fn consume(&mut self, used: usize) {
+        self.start += used;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+}
