@@ -22,10 +22,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir::broker::{Broker, ConnId};
+use weir::broker::{Broker, ConnId, Intake, Origin};
 use weir::config::Config;
 use weir::protocol::codec::{encode_ack, encode_hello, encode_publish, encode_subscription};
-use weir::protocol::{self, Hello, Op, Publish, Subscription, HEADER_LEN, LEN_PREFIX_LEN};
+use weir::protocol::{Hello, Op, Publish, Subscription, HEADER_LEN, LEN_PREFIX_LEN};
 
 criterion_group!(benches, fanout, ack, conflation);
 criterion_main!(benches);
@@ -137,10 +137,11 @@ impl Bench {
             ..Config::default()
         };
         let high_water = config.write_high_water_bytes;
+        let now = Instant::now();
         let mut bench = Bench {
-            broker: Broker::new(config),
+            broker: Broker::new(config, Origin::fixed(now, 1)),
             subscribers,
-            now: Instant::now(),
+            now,
             out: Vec::with_capacity(2 * high_water),
             high_water,
         };
@@ -193,7 +194,7 @@ impl Bench {
             self.out.clear();
             total += self
                 .broker
-                .poll_transmit(conn, &mut self.out, self.high_water);
+                .poll_transmit(conn, &mut self.out, self.high_water, self.now);
         }
         assert!(
             self.broker.poll_close().is_none(),
@@ -203,16 +204,21 @@ impl Bench {
     }
 }
 
-/// Decodes every frame in `bytes` and hands it to the broker, as the read pass does.
-fn feed(broker: &mut Broker, conn: ConnId, mut bytes: &[u8], now: Instant) {
-    while !bytes.is_empty() {
-        let (frame, used) = match protocol::decode(bytes, broker.max_frame_len(conn)) {
-            Ok(Some(decoded)) => decoded,
-            other => panic!("bench frames are complete and valid: {other:?}"),
-        };
-        broker.handle_frame(conn, frame, now);
-        bytes = &bytes[used..];
-    }
+/// Hands `bytes` to the broker through the loop's entry points (`handle_readable`, then
+/// `handle_input`), as the read pass does.
+fn feed(broker: &mut Broker, conn: ConnId, bytes: &[u8], now: Instant) {
+    let intake = broker.handle_readable(conn, now);
+    assert_eq!(
+        intake,
+        Intake::More,
+        "bench connections are never held back"
+    );
+    let intake = broker.handle_input(conn, bytes, now);
+    assert_ne!(
+        intake,
+        Intake::Closed,
+        "bench frames are complete and valid"
+    );
 }
 
 /// A 64 B PUBLISH to [`QUEUE`], conflating on `key` if given; its seq is set by

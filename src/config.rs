@@ -7,6 +7,11 @@
 //!
 //! Nothing here runs after startup.
 
+mod loop_settings;
+pub mod reload;
+
+pub use loop_settings::{ListenerStack, LoopSettings};
+
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -492,18 +497,10 @@ impl Config {
         if self.max_name_len > MAX_NAME_LEN {
             return invalid(format!("max_name_len must be at most {MAX_NAME_LEN}"));
         }
-        let proxied = self.proxy_policies()?;
-        let tls = self.tls_paths()?;
-        if let Some(index) = (0..proxied.len()).find(|&i| {
-            proxied.get(i).is_some_and(Option::is_some) && tls.get(i).is_some_and(Option::is_some)
-        }) {
-            // Proxies send the PROXY header in clear before the TLS handshake; reading it there
-            // is not implemented, so refuse the combination rather than fail at run time.
-            return invalid(format!(
-                "listener {index}: proxy_protocol and TLS on the same listener are not \
-                 supported; terminate TLS at the proxy or use a plain listener behind it"
-            ));
-        }
+        // Both parse (PROXY in front of TLS is a supported stack: the header comes in clear,
+        // then the handshake).
+        self.proxy_policies()?;
+        self.tls_paths()?;
         if self.queues.len() > self.max_queues {
             return invalid("more [[queues]] declared than max_queues".into());
         }

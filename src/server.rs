@@ -3,20 +3,22 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
 
 use log::info;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Origin};
 use crate::config::Config;
 pub use crate::control::{ServerGone, ServerHandle};
 use crate::net::event_loop::{
-    listener_token, EventLoop, MAX_LISTENERS, METRICS_LISTENER, SIGNALS, WAKER,
+    listener_token, EventLoop, HTTP_BASE, HTTP_LISTENER, MAX_LISTENERS, SIGNALS, WAKER,
 };
+use crate::net::http::HttpListener;
+use crate::net::listener::Listener;
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -32,62 +34,47 @@ impl Server {
     /// `InvalidInput` for an invalid config; the OS error (naming the address) if an address
     /// cannot be bound.
     pub fn bind(config: Config) -> io::Result<Server> {
-        config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let settings = config.listener_settings();
-        if settings.len() > MAX_LISTENERS {
+        let invalid = |e: crate::config::ConfigError| {
+            io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+        };
+        config.validate().map_err(invalid)?;
+        let settings = config.loop_settings().map_err(invalid)?;
+        if settings.listeners.len() > MAX_LISTENERS {
             let text = format!("at most {MAX_LISTENERS} listeners");
             return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
         }
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for (index, listener) in settings.iter().enumerate() {
-            let mut socket = TcpListener::bind(listener.listen).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {}: {e}", listener.listen),
-                )
-            })?;
-            local_addrs.push(socket.local_addr()?);
-            poll.registry()
-                .register(&mut socket, listener_token(index), Interest::READABLE)?;
-            listeners.push(socket);
+        for (index, stack) in settings.listeners.iter().enumerate() {
+            let mut listener = Listener::bind(stack)?;
+            local_addrs.push(listener.socket.local_addr()?);
+            poll.registry().register(
+                &mut listener.socket,
+                listener_token(index),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
         }
-        let metrics_listen = config.metrics_listen;
-        let mut metrics_addr = None;
-        let proxy_policies = config
-            .proxy_policies()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let tls_configs = config
-            .tls_paths()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
-            .into_iter()
-            .map(|paths| paths.map(|(cert, key)| load_tls(&cert, &key)).transpose())
-            .collect::<io::Result<Vec<_>>>()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
-        let broker = Broker::new(config);
-        let mut event_loop = EventLoop::new(poll, listeners, broker, commands);
-        event_loop.proxy_policies = proxy_policies;
-        event_loop.tls_configs = tls_configs;
-        if let Some(addr) = metrics_listen {
+        let mut http = None;
+        if let Some(addr) = settings.metrics_listen {
             let mut socket = TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("cannot listen for metrics on {addr}: {e}"),
                 )
             })?;
-            metrics_addr = Some(socket.local_addr()?);
-            event_loop.poll.registry().register(
-                &mut socket,
-                METRICS_LISTENER,
-                Interest::READABLE,
-            )?;
-            event_loop.metrics_listener = Some(socket);
+            poll.registry()
+                .register(&mut socket, HTTP_LISTENER, Interest::READABLE)?;
+            http = Some(HttpListener::new(socket, HTTP_BASE));
         }
+        let metrics_addr = http.as_ref().map(|h| h.socket.local_addr()).transpose()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
         handle.set_metrics_addr(metrics_addr);
+        let broker = Broker::new(config, system_origin()?);
+        let mut event_loop = EventLoop::new(poll, listeners, broker, settings, commands);
+        event_loop.http = http;
         Ok(Server { event_loop, handle })
     }
 
@@ -138,7 +125,8 @@ impl Server {
         &mut self,
         load: impl Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
     ) {
-        self.event_loop.reload = Some(Box::new(load));
+        let running = self.event_loop.broker.config().clone();
+        self.event_loop.reload = Some((Box::new(load), running));
     }
 
     /// Runs the event loop on this thread until a graceful shutdown completes.
@@ -157,30 +145,14 @@ impl Server {
     }
 }
 
-/// Loads a PEM certificate chain and private key into a rustls server configuration.
-fn load_tls(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &Path, e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("TLS: {}: {e}", what.display()),
-        )
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| invalid(cert, &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(cert, &e))?;
-    if chain.is_empty() {
-        return Err(invalid(cert, &"no certificate in the file"));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(cert, &e))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| invalid(cert, &e))?;
-    Ok(Arc::new(config))
+/// The time and a seed from the OS random source, for the broker (which reads neither).
+fn system_origin() -> io::Result<Origin> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| io::Error::other(format!("OS random source: {e}")))?;
+    Ok(Origin {
+        now: Instant::now(),
+        unix: SystemTime::now(),
+        seed,
+    })
 }

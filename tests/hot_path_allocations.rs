@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use weir::broker::{Broker, ConnId};
+use weir::broker::{Broker, ConnId, Intake, Origin};
 use weir::protocol::codec::{encode_ack, encode_hello, encode_publish, encode_subscription};
 use weir::protocol::{decode, Frame, Hello, Op, Publish, Subscription};
 use weir::Config;
@@ -46,14 +46,15 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 const SUBSCRIBERS: usize = 8;
 const PUBLISHER: ConnId = ConnId(SUBSCRIBERS);
 
-/// Feeds every complete frame in `bytes` to the broker, as the event loop does.
+/// Hands `bytes` to the broker through the loop's entry points (`handle_readable`, then
+/// `handle_input`), as the event loop does for a readable connection.
 fn feed(broker: &mut Broker, conn: ConnId, bytes: &[u8], now: Instant) {
-    let mut pos = 0;
-    while let Ok(Some((frame, used))) = decode(&bytes[pos..], broker.max_frame_len(conn)) {
-        broker.handle_frame(conn, frame, now);
-        pos += used;
-    }
-    assert_eq!(pos, bytes.len(), "all input decoded");
+    assert_eq!(broker.handle_readable(conn, now), Intake::More);
+    assert_eq!(
+        broker.handle_input(conn, bytes, now),
+        Intake::More,
+        "all input taken"
+    );
 }
 
 struct Rig {
@@ -67,9 +68,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        let now = Instant::now();
         let mut rig = Rig {
-            broker: Broker::new(Config::default()),
-            now: Instant::now(),
+            broker: Broker::new(Config::default(), Origin::fixed(now, 1)),
+            now,
             input: Vec::with_capacity(4096),
             output: Vec::with_capacity(256 * 1024),
             publish_seq: 0,
@@ -125,7 +127,7 @@ impl Rig {
         while let Some(conn) = self.broker.poll_dirty() {
             self.output.clear();
             self.broker
-                .poll_transmit(conn, &mut self.output, 256 * 1024);
+                .poll_transmit(conn, &mut self.output, 256 * 1024, self.now);
             let mut pos = 0;
             let mut highest = 0;
             while let Ok(Some((frame, used))) = decode(&self.output[pos..], u32::MAX) {

@@ -40,13 +40,8 @@ impl Broker {
     pub(super) fn drop_connection(&mut self, conn: ConnId, code: ErrorCode, text: &str) {
         self.push_control(conn, |out| encode_goodbye(code, text, out));
         if let Some(session) = self.begin_close(conn, CloseReason::Goodbye(code)) {
-            let now = self.latest_now;
-            match now {
-                Some(now) => self.detach(session, now),
-                None => {
-                    self.end_session(session, code);
-                }
-            }
+            let now = self.now;
+            self.detach(session, now);
         }
     }
 
@@ -164,10 +159,9 @@ impl Broker {
         for queue in queues {
             self.routes.queue_mut(queue).subscribers -= 1;
         }
-        if let Some(now) = self.latest_now {
-            let ttl = self.tombstone_ttl();
-            self.tombstones.insert(&session, reason, held, now, ttl);
-        }
+        let ttl = self.tombstone_ttl();
+        self.tombstones
+            .insert(&session, reason, held, self.now, ttl);
         debug!(
             "session {} ended ({}), {dropped} messages dropped",
             session.id,

@@ -20,7 +20,7 @@ impl Broker {
         let target = TimerTarget::Conn(conn.0);
         if state.delayed_hello.is_some() {
             // A held HELLO is answered at its time; the handshake deadline no longer applies.
-            match state.paused_until {
+            match state.flow.paused_until {
                 Some(at) if at > now => self.timers.schedule(at, target, generation),
                 _ => self.run_delayed_hello(conn, now),
             }
@@ -40,6 +40,7 @@ impl Broker {
         // A connection whose reading the rate limit paused was not silent: its bytes wait in
         // the socket because we stopped reading.
         let heard_at = state
+            .flow
             .paused_until
             .map_or(state.last_recv, |at| at.min(now).max(state.last_recv));
         let silent_until = heard_at + timeout;

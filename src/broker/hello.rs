@@ -206,11 +206,7 @@ impl Broker {
             return;
         }
         let mut resume_token = [0u8; RESUME_TOKEN_LEN];
-        if let Err(error) = getrandom::getrandom(&mut resume_token) {
-            warn!("OS random source failed ({error}); refusing HELLO");
-            self.goodbye(conn, ErrorCode::ServerBusy, "cannot create a session now");
-            return;
-        }
+        self.entropy.fill(&mut resume_token);
         let listener = self.conn(conn).map_or(0, |c| c.listener);
         let window = self.window_for(listener, hello.inflight_window);
         let id = (u64::from(self.epoch) << 32) | u64::from(self.next_session_counter);
@@ -380,7 +376,7 @@ impl Broker {
                 let state = self.conn_mut(conn)?;
                 state.delayed_hello = Some(Box::new(DelayedHello { frame }));
                 // The loop stops reading this connection until then.
-                state.paused_until = Some(at);
+                state.flow.paused_until = Some(at);
                 self.timers
                     .schedule(at, super::timers::TimerTarget::Conn(conn.0), generation);
                 return None;
@@ -410,9 +406,7 @@ impl Broker {
 
     /// Unix seconds at `now`, from a wall-clock anchor taken once.
     fn unix_now(&mut self, now: Instant) -> u64 {
-        let (at, unix) = *self
-            .wall_clock
-            .get_or_insert_with(|| (now, SystemTime::now()));
+        let (at, unix) = self.wall_clock;
         let wall = if now >= at {
             unix + (now - at)
         } else {

@@ -23,8 +23,11 @@
 pub mod auth;
 mod close;
 mod ending;
+mod flow;
 mod heartbeat;
 mod hello;
+mod intake;
+mod origin;
 mod publish;
 mod queue;
 mod reload;
@@ -36,31 +39,33 @@ mod subscribe;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod transmit;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use log::debug;
 use slab::Slab;
 
 pub use close::CloseReason;
-pub use reload::ReloadOutcome;
+pub use flow::Intake;
+pub use origin::Origin;
 pub use routes::QueueId;
 pub use session::SessionKey;
 pub use store::MsgKey;
 
 use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_deliver, encode_error, encode_ping, encode_receipt};
-use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::codec::{encode_error, encode_ping};
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::{Authenticator, FailureBuckets, Grant};
 use close::CLOSE_COUNTERS;
+use flow::{ConnFlow, Flow, PublishBuckets};
 use hello::Tombstones;
+use origin::Entropy;
 use queue::Nodes;
 use routes::Routes;
 use session::Session;
@@ -89,13 +94,8 @@ pub struct Broker {
     routes: Routes,
     timers: Timers,
     dirty: Vec<ConnId>,
-    /// Sessions found by `poll_transmit` or a publish, since the last
-    /// [`Broker::take_backlogged`], caught up on acks yet holding more than a window of pending
-    /// messages: the server, not the client, is what holds them back.
-    backlogged: u32,
-    /// Deliveries queued (one per message per target session) since the last
-    /// [`Broker::take_queued`]: the loop bounds one turn's fan-out work with it.
-    queued: u64,
+    /// Who is held back from reading, and this turn's budgets.
+    flow: Flow,
     closing: VecDeque<ConnId>,
     metrics: Metrics,
     closes: [u64; CLOSE_COUNTERS],
@@ -107,14 +107,17 @@ pub struct Broker {
     next_session_counter: u32,
     next_message_id: u64,
     next_generation: u64,
-    /// The latest `now` given to any `handle_*`. The loop calls `poll_transmit` in the same
-    /// turn, so this stands for when its bytes go out (`last_sent`).
-    latest_now: Option<Instant>,
+    /// The `now` of the entry point being handled: every `handle_*` and `poll_*` that can
+    /// change state takes `now` and sets this first, so code below them reads the time of
+    /// the call it serves (never the clock).
+    now: Instant,
+    /// Where resume tokens come from: seeded by the caller, so a test can replay a run.
+    entropy: Entropy,
     /// Reused target list for fan-out (no allocation per publish once grown).
     targets: Vec<SessionKey>,
     /// Keyed hasher for conflation identities; random per broker so clients cannot aim
     /// collisions.
-    conflation_hasher: RandomState,
+    conflation_hasher: foldhash::quality::FixedState,
     is_shutting_down: bool,
     /// Users and signing key in force for new HELLOs (replaced by a reload).
     authenticator: Authenticator,
@@ -124,8 +127,8 @@ pub struct Broker {
     /// STATS) on loopback ones.
     anonymous_grants: [Arc<Grant>; 2],
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
-    /// time then). Taken once, at the first HELLO with a signed token, unless a test set it.
-    wall_clock: Option<(Instant, SystemTime)>,
+    /// time then), from [`Origin`] and [`Broker::set_wall_clock`].
+    wall_clock: (Instant, SystemTime),
 }
 
 /// A HELLO held back by the failed-authentication slowdown.
@@ -164,52 +167,25 @@ struct ConnState {
     /// broker, is what holds this connection's output back.
     is_output_blocked: bool,
     ping_nonce: u64,
-    /// Publish rate limiting; `None` while the connection has never been charged and its
-    /// listener set no rate when it connected (most connections), as if buckets were empty.
-    rate: Option<Box<PublishBuckets>>,
-    /// Reading this connection is paused until then (rate limit or failed-auth slowdown);
-    /// kept after the pause ends to tell one throttling episode from the next.
-    paused_until: Option<Instant>,
+    /// Bytes handed to [`Broker::handle_input`] not yet decoded: a partial frame, or frames
+    /// held back by flow control. Empty (no allocation) on an idle connection.
+    input: Vec<u8>,
+    /// Budgets, pauses and which held-back list it is on.
+    flow: ConnFlow,
     /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
     /// answered.
     delayed_hello: Option<Box<DelayedHello>>,
 }
 
-/// One connection's publish token buckets (messages, payload bytes). Negative means in debt:
-/// reading is paused until they refill.
-#[derive(Debug)]
-struct PublishBuckets {
-    publish_tokens: f64,
-    publish_byte_tokens: f64,
-    bucket_at: Instant,
-    /// Total time reading was paused, in µs.
-    throttled_us: u64,
-}
-
-impl PublishBuckets {
-    /// Full buckets at `now` for `settings` (what a connection starts with).
-    fn full(settings: &ListenerSettings, now: Instant) -> PublishBuckets {
-        PublishBuckets {
-            publish_tokens: f64::from(settings.max_publish_rate),
-            publish_byte_tokens: settings.max_publish_bytes_rate as f64,
-            bucket_at: now,
-            throttled_us: 0,
-        }
-    }
-}
-
 impl Broker {
-    /// Creates a broker from a validated configuration.
-    pub fn new(config: Config) -> Broker {
+    /// Creates a broker from a validated configuration, starting at `origin` (time and random
+    /// seed, read by the caller: the core reads neither).
+    pub fn new(config: Config, origin: Origin) -> Broker {
         let routes = Routes::new(&config.queues);
         let listeners = config.listener_settings();
-        let conflation_hasher = RandomState::new();
-        let mut epoch_bytes = [0u8; 4];
-        let epoch = match getrandom::getrandom(&mut epoch_bytes) {
-            Ok(()) => u32::from_be_bytes(epoch_bytes),
-            // RandomState is seeded from the OS too; any distinct value will do here.
-            Err(_) => std::hash::BuildHasher::hash_one(&conflation_hasher, 0u8) as u32,
-        };
+        let mut entropy = Entropy::new(origin.seed);
+        let conflation_hasher = foldhash::quality::FixedState::with_seed(entropy.next_u64());
+        let epoch = (entropy.next_u64() >> 32) as u32;
         Broker {
             listeners,
             conns: Vec::new(),
@@ -222,8 +198,7 @@ impl Broker {
             routes,
             timers: Timers::default(),
             dirty: Vec::new(),
-            backlogged: 0,
-            queued: 0,
+            flow: Flow::default(),
             closing: VecDeque::new(),
             metrics: Metrics::default(),
             closes: [0; CLOSE_COUNTERS],
@@ -232,7 +207,8 @@ impl Broker {
             next_session_counter: 1,
             next_message_id: 1,
             next_generation: 1,
-            latest_now: None,
+            now: origin.now,
+            entropy,
             targets: Vec::new(),
             authenticator: Authenticator::from_config(&config).unwrap_or_else(|error| {
                 // Validation parsed it already; a config that skipped validation gets no users.
@@ -245,16 +221,16 @@ impl Broker {
                 Arc::new(Grant::anonymous(false)),
                 Arc::new(Grant::anonymous(true)),
             ],
-            wall_clock: None,
+            wall_clock: (origin.now, origin.unix),
             conflation_hasher,
             is_shutting_down: false,
         }
     }
 
-    /// Fixes the wall clock for signed-token expiry: `unix` is the Unix time at `now`
-    /// (deterministic tests; otherwise the system clock is read once).
+    /// Re-anchors the wall clock for signed-token expiry: `unix` is the Unix time at `now`
+    /// (the loop does this now and then, so a clock step is followed).
     pub fn set_wall_clock(&mut self, now: Instant, unix: SystemTime) {
-        self.wall_clock = Some((now, unix));
+        self.wall_clock = (now, unix);
     }
 
     /// The configuration in force.
@@ -283,7 +259,7 @@ impl Broker {
     }
 
     /// Max frame length to decode with on `conn`: smaller until HELLO is accepted.
-    pub fn max_frame_len(&self, conn: ConnId) -> u32 {
+    pub(super) fn max_frame_len(&self, conn: ConnId) -> u32 {
         match self.conn(conn) {
             Some(state) if state.session.is_some() => self.settings(state.listener).max_frame_len,
             _ => self.config.max_frame_len_before_hello,
@@ -292,7 +268,7 @@ impl Broker {
 
     /// True if the broker has decided to close `conn` (or does not know it): the loop should
     /// stop feeding it frames.
-    pub fn is_closing(&self, conn: ConnId) -> bool {
+    pub(super) fn is_closing(&self, conn: ConnId) -> bool {
         self.conn(conn).is_none_or(|state| state.close.is_some())
     }
 
@@ -310,7 +286,7 @@ impl Broker {
         peer: SocketAddr,
         now: Instant,
     ) {
-        self.latest_now = Some(now);
+        self.now = now;
         if self.conns.len() <= conn.0 {
             self.conns.resize_with(conn.0 + 1, || None);
         }
@@ -332,8 +308,11 @@ impl Broker {
             waiting_since: None,
             is_output_blocked: false,
             ping_nonce: 0,
-            rate: has_rate.then(|| Box::new(PublishBuckets::full(&settings, now))),
-            paused_until: None,
+            input: Vec::new(),
+            flow: ConnFlow {
+                rate: has_rate.then(|| Box::new(PublishBuckets::full(&settings, now))),
+                ..ConnFlow::default()
+            },
             delayed_hello: None,
         });
         self.conn_count += 1;
@@ -346,10 +325,23 @@ impl Broker {
         debug!("conn {} accepted from {peer}", conn.0);
     }
 
-    /// A connection was refused at `max_connections` before reaching the broker.
-    pub fn handle_refused(&mut self) {
+    /// A connection arrived, before it has a `ConnId`: whether to take it. When not (at
+    /// `max_connections`), `refusal` holds the ERROR(SERVER_BUSY) frame to send, best effort,
+    /// before closing the socket at once (no linger: a flood must not hold descriptors).
+    pub fn handle_accept(&mut self, refusal: &mut Vec<u8>) -> bool {
+        if self.conn_count < self.config.max_connections {
+            return true;
+        }
         self.metrics.connections_refused += 1;
         self.closes[CloseReason::ProtocolError(ErrorCode::ServerBusy).counter_index()] += 1;
+        let _ = encode_error(
+            ErrorCode::ServerBusy,
+            true,
+            0,
+            "max_connections reached",
+            refusal,
+        );
+        false
     }
 
     /// The PROXY protocol header of `conn` was read: `Proxied` replaces the peer address used
@@ -377,87 +369,17 @@ impl Broker {
         }
     }
 
-    /// If reading `conn` is paused by its publish rate limit at `now`, until when. The loop stops reading a paused connection (TCP back-pressure)
-    /// and reads it again at that time.
-    pub fn read_paused_until(&self, conn: ConnId, now: Instant) -> Option<Instant> {
-        let until = self.conn(conn)?.paused_until?;
-        (until > now).then_some(until)
-    }
-
-    /// Charges one PUBLISH of `bytes` payload bytes to `conn`'s token buckets; pauses its
-    /// reading when they go into debt.
-    fn charge_publish(&mut self, conn: ConnId, bytes: usize) {
-        let Some(now) = self.latest_now else {
-            return;
-        };
-        let Some(listener) = self.conn(conn).map(|c| c.listener) else {
-            return;
-        };
-        let settings = self.listeners[listener];
-        let (rate, byte_rate) = (
-            f64::from(settings.max_publish_rate),
-            settings.max_publish_bytes_rate as f64,
-        );
-        if rate == 0.0 && byte_rate == 0.0 {
-            return;
-        }
-        let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
-            return;
-        };
-        // No buckets yet: the listener had no rate at connect (a reload set one since), which
-        // left them empty as of then.
-        let accepted_at = state.accepted_at;
-        let buckets = state.rate.get_or_insert_with(|| {
-            Box::new(PublishBuckets {
-                publish_tokens: 0.0,
-                publish_byte_tokens: 0.0,
-                bucket_at: accepted_at,
-                throttled_us: 0,
-            })
-        });
-        let elapsed = now
-            .saturating_duration_since(buckets.bucket_at)
-            .as_secs_f64();
-        buckets.bucket_at = now;
-        let mut debt_secs: f64 = 0.0;
-        if rate > 0.0 {
-            buckets.publish_tokens = (buckets.publish_tokens + elapsed * rate).min(rate) - 1.0;
-            debt_secs = debt_secs.max(-buckets.publish_tokens / rate);
-        }
-        if byte_rate > 0.0 {
-            buckets.publish_byte_tokens =
-                (buckets.publish_byte_tokens + elapsed * byte_rate).min(byte_rate) - bytes as f64;
-            debt_secs = debt_secs.max(-buckets.publish_byte_tokens / byte_rate);
-        }
-        if debt_secs > 0.0 {
-            let until = now + Duration::from_secs_f64(debt_secs);
-            // Paused time counts once: from the later of now and the current pause's end.
-            let from = state.paused_until.map_or(now, |at| at.max(now));
-            let added = until.saturating_duration_since(from);
-            buckets.throttled_us += u64::try_from(added.as_micros()).unwrap_or(u64::MAX);
-            // One episode per stretch of throttling: a pause that starts within a second of
-            // the previous one's end continues the episode.
-            let is_new_episode = state
-                .paused_until
-                .is_none_or(|at| now.saturating_duration_since(at) > Duration::from_secs(1));
-            if is_new_episode {
-                self.metrics.throttle_episodes += 1;
-            }
-            state.paused_until = Some(until);
-        }
-    }
-
-    /// Bytes moved by the loop, for the counters.
-    pub fn handle_io_bytes(&mut self, read: usize, written: usize) {
-        self.metrics.bytes_in += read as u64;
+    /// Bytes the loop wrote to `conn`'s socket, for the counters (read bytes are counted by
+    /// [`Self::handle_input`]).
+    pub fn handle_written(&mut self, written: usize) {
         self.metrics.bytes_out += written as u64;
     }
 
-    /// One decoded frame from `conn`.
+    /// One decoded frame from `conn` (from [`Self::handle_input`]).
     ///
     /// Bounded work: O(frame size + subscribers of the message's queue and event).
-    pub fn handle_frame(&mut self, conn: ConnId, frame: Frame<'_>, now: Instant) {
-        self.latest_now = Some(now);
+    pub(super) fn handle_frame(&mut self, conn: ConnId, frame: Frame<'_>, now: Instant) {
+        self.now = now;
         let Some(state) = self.conn_mut(conn) else {
             return;
         };
@@ -520,7 +442,7 @@ impl Broker {
     }
 
     /// The bytes from `conn` could not be decoded: tell it why and close it.
-    pub fn handle_decode_error(&mut self, conn: ConnId, error: &DecodeError) {
+    fn handle_decode_error(&mut self, conn: ConnId, error: &DecodeError) {
         if self.is_closing(conn) {
             return;
         }
@@ -531,7 +453,11 @@ impl Broker {
     /// broker had not decided to close it, `reason` is recorded and its session is detached
     /// (kept for the listener's keep-alive) rather than ended.
     pub fn handle_disconnect(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
-        self.latest_now = Some(now);
+        self.now = now;
+        let reason = match reason {
+            CloseReason::PeerClosed => self.eof_reason(conn),
+            other => other,
+        };
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::take) else {
             return;
         };
@@ -547,7 +473,7 @@ impl Broker {
     /// Runs every timer due at `now`: handshake timeouts, heartbeats, write stalls, detached
     /// session expiry, old tombstones.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.latest_now = Some(now);
+        self.now = now;
         while let Some((target, generation)) = self.timers.pop_due(now) {
             match target {
                 TimerTarget::Conn(conn) => self.check_conn(ConnId(conn), generation, now),
@@ -573,160 +499,12 @@ impl Broker {
         }
     }
 
-    /// Appends bytes for `conn` to `out`: pending control frames, a batched RECEIPT,
-    /// redeliveries after a resume, then new deliveries while `out.len() < room` and the
-    /// in-flight window allows. Returns the number of bytes appended.
-    ///
-    /// Bounded work: stops at `room` (plus one frame).
-    pub fn poll_transmit(&mut self, conn: ConnId, out: &mut Vec<u8>, room: usize) -> usize {
-        let start = out.len();
-        let latest_now = self.latest_now;
-        let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
-            return 0;
-        };
-        state.waiting_since = None;
-        state.is_output_blocked = false;
-        if !state.control.is_empty() {
-            out.extend_from_slice(&state.control);
-            // Control frames are rare (WELCOME, SUBSCRIBED, PING/PONG): free the buffer rather
-            // than keep its capacity on every idle connection.
-            state.control = Vec::new();
-        }
-        if let (None, Some(key)) = (state.close, state.session) {
-            let session = &mut self.sessions[key.0];
-            if session.is_receipt_due {
-                encode_receipt(session.last_publish_seq, out);
-                session.is_receipt_due = false;
-            }
-            if session.queue.pending_len() > session.window
-                && session.queue.in_flight() <= session.window / 2
-            {
-                self.backlogged += 1;
-            }
-            while out.len() < room {
-                let Some((msg, seq)) = session.queue.next_redelivery() else {
-                    break;
-                };
-                let message = self.store.get(msg);
-                let queue = &self.routes.queue(message.queue).name;
-                // Cannot fail: names were ≤ 255 bytes when decoded, payload ≤ max_frame_len.
-                let _ = encode_deliver(
-                    seq,
-                    message.id,
-                    DELIVER_REDELIVERED,
-                    queue,
-                    message.event(),
-                    message.payload(),
-                    out,
-                );
-                session.redelivered += 1;
-                self.metrics.messages_redelivered += 1;
-            }
-            while out.len() < room && session.queue.span() < session.window {
-                let Some((msg, node, seq)) = session.queue.send_next(&mut self.nodes) else {
-                    break;
-                };
-                let message = self.store.get(msg);
-                if let (Some(hash), Some(conflation)) =
-                    (message.conflation, &mut session.conflation)
-                {
-                    if conflation.get(&hash) == Some(&node) {
-                        conflation.remove(&hash);
-                    }
-                }
-                let queue = &self.routes.queue(message.queue).name;
-                let _ = encode_deliver(
-                    seq,
-                    message.id,
-                    0,
-                    queue,
-                    message.event(),
-                    message.payload(),
-                    out,
-                );
-                session.delivered += 1;
-                self.metrics.messages_delivered += 1;
-            }
-            if out.len() >= room && session.has_output() {
-                // Cut off by `room`: the rest waits for the socket to take more.
-                state.waiting_since = latest_now;
-                state.is_output_blocked = true;
-            }
-        }
-        let appended = out.len() - start;
-        if appended > 0 {
-            state.last_sent = latest_now.unwrap_or(state.last_sent);
-        }
-        appended
-    }
-
-    /// Whether `poll_transmit` found, since the last call, a session that acks as fast as it
-    /// is sent to but still holds more than a window of pending messages. Then the server is
-    /// the bottleneck, and reading more publishes would only deepen every queue (and make
-    /// each delivery slower as the queues leave the CPU caches): the loop should read only
-    /// the connections that may carry acks ([`Self::may_defer_read`]) until the backlogs
-    /// drain. A subscriber that is slow to read or ack does not count, so a slow consumer
-    /// never slows the publishers; it is closed at its queue limit instead.
-    pub fn take_backlogged(&mut self) -> bool {
-        std::mem::take(&mut self.backlogged) > 0
-    }
-
-    /// Deliveries queued since the last call (resets the count). The loop calls it before
-    /// reading each connection and stops reading that connection for the turn past a budget,
-    /// so one turn never queues much more than the next flush can send (a turn's queue nodes
-    /// stay in the CPU caches), whatever the subscribers' ack timing.
-    pub fn take_queued(&mut self) -> u64 {
-        std::mem::take(&mut self.queued)
-    }
-
-    /// Deliveries queued since the last [`Self::take_queued`].
-    pub fn queued(&self) -> u64 {
-        self.queued
-    }
-
-    /// Whether a backlog of the server's making was seen since the last
-    /// [`Self::take_backlogged`] (without resetting it): the loop stops reading publishers
-    /// mid-turn then, so one turn's intake stays near one window per subscriber.
-    pub fn has_backlog(&self) -> bool {
-        self.backlogged > 0
-    }
-
-    /// Whether reading `conn` may wait while the server drains backlogs: it has a session
-    /// with nothing in flight, so nothing it sends can be an ack that lets deliveries go on.
-    pub fn may_defer_read(&self, conn: ConnId) -> bool {
-        self.conn(conn)
-            .filter(|state| state.close.is_none())
-            .and_then(|state| state.session)
-            .is_some_and(|key| self.sessions[key.0].queue.in_flight() == 0)
-    }
-
-    /// Next connection with something new to send. Each connection is returned once per
-    /// `mark_dirty`, however many times it was marked.
-    pub fn poll_dirty(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.dirty.pop() {
-            if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
-                state.is_dirty = false;
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Next connection the broker decided to close, and why. The loop should write what
-    /// `poll_transmit` still yields for it (best effort), close the socket, then call
-    /// [`Self::handle_disconnect`].
-    pub fn poll_close(&mut self) -> Option<(ConnId, CloseReason)> {
-        while let Some(conn) = self.closing.pop_front() {
-            if let Some(reason) = self.conn(conn).and_then(|state| state.close) {
-                return Some((conn, reason));
-            }
-        }
-        None
-    }
-
     /// The earliest deadline the loop must wake for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        [self.timers.next_deadline(), self.flow_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---- helpers ----
@@ -749,35 +527,6 @@ impl Broker {
         let generation = self.next_generation;
         self.next_generation += 1;
         generation
-    }
-
-    fn mark_dirty(&mut self, conn: ConnId) {
-        let now = self.latest_now;
-        if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
-            if state.waiting_since.is_none() {
-                state.waiting_since = now;
-            }
-            if !state.is_dirty {
-                state.is_dirty = true;
-                self.dirty.push(conn);
-            }
-        }
-    }
-
-    /// Encodes a control frame for `conn`; a client that lets control frames pile up past
-    /// `max_write_buffer_bytes` (never reading) is closed with SLOW_CONSUMER.
-    fn push_control(&mut self, conn: ConnId, encode: impl FnOnce(&mut Vec<u8>)) {
-        let limit = self.config.max_write_buffer_bytes;
-        let Some(state) = self.conn_mut(conn) else {
-            return;
-        };
-        encode(&mut state.control);
-        let is_over = state.control.len() > limit && state.close.is_none();
-        if is_over {
-            state.control.clear();
-            self.drop_connection(conn, ErrorCode::SlowConsumer, "write buffer limit exceeded");
-        }
-        self.mark_dirty(conn);
     }
 
     /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.

@@ -192,7 +192,7 @@ impl Broker {
             self.metrics.messages_conflated += 1;
         }
         let node = session.queue.push_back(&mut self.nodes, msg, bytes);
-        self.queued += 1;
+        self.flow.queued += 1;
         self.store.retain(msg);
         if let Some(hash) = conflation {
             // Allocated once per session, at its first conflating message.
@@ -212,8 +212,8 @@ impl Broker {
             })
         {
             // More than the next flush can send to a session that keeps up: see
-            // `Broker::take_backlogged`.
-            self.backlogged += 1;
+            // `super::flow`.
+            self.flow.backlogged += 1;
         }
         if session.queue.span() < session.window {
             if let Some(conn) = session.conn {

@@ -19,7 +19,7 @@ impl Broker {
     /// A full introspection report: server counters, every session, every queue, recently
     /// ended sessions.
     pub fn stats(&self) -> StatsReport {
-        let now = self.latest_now;
+        let now = Some(self.now);
         let since = |at: Instant| now.map_or(0, |now| ms(now.saturating_duration_since(at)));
         let m = &self.metrics;
         let closes = self
@@ -106,11 +106,12 @@ impl Broker {
                     max_publish_rate: u64::from(settings.max_publish_rate),
                     max_publish_bytes_rate: settings.max_publish_bytes_rate,
                     is_throttled: conn_state.is_some_and(|c| {
-                        c.paused_until
+                        c.flow
+                            .paused_until
                             .is_some_and(|at| now.is_none_or(|now| at > now))
                     }),
                     throttled_ms: conn_state
-                        .and_then(|c| c.rate.as_ref())
+                        .and_then(|c| c.flow.rate.as_ref())
                         .map_or(0, |rate| rate.throttled_us / 1_000),
                     subscriptions: s
                         .subscriptions

@@ -1,14 +1,19 @@
-//! The event loop: one thread, one `mio::Poll`, every connection in a `Slab`.
+//! The event loop: one thread, one `mio::Poll`, every connection in a `Slab`. It moves bytes;
+//! the broker decides.
 //!
-//! One turn reads like a checklist (mosquitto's loop body, redis `ae.c`):
-//! 1. poll, with the timeout from the broker's next deadline (zero if some connection still
-//!    has readiness left over from a budget cut);
+//! One turn is a checklist (mosquitto's loop body, redis `ae.c`):
+//! 1. poll, until the earliest of the broker's deadline and the loop's own (lingering closes,
+//!    an accept retry, HTTP timeouts): zero when the broker has connections to read again;
 //! 2. `now` is read once;
-//! 3. each event: accept, drain commands, or read a connection up to its read budget and feed
-//!    every complete frame to the broker;
-//! 4. broker timers;
-//! 5. flush pass over the connections with something to send, each up to its write budget;
-//! 6. close pass: final bytes, lingering close, slab removal (only here, so a key is never
+//! 3. each event: accept (building the listener's transport stack), drain commands and
+//!    signals, or note a connection readable or writable;
+//! 4. read every readable connection, and those the broker names in `poll_reads`: the
+//!    broker's `handle_readable` says whether to read, `handle_input` takes the bytes and
+//!    says whether to read more;
+//! 5. `handle_timeout`;
+//! 6. flush pass over the connections the broker marked, each up to its write budget, then
+//!    `handle_turn_end`;
+//! 7. close pass: final bytes, lingering close, slab removal (only here, so a key is never
 //!    reused while events for the old connection are still pending).
 //!
 //! Streams are registered once for READABLE | WRITABLE (edge-triggered); readiness is kept in
@@ -16,21 +21,20 @@
 
 use std::io::{self, ErrorKind, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::conn::{BufferPool, Connection, TLS_BUFFER_LIMIT_BYTES};
-use super::http::{HttpConn, HttpState, MAX_HTTP_CONNECTIONS};
-use crate::broker::{Broker, CloseReason, ConnId};
+use super::connection::{BufferPool, Connection};
+use super::http::HttpListener;
+use super::listener::Listener;
+use super::transport::TransportEvent;
+use crate::broker::{Broker, CloseReason, ConnId, Intake};
+use crate::config::LoopSettings;
 use crate::control::Command;
-use crate::protocol::proxy::{parse_proxy_header, IpNet};
-use crate::protocol::{self, codec, ErrorCode};
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 2);
@@ -39,10 +43,10 @@ const LISTENER_BASE: usize = usize::MAX - 3;
 /// Most listeners one server opens.
 pub(crate) const MAX_LISTENERS: usize = 64;
 
-/// The metrics (HTTP) listener.
-pub(crate) const METRICS_LISTENER: Token = Token(LISTENER_BASE - MAX_LISTENERS);
-/// Metrics connection `k` has token `HTTP_BASE + k`.
-const HTTP_BASE: usize = 1 << 48;
+/// The HTTP listener.
+pub(crate) const HTTP_LISTENER: Token = Token(LISTENER_BASE - MAX_LISTENERS);
+/// HTTP connection `k` has token `HTTP_BASE + k`.
+pub(crate) const HTTP_BASE: usize = 1 << 48;
 
 /// The token of listener number `index`.
 pub(crate) fn listener_token(index: usize) -> Token {
@@ -69,50 +73,31 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Pause before retrying `accept` after it failed (e.g. EMFILE).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Deliveries the publishes read from one connection in one turn may queue before the loop
-/// stops reading that connection for the turn (like `read_budget_bytes`, in fan-out work):
-/// with fan-out to 100, about 650 publishes, under one in-flight window per subscriber, so
-/// the next flush can send all of them.
-const TURN_DELIVERIES: u64 = 64 * 1024;
-
-/// Longest a connection's reading waits while the server drains backlogs of its own making
-/// ([`Broker::take_backlogged`]): then every deferred connection gets a turn.
-const MAX_DRAIN: Duration = Duration::from_millis(50);
-
 /// Bytes discarded per linger read turn.
 const LINGER_DISCARD_BYTES: usize = 256 * 1024;
+
+/// How often the broker's wall-clock anchor is renewed (signed-token expiry follows clock
+/// steps within this).
+const WALL_CLOCK_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct EventLoop {
     pub(crate) poll: Poll,
     /// Indexed like the broker's listeners; `None` once shut down.
-    pub(crate) listeners: Vec<Option<TcpListener>>,
-    /// Per listener: `Some(trusted networks)` if connections must start with a PROXY header.
-    pub(crate) proxy_policies: Vec<Option<Vec<IpNet>>>,
-    /// Per listener: the TLS configuration when it speaks TLS.
-    pub(crate) tls_configs: Vec<Option<Arc<rustls::ServerConfig>>>,
-    /// How to obtain a new configuration on SIGHUP or `ServerHandle::reload`.
-    pub(crate) reload: Option<ReloadFn>,
-    /// The Prometheus metrics listener, if configured.
-    pub(crate) metrics_listener: Option<TcpListener>,
-    http: Slab<HttpConn>,
+    pub(crate) listeners: Vec<Option<Listener>>,
+    /// The HTTP (metrics) listener, if configured.
+    pub(crate) http: Option<HttpListener>,
     pub(crate) broker: Broker,
+    pub(crate) settings: LoopSettings,
+    /// How to obtain a new configuration on SIGHUP or `ServerHandle::reload`, and the running
+    /// one to compare it with.
+    pub(crate) reload: Option<(ReloadFn, crate::config::Config)>,
     pub(crate) commands: Receiver<Command>,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
     conns: Slab<Connection>,
     scratch: Box<[u8]>,
     buffers: BufferPool,
-    /// Connections cut off by the read budget: mio will not report them again.
-    read_again: Vec<ConnId>,
-    read_now: Vec<ConnId>,
-    /// Readable connections left unread while the server drains backlogs it is the cause of
-    /// ([`Broker::take_backlogged`]); read again once they have drained.
-    deferred: Vec<ConnId>,
-    /// The last flush pass found such a backlog.
-    is_draining: bool,
-    /// Since when backlogs have been found turn after turn.
-    draining_since: Option<Instant>,
-    /// Connections whose reading is paused by a publish rate limit, with the time to resume.
-    paused: Vec<(Instant, ConnId)>,
+    /// Connections to read this turn (events and `poll_reads`).
+    reads: Vec<ConnId>,
     /// Connections to flush this turn.
     flush_list: Vec<ConnId>,
     /// Connections cut off by the write budget.
@@ -123,6 +108,7 @@ pub(crate) struct EventLoop {
     lingering: std::collections::VecDeque<(Instant, ConnId)>,
     accept_retry_at: Option<Instant>,
     is_full_logged: bool,
+    wall_clock_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -138,36 +124,31 @@ impl std::fmt::Debug for EventLoop {
 impl EventLoop {
     pub(crate) fn new(
         poll: Poll,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         broker: Broker,
+        settings: LoopSettings,
         commands: Receiver<Command>,
     ) -> EventLoop {
         EventLoop {
             poll,
             listeners: listeners.into_iter().map(Some).collect(),
-            proxy_policies: Vec::new(),
-            metrics_listener: None,
+            http: None,
             reload: None,
-            tls_configs: Vec::new(),
-            http: Slab::new(),
             broker,
+            settings,
             commands,
             signals: None,
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             buffers: BufferPool::default(),
-            read_again: Vec::new(),
-            deferred: Vec::new(),
-            is_draining: false,
-            draining_since: None,
-            read_now: Vec::new(),
-            paused: Vec::new(),
+            reads: Vec::new(),
             flush_list: Vec::new(),
             flush_again: Vec::new(),
             net_closes: Vec::new(),
             lingering: std::collections::VecDeque::new(),
             accept_retry_at: None,
             is_full_logged: false,
+            wall_clock_at: None,
         }
     }
 
@@ -192,32 +173,24 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
-            let busy_poll = self.broker.config().busy_poll_us;
-            if busy_poll > 0 && !events.is_empty() {
-                spin_until = Some(now + Duration::from_micros(u64::from(busy_poll)));
+            if self.settings.busy_poll_us > 0 && !events.is_empty() {
+                spin_until =
+                    Some(now + Duration::from_micros(u64::from(self.settings.busy_poll_us)));
             }
+            self.renew_wall_clock(now);
 
-            self.read_now.clear();
-            std::mem::swap(&mut self.read_now, &mut self.read_again);
-            if !self.paused.is_empty() {
-                // Rate-limited connections whose pause is over are read again (mio will not
-                // report data that was already waiting).
-                let read_now = &mut self.read_now;
-                self.paused.retain(|&(at, id)| {
-                    let is_due = at <= now;
-                    if is_due {
-                        read_now.push(id);
-                    }
-                    !is_due
-                });
-            }
+            self.reads.clear();
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.drain_commands(),
                     SIGNALS => self.drain_signals(),
-                    METRICS_LISTENER => self.accept_http(now),
-                    token if (HTTP_BASE..METRICS_LISTENER.0).contains(&token.0) => {
-                        self.http_event(token.0 - HTTP_BASE);
+                    HTTP_LISTENER => {
+                        if let Some(http) = &mut self.http {
+                            http.accept(self.poll.registry(), now);
+                        }
+                    }
+                    token if self.http.as_ref().is_some_and(|h| h.owns(token)) => {
+                        self.http_event(token);
                     }
                     token if listener_index(token).is_some() => {
                         if let Some(index) = listener_index(token) {
@@ -234,21 +207,16 @@ impl EventLoop {
                             queue_flush(&mut self.flush_list, conn, id);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_now.push(id);
+                            self.reads.push(id);
                         }
                     }
                 }
             }
-            self.read_now.sort_unstable();
-            self.read_now.dedup();
-            for index in 0..self.read_now.len() {
-                let id = self.read_now[index];
-                if self.is_draining && self.broker.may_defer_read(id) {
-                    if let Some(conn) = self.conns.get_mut(id.0) {
-                        defer(&mut self.deferred, conn, id);
-                    }
-                    continue;
-                }
+            self.broker.poll_reads(now, &mut self.reads);
+            self.reads.sort_unstable();
+            self.reads.dedup();
+            for index in 0..self.reads.len() {
+                let id = self.reads[index];
                 self.read(id, now);
             }
 
@@ -258,35 +226,19 @@ impl EventLoop {
                     self.accept(index, now);
                 }
             }
-            if self.broker.poll_timeout().is_some_and(|at| at <= now) {
-                self.broker.handle_timeout(now);
-            }
-            self.flush_pass();
-            self.is_draining = self.broker.take_backlogged();
-            if self.is_draining {
-                let since = *self.draining_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= MAX_DRAIN {
-                    // However long the backlogs last, no connection waits unread longer than
-                    // this (its heartbeats, its acks): it gets a turn now.
-                    self.is_draining = false;
-                    self.draining_since = None;
-                }
-            } else {
-                self.draining_since = None;
-            }
-            if !self.is_draining {
-                for id in self.deferred.drain(..) {
-                    if let Some(conn) = self.conns.get_mut(id.0) {
-                        conn.is_deferred = false;
-                    }
-                    self.read_again.push(id);
-                }
-            }
+            self.broker.handle_timeout(now);
+            self.flush_pass(now);
+            self.broker.handle_turn_end(now);
             self.close_pass(now);
             self.expire_lingering(now);
-            self.expire_http(now);
+            if let Some(http) = &mut self.http {
+                http.expire(self.poll.registry(), now, false);
+            }
 
-            if self.broker.is_shutting_down() && self.conns.is_empty() && self.http.is_empty() {
+            if self.broker.is_shutting_down()
+                && self.conns.is_empty()
+                && self.http.as_ref().is_none_or(HttpListener::is_idle)
+            {
                 info!("shutdown complete");
                 return Ok(());
             }
@@ -294,25 +246,33 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.read_again.is_empty() || !self.flush_again.is_empty() {
+        if !self.flush_again.is_empty() {
             return Some(Duration::ZERO);
         }
-        if !self.deferred.is_empty() {
-            // Draining: acks wake the loop; this bounds the wait should none come.
-            return Some(Duration::from_millis(1));
-        }
-        [
+        let at = [
             self.broker.poll_timeout(),
             self.lingering.front().map(|(at, _)| *at),
             self.accept_retry_at,
-            self.http.iter().map(|(_, c)| c.deadline).min(),
-            self.paused.iter().map(|(at, _)| *at).min(),
+            self.http.as_ref().and_then(HttpListener::next_deadline),
         ]
         .into_iter()
         .flatten()
-        .min()
+        .min()?;
+        if at <= now {
+            return Some(Duration::ZERO);
+        }
         // Round up so we do not wake a hair early and spin.
-        .map(|at| at.saturating_duration_since(now) + Duration::from_millis(1))
+        Some(at.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn renew_wall_clock(&mut self, now: Instant) {
+        if self
+            .wall_clock_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= WALL_CLOCK_EVERY)
+        {
+            self.wall_clock_at = Some(now);
+            self.broker.set_wall_clock(now, SystemTime::now());
+        }
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -320,7 +280,7 @@ impl EventLoop {
             return;
         };
         loop {
-            let (mut stream, peer) = match listener.accept() {
+            let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -336,19 +296,11 @@ impl EventLoop {
                 }
             };
             self.is_full_logged = false;
-            if self.broker.connection_count() >= self.broker.config().max_connections {
-                let mut out = Vec::new();
-                let _ = codec::encode_error(
-                    ErrorCode::ServerBusy,
-                    true,
-                    0,
-                    "max_connections reached",
-                    &mut out,
-                );
+            let mut refusal = Vec::new();
+            if !self.broker.handle_accept(&mut refusal) {
                 // A fresh socket's send buffer always has room for this; best effort.
-                let _ = stream.write(&out);
+                let _ = stream.write(&refusal);
                 let _ = stream.shutdown(Shutdown::Write);
-                self.broker.handle_refused();
                 debug!("refused {peer}: max_connections");
                 continue;
             }
@@ -365,176 +317,34 @@ impl EventLoop {
                 warn!("register {peer}: {e}");
                 continue;
             }
-            let mut conn = Connection::new(stream, peer);
-            if let Some(Some(tls)) = self.tls_configs.get(index) {
-                match rustls::ServerConnection::new(tls.clone()) {
-                    Ok(mut session) => {
-                        session.set_buffer_limit(Some(TLS_BUFFER_LIMIT_BYTES));
-                        conn.tls = Some(Box::new(session));
-                    }
-                    Err(e) => {
-                        warn!("TLS session for {peer}: {e}");
-                        continue;
-                    }
+            let mut transport = match listener.transport_for(stream, peer) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    warn!("TLS session for {peer}: {e}");
+                    continue;
                 }
-            }
-            let proxy_policy = self.proxy_policies.get(index).and_then(Option::as_ref);
-            conn.is_awaiting_proxy_header = proxy_policy.is_some();
-            entry.insert(conn);
-            self.broker.handle_connect_via(index, id, peer, now);
-            if let Some(trusted) = proxy_policy {
-                if !trusted.iter().any(|net| net.contains(peer.ip())) {
-                    let error = format!("{peer} is not a trusted proxy on this listener");
-                    self.broker.handle_proxy_header(id, Err(&error));
-                }
-            }
-        }
-    }
-
-    fn accept_http(&mut self, now: Instant) {
-        let Some(listener) = &self.metrics_listener else {
-            return;
-        };
-        loop {
-            let mut stream = match listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
             };
-            if self.http.len() >= MAX_HTTP_CONNECTIONS {
-                continue;
-            }
-            let entry = self.http.vacant_entry();
-            let token = Token(HTTP_BASE + entry.key());
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                .is_ok()
-            {
-                entry.insert(HttpConn::new(stream, now));
+            let event = transport.poll_event();
+            entry.insert(Connection::new(transport, peer));
+            self.broker.handle_connect_via(index, id, peer, now);
+            if let Some(event) = event {
+                // An untrusted peer on a PROXY listener: refused before any byte is read.
+                deliver_event(&mut self.broker, id, event);
             }
         }
     }
 
-    fn http_event(&mut self, key: usize) {
+    fn http_event(&mut self, token: Token) {
         let broker = &self.broker;
-        let Some(conn) = self.http.get_mut(key) else {
-            return;
-        };
-        let mut state = conn.on_readable(&mut self.scratch);
-        if let HttpState::Request(path) = state {
-            state = conn.respond(&path, || crate::prometheus::render(&broker.stats()));
-        }
-        if state == HttpState::Done {
-            self.remove_http(key);
+        if let Some(http) = &mut self.http {
+            http.handle_event(self.poll.registry(), token, &mut self.scratch, || {
+                crate::prometheus::render(&broker.stats())
+            });
         }
     }
 
-    fn expire_http(&mut self, now: Instant) {
-        if self.http.is_empty() {
-            return;
-        }
-        let expired: Vec<usize> = self
-            .http
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for key in expired {
-            self.remove_http(key);
-        }
-    }
-
-    fn remove_http(&mut self, key: usize) {
-        if let Some(mut conn) = self.http.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            let _ = conn.close();
-        }
-    }
-
-    fn drain_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.broker.stats());
-                }
-                Command::Reload => self.reload(),
-                Command::Shutdown => self.begin_shutdown(),
-            }
-        }
-    }
-
-    fn drain_signals(&mut self) {
-        let (mut is_shutdown, mut is_reload) = (false, false);
-        if let Some(signals) = &mut self.signals {
-            for signal in signals.pending() {
-                if signal == signal_hook::consts::SIGHUP {
-                    is_reload = true;
-                } else {
-                    info!("signal {signal}: shutting down");
-                    is_shutdown = true;
-                }
-            }
-        }
-        if is_reload && !is_shutdown {
-            self.reload();
-        }
-        if is_shutdown {
-            self.begin_shutdown();
-        }
-    }
-
-    /// Loads a new configuration and applies what can change at run time; keeps the old one
-    /// on any error.
-    fn reload(&mut self) {
-        let Some(load) = &self.reload else {
-            warn!("reload requested but this server has no config source to reload");
-            return;
-        };
-        crate::notify::notify("RELOADING=1");
-        match load() {
-            Ok(config) => {
-                let outcome = self.broker.handle_reload(config);
-                if outcome.changed.is_empty() {
-                    info!("reload: nothing changed");
-                } else {
-                    info!("reload: applied {}", outcome.changed.join(", "));
-                }
-                if !outcome.needs_restart.is_empty() {
-                    warn!(
-                        "reload: {} changed but take effect only after a restart",
-                        outcome.needs_restart.join(", ")
-                    );
-                }
-            }
-            Err(e) => error!("reload failed, keeping the running configuration: {e}"),
-        }
-        crate::notify::notify("READY=1");
-    }
-
-    fn begin_shutdown(&mut self) {
-        if self.broker.is_shutting_down() {
-            return;
-        }
-        crate::notify::notify("STOPPING=1");
-        for slot in &mut self.listeners {
-            if let Some(mut listener) = slot.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-        }
-        if let Some(mut listener) = self.metrics_listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        for key in self.http.iter().map(|(k, _)| k).collect::<Vec<_>>() {
-            self.remove_http(key);
-        }
-        self.broker.handle_shutdown();
-    }
-
-    /// Reads from one connection until WouldBlock or its budget, decoding as it goes.
+    /// Reads from one connection while the broker asks for more and the socket has it.
     fn read(&mut self, id: ConnId, now: Instant) {
-        let budget = self.broker.config().read_budget_bytes;
         let Some(conn) = self.conns.get_mut(id.0) else {
             return;
         };
@@ -542,64 +352,29 @@ impl EventLoop {
             linger_read(conn, &mut self.scratch, &mut self.net_closes, id);
             return;
         }
-        if self.broker.read_paused_until(id, now).is_some() {
-            // Still paused: its entry in `paused` brings it back.
-            return;
-        }
-        // The fan-out budget is per connection and turn, like the read budget.
-        self.broker.take_queued();
-        if !conn.read_buf.is_empty() && !conn.is_awaiting_proxy_header {
-            // Frames held back (paused, or past last turn's fan-out budget) come first.
-            feed(&mut self.broker, conn, id, &[], now);
-            if self.broker.queued() >= TURN_DELIVERIES {
-                self.read_again.push(id);
-                return;
+        let mut intake = self.broker.handle_readable(id, now);
+        while intake == Intake::More {
+            let result = conn.transport.read(&mut self.scratch);
+            let mut had_event = false;
+            while let Some(event) = conn.transport.poll_event() {
+                had_event = true;
+                deliver_event(&mut self.broker, id, event);
             }
-        }
-        let mut total = 0;
-        loop {
-            if self.broker.is_closing(id) {
-                return;
-            }
-            if let Some(until) = self.broker.read_paused_until(id, now) {
-                // Over its publish rate: stop reading (TCP back-pressure) until `until`.
-                self.paused.push((until, id));
-                return;
-            }
-            match conn.read(&mut self.scratch) {
+            match result {
                 Ok(0) => {
-                    let reason = if conn.read_buf.is_empty() {
-                        CloseReason::PeerClosed
-                    } else {
-                        CloseReason::TruncatedFrame
-                    };
-                    self.net_closes.push((id, reason));
+                    self.net_closes.push((id, CloseReason::PeerClosed));
                     return;
                 }
                 Ok(n) => {
-                    total += n;
-                    self.broker.handle_io_bytes(n, 0);
                     let data = self.scratch.get(..n).unwrap_or_default();
-                    feed(&mut self.broker, conn, id, data, now);
-                    if self.broker.queued() >= TURN_DELIVERIES {
-                        // This turn's fan-out work is done; the rest of it (held in its read
-                        // buffer or still in the socket) comes next turn.
-                        self.read_again.push(id);
-                        return;
-                    }
-                    if self.broker.has_backlog() && self.broker.may_defer_read(id) {
-                        // It filled a queue that keeps up past what the next flush sends:
-                        // the rest waits until the backlogs drain.
-                        defer(&mut self.deferred, conn, id);
-                        return;
-                    }
-                    if total >= budget {
-                        self.read_again.push(id);
-                        return;
-                    }
+                    intake = self.broker.handle_input(id, data, now);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // A layer finished a prefix (PROXY header): what follows it is read now.
+                Err(e) if e.kind() == ErrorKind::WouldBlock && had_event => {
+                    intake = self.broker.handle_input(id, &[], now);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("read from {}: {e}", conn.peer);
                     self.net_closes.push((id, CloseReason::IoError));
@@ -607,10 +382,14 @@ impl EventLoop {
                 }
             }
         }
+        if conn.transport.has_unsent() {
+            // A layer has handshake bytes the socket did not take yet.
+            queue_flush(&mut self.flush_list, conn, id);
+        }
     }
 
     /// Writes pending output of every connection that has some, each up to its budget.
-    fn flush_pass(&mut self) {
+    fn flush_pass(&mut self, now: Instant) {
         while let Some(id) = self.broker.poll_dirty() {
             if let Some(conn) = self.conns.get_mut(id.0) {
                 queue_flush(&mut self.flush_list, conn, id);
@@ -621,27 +400,40 @@ impl EventLoop {
                 queue_flush(&mut self.flush_list, conn, id);
             }
         }
-        let budget = self.broker.config().write_budget_bytes;
-        let high_water = self.broker.config().write_high_water_bytes;
+        let budget = self.settings.write_budget_bytes;
+        let high_water = self.settings.write_high_water_bytes;
         for index in 0..self.flush_list.len() {
             let id = self.flush_list[index];
             let Some(conn) = self.conns.get_mut(id.0) else {
                 continue;
             };
             conn.is_queued_for_flush = false;
-            if !conn.is_writable || conn.linger_until.is_some() || self.broker.is_closing(id) {
+            if !conn.is_writable || conn.linger_until.is_some() {
                 continue;
             }
             let mut written = 0;
             loop {
-                if !conn.has_unsent() {
+                if conn.sent >= conn.write_buf.len() {
+                    // All handed to the transport: push what its layers hold, then refill.
+                    match conn.transport.flush() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            conn.is_writable = false;
+                            break;
+                        }
+                        Err(e) => {
+                            debug!("write to {}: {e}", conn.peer);
+                            self.net_closes.push((id, CloseReason::IoError));
+                            break;
+                        }
+                    }
                     conn.reset_write_buf();
                     if conn.write_buf.capacity() == 0 {
                         conn.write_buf = self.buffers.take(high_water + 4096);
                     }
-                    let appended = self
-                        .broker
-                        .poll_transmit(id, &mut conn.write_buf, high_water);
+                    let appended =
+                        self.broker
+                            .poll_transmit(id, &mut conn.write_buf, high_water, now);
                     if appended == 0 {
                         conn.release_write_buf(&mut self.buffers);
                         break;
@@ -654,7 +446,7 @@ impl EventLoop {
                     }
                     Ok(n) => {
                         written += n;
-                        self.broker.handle_io_bytes(0, n);
+                        self.broker.handle_written(n);
                         if written >= budget {
                             self.flush_again.push(id);
                             break;
@@ -696,21 +488,21 @@ impl EventLoop {
                 continue;
             };
             // Final bytes (ERROR / GOODBYE), best effort: the socket is non-blocking.
-            if !conn.has_unsent() {
+            if conn.sent >= conn.write_buf.len() {
                 conn.reset_write_buf();
             }
             self.broker
-                .poll_transmit(id, &mut conn.write_buf, usize::MAX);
-            while conn.has_unsent() {
+                .poll_transmit(id, &mut conn.write_buf, usize::MAX, now);
+            while conn.sent < conn.write_buf.len() {
                 match conn.write_unsent() {
                     Ok(n) if n > 0 => {}
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     _ => break,
                 }
             }
+            let _ = conn.transport.flush();
             self.broker.handle_disconnect(id, reason, now);
-            conn.shutdown_write();
-            conn.read_buf = Vec::new();
+            conn.transport.shutdown_write();
             conn.write_buf = Vec::new();
             conn.sent = 0;
             conn.linger_until = Some(now + LINGER);
@@ -745,17 +537,34 @@ impl EventLoop {
 
     fn remove(&mut self, id: ConnId) {
         let mut conn = self.conns.remove(id.0);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+        if let Err(e) = self.poll.registry().deregister(conn.transport.tcp()) {
             error!("deregister {}: {e}", conn.peer);
         }
     }
+
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.broker.is_shutting_down() {
+            return;
+        }
+        crate::notify::notify("STOPPING=1");
+        for slot in &mut self.listeners {
+            if let Some(mut listener) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut listener.socket);
+            }
+        }
+        if let Some(mut http) = self.http.take() {
+            http.expire(self.poll.registry(), Instant::now(), true);
+            let _ = self.poll.registry().deregister(&mut http.socket);
+        }
+        self.broker.handle_shutdown();
+    }
 }
 
-/// Puts `id` on the deferred-read list once, however often it is readable meanwhile.
-fn defer(list: &mut Vec<ConnId>, conn: &mut Connection, id: ConnId) {
-    if !conn.is_deferred {
-        conn.is_deferred = true;
-        list.push(id);
+/// Tells the broker what a transport layer learned.
+fn deliver_event(broker: &mut Broker, id: ConnId, event: TransportEvent) {
+    match event {
+        TransportEvent::ProxyHeader(Ok(header)) => broker.handle_proxy_header(id, Ok(header)),
+        TransportEvent::ProxyHeader(Err(text)) => broker.handle_proxy_header(id, Err(&text)),
     }
 }
 
@@ -766,80 +575,6 @@ fn queue_flush(list: &mut Vec<ConnId>, conn: &mut Connection, id: ConnId) {
     }
 }
 
-/// Decodes every complete frame of `data` (appended to any partial frame kept from before)
-/// and hands each to the broker; keeps an incomplete tail in `conn.read_buf`.
-fn feed(broker: &mut Broker, conn: &mut Connection, id: ConnId, data: &[u8], now: Instant) {
-    if conn.is_awaiting_proxy_header {
-        conn.read_buf.extend_from_slice(data);
-        match parse_proxy_header(&conn.read_buf) {
-            Ok(None) => return,
-            Ok(Some((header, used))) => {
-                conn.is_awaiting_proxy_header = false;
-                conn.read_buf.drain(..used);
-                broker.handle_proxy_header(id, Ok(header));
-            }
-            Err(error) => {
-                conn.read_buf.clear();
-                broker.handle_proxy_header(id, Err(&error));
-                return;
-            }
-        }
-        if conn.read_buf.is_empty() {
-            return;
-        }
-        // Frames that followed the header in the same read.
-        let used = decode_all(broker, id, &conn.read_buf, now);
-        conn.read_buf.drain(..used.min(conn.read_buf.len()));
-        return;
-    }
-    if conn.read_buf.is_empty() {
-        let used = decode_all(broker, id, data, now);
-        if let Some(rest) = data.get(used..) {
-            conn.read_buf.extend_from_slice(rest);
-        }
-    } else {
-        conn.read_buf.extend_from_slice(data);
-        let used = decode_all(broker, id, &conn.read_buf, now);
-        conn.read_buf.drain(..used.min(conn.read_buf.len()));
-    }
-    if conn.read_buf.is_empty() && conn.read_buf.capacity() > 0 {
-        // Only a frame split across reads needs this buffer; an idle connection keeps none.
-        conn.read_buf = Vec::new();
-    }
-}
-
-/// Returns how many bytes were consumed; all of them once the connection is closing.
-fn decode_all(broker: &mut Broker, id: ConnId, buf: &[u8], now: Instant) -> usize {
-    let mut pos = 0;
-    loop {
-        if broker.is_closing(id) {
-            return buf.len();
-        }
-        let rest = buf.get(pos..).unwrap_or_default();
-        match protocol::decode(rest, broker.max_frame_len(id)) {
-            Ok(Some((frame, used))) => {
-                let queued = broker.queued();
-                broker.handle_frame(id, frame, now);
-                pos += used;
-                if broker.queued() > queued && broker.queued() >= TURN_DELIVERIES {
-                    // A publish filled this turn's fan-out budget: the rest waits in the read
-                    // buffer for the next turn.
-                    return pos;
-                }
-                if broker.read_paused_until(id, now).is_some() {
-                    // Over its publish rate: the rest waits in the read buffer.
-                    return pos;
-                }
-            }
-            Ok(None) => return pos,
-            Err(error) => {
-                broker.handle_decode_error(id, &error);
-                return buf.len();
-            }
-        }
-    }
-}
-
 /// Discards input of a lingering connection; EOF or an error ends the linger.
 fn linger_read(
     conn: &mut Connection,
@@ -847,9 +582,10 @@ fn linger_read(
     closes: &mut Vec<(ConnId, CloseReason)>,
     id: ConnId,
 ) {
+    use std::io::Read;
     let mut discarded = 0;
     loop {
-        match conn.read(scratch) {
+        match conn.transport.tcp().read(scratch) {
             Ok(0) => break,
             Ok(n) => {
                 discarded += n;

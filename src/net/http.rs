@@ -8,7 +8,9 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
 
 /// Longest request head accepted.
 pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -16,6 +18,105 @@ pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most metrics connections open at once; more are closed at accept.
 pub(crate) const MAX_HTTP_CONNECTIONS: usize = 64;
+
+/// The HTTP listener and its connections. Connection `k` has token `base + k`.
+#[derive(Debug)]
+pub(crate) struct HttpListener {
+    pub(crate) socket: TcpListener,
+    conns: Slab<HttpConn>,
+    base: usize,
+}
+
+impl HttpListener {
+    pub(crate) fn new(socket: TcpListener, base: usize) -> HttpListener {
+        HttpListener {
+            socket,
+            conns: Slab::new(),
+            base,
+        }
+    }
+
+    /// Whether `token` is one of this listener's connections.
+    pub(crate) fn owns(&self, token: Token) -> bool {
+        token.0 >= self.base && token.0 - self.base < MAX_HTTP_CONNECTIONS
+    }
+
+    /// Accepts until `WouldBlock`; past [`MAX_HTTP_CONNECTIONS`] new ones are closed at once.
+    pub(crate) fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            let mut stream = match self.socket.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            if self.conns.len() >= MAX_HTTP_CONNECTIONS {
+                continue;
+            }
+            let entry = self.conns.vacant_entry();
+            let token = Token(self.base + entry.key());
+            if registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                entry.insert(HttpConn::new(stream, now));
+            }
+        }
+    }
+
+    /// Reads or writes connection `token`; `render` makes the metrics body when asked.
+    pub(crate) fn handle_event(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        scratch: &mut [u8],
+        render: impl FnOnce() -> String,
+    ) {
+        let key = token.0 - self.base;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut state = conn.on_readable(scratch);
+        if let HttpState::Request(path) = state {
+            state = conn.respond(&path, render);
+        }
+        if state == HttpState::Done {
+            self.remove(registry, key);
+        }
+    }
+
+    /// The earliest connection deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.conns.iter().map(|(_, c)| c.deadline).min()
+    }
+
+    /// Closes connections past their deadline (all of them when `all`).
+    pub(crate) fn expire(&mut self, registry: &Registry, now: Instant, all: bool) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| all || c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            self.remove(registry, key);
+        }
+    }
+
+    /// Whether no connection is open.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn remove(&mut self, registry: &Registry, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = registry.deregister(&mut conn.stream);
+            let _ = conn.close();
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct HttpConn {

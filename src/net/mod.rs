@@ -1,9 +1,15 @@
-//! The only code that touches sockets or mio.
+//! The only code that touches sockets or mio: it moves bytes, the broker decides.
 //!
-//! [`event_loop`] multiplexes the listener, every connection, the control channel's waker and
-//! (optionally) signals on one thread; [`conn`] holds a connection's socket and buffers. All
-//! broker semantics are behind `crate::broker::Broker`'s `handle_*` / `poll_*` calls.
+//! - [`event_loop`]: the turn checklist over every socket, the waker and signals;
+//! - [`listener`]: a Weir listener and the transport stack of the connections it accepts;
+//! - [`transport`]: the layers of one connection's stream (PROXY prefix, TLS) over TCP;
+//! - [`connection`]: a connection's transport, write buffer and readiness;
+//! - [`http`]: the HTTP listener (metrics);
+//! - `commands`: commands from `ServerHandle`, signals, and applying a reload plan.
 
-pub(crate) mod conn;
+mod commands;
+pub(crate) mod connection;
 pub(crate) mod event_loop;
 pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod transport;

@@ -1,11 +1,15 @@
 //! The test harness: one [`Broker`], a fake clock, and owned copies of everything it sends.
 //!
-//! Plays the event loop's part (quinn-proto's `Pair`): frames are built with the protocol
-//! encoders, decoded with [`protocol::decode`] and fed to `handle_frame`; [`Harness::drive`]
-//! runs the flush pass (`poll_dirty` → `poll_transmit`, bytes decoded back into [`Received`])
-//! and the close pass (`poll_close` → last flush → `handle_disconnect`). Inputs never drive;
-//! the readers (`frames`, `deliveries`, ...) do, so everything sent between two reads is one
-//! loop turn.
+//! Plays the event loop's part (quinn-proto's `Pair`) through the same entry points the loop
+//! uses: bytes a client sends go into its simulated socket and are read at once as the loop
+//! reads a readable connection (`handle_readable`, then `handle_input` per chunk of at most
+//! [`READ_CHUNK`] bytes while it says `More`); bytes the broker holds back stay in the socket
+//! until `poll_reads` names the connection again, or new bytes arrive (mio is
+//! edge-triggered). [`Harness::drive`] runs whole turns: the reads `poll_reads` asks for, the
+//! flush pass (`poll_dirty` → `poll_transmit`, bytes decoded back into [`Received`]),
+//! `handle_turn_end`, and the close pass (`poll_close` → last flush → `handle_disconnect`).
+//! The readers (`frames`, `deliveries`, ...) drive, so everything sent between two reads is
+//! one loop turn.
 //!
 //! Time only moves through [`Harness::advance`]; the system clock is read once, for the epoch.
 
@@ -13,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, CloseReason, ConnId};
+use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin};
 use crate::config::{Config, QueueConfig};
 use crate::protocol::codec::{self, encode_ack};
 use crate::protocol::frame::DELIVER_REDELIVERED;
@@ -25,6 +29,9 @@ use crate::protocol::{
 /// `room` for every `poll_transmit`: large enough that only the in-flight window limits
 /// deliveries.
 const ROOM: usize = 1 << 24;
+
+/// Bytes one simulated `read` call yields (the loop's scratch buffer).
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// A pre-declared queue with `conflate = true` in [`test_config`].
 pub(super) const CONFLATING_QUEUE: &str = "latest";
@@ -134,6 +141,8 @@ struct Client {
     /// Seq of this connection's next PUBLISH from [`Harness::publish`].
     next_publish_seq: u64,
     session_id: Option<u64>,
+    /// Bytes the client sent that the server has not read yet: its socket's receive queue.
+    socket: std::collections::VecDeque<u8>,
 }
 
 pub(super) struct Harness {
@@ -152,7 +161,7 @@ impl Harness {
         config.validate().expect("test configs are valid");
         let epoch = Instant::now();
         Harness {
-            broker: Broker::new(config),
+            broker: Broker::new(config, Origin::fixed(epoch, 7)),
             now: epoch,
             epoch,
             clients: BTreeMap::new(),
@@ -213,20 +222,40 @@ impl Harness {
         self.send_bytes(conn, &bytes);
     }
 
-    /// Feeds raw bytes holding whole frames, stopping at the first decode error as the loop
-    /// would.
-    pub(super) fn send_bytes(&mut self, conn: ConnId, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            match protocol::decode(bytes, self.broker.max_frame_len(conn)) {
-                Ok(Some((frame, used))) => {
-                    self.broker.handle_frame(conn, frame, self.now);
-                    bytes = &bytes[used..];
-                }
-                Ok(None) => panic!("test bytes end in the middle of a frame"),
-                Err(error) => {
-                    self.broker.handle_decode_error(conn, &error);
-                    return;
-                }
+    /// The client writes `bytes` (any split: whole frames, part of one, several); the loop
+    /// reads its connection now, as on a readable event.
+    pub(super) fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.socket.extend(bytes);
+        }
+        self.read(conn);
+    }
+
+    /// Bytes sent by the client that the server has not read (held back by flow control).
+    pub(super) fn unread(&self, conn: ConnId) -> usize {
+        self.clients.get(&conn).map_or(0, |c| c.socket.len())
+    }
+
+    /// The loop reads `conn`: `handle_readable`, then chunks while the broker says `More`.
+    fn read(&mut self, conn: ConnId) {
+        let mut intake = self.broker.handle_readable(conn, self.now);
+        let mut chunk = Vec::new();
+        while intake == Intake::More {
+            chunk.clear();
+            let Some(client) = self.clients.get_mut(&conn) else {
+                return;
+            };
+            let n = client.socket.len().min(READ_CHUNK);
+            if n == 0 {
+                return;
+            }
+            chunk.extend(client.socket.drain(..n));
+            intake = self.broker.handle_input(conn, &chunk, self.now);
+        }
+        if intake == Intake::Closed {
+            // A closing connection's input is discarded unread (the loop lingers, then drops).
+            if let Some(client) = self.clients.get_mut(&conn) {
+                client.socket.clear();
             }
         }
     }
@@ -303,6 +332,9 @@ impl Harness {
 
     /// The event loop saw EOF (or an I/O error) on `conn`.
     pub(super) fn disconnect(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.socket.clear();
+        }
         self.broker.handle_disconnect(conn, reason, self.now);
     }
 
@@ -340,14 +372,18 @@ impl Harness {
     /// output: the others' sockets are full, so the loop skips them in the flush pass (their
     /// output keeps waiting). The close pass still writes final frames best effort.
     pub(super) fn drive_where(&mut self, is_writable: impl Fn(ConnId) -> bool) {
+        let mut reads = Vec::new();
         loop {
+            // The sends since the last drive were this turn's read pass; now its flush pass,
+            // turn end and close pass, then the next turn's reads.
             let mut is_busy = false;
+            self.broker.handle_timeout(self.now);
             while let Some(conn) = self.broker.poll_dirty() {
                 if is_writable(conn) {
                     self.transmit(conn);
                 }
-                is_busy = true;
             }
+            self.broker.handle_turn_end(self.now);
             while let Some((conn, reason)) = self.broker.poll_close() {
                 // Best effort, as the loop does: the ERROR or GOODBYE goes out first.
                 self.transmit(conn);
@@ -355,7 +391,16 @@ impl Harness {
                 self.client_mut(conn).inbox.push(Received::Closed(reason));
                 is_busy = true;
             }
-            if !is_busy {
+            // Another turn runs now only if something wakes the loop now: output, or a
+            // connection to read again (time stands still between readers).
+            reads.clear();
+            self.broker.poll_reads(self.now, &mut reads);
+            reads.sort_unstable();
+            reads.dedup();
+            for &conn in &reads {
+                self.read(conn);
+            }
+            if reads.is_empty() && !is_busy && !self.broker.has_dirty() {
                 return;
             }
         }
@@ -374,7 +419,7 @@ impl Harness {
 
     fn transmit_with_room(&mut self, conn: ConnId, room: usize) {
         let mut out = Vec::new();
-        let appended = self.broker.poll_transmit(conn, &mut out, room);
+        let appended = self.broker.poll_transmit(conn, &mut out, room, self.now);
         assert_eq!(
             appended,
             out.len(),
@@ -460,16 +505,26 @@ impl Harness {
         self.ack(conn, last, &[]);
     }
 
-    pub(super) fn stats(&self) -> StatsReport {
+    /// The broker's report after the current turn completes (a reader: it drives first).
+    pub(super) fn stats(&mut self) -> StatsReport {
+        self.drive();
+        self.broker.stats()
+    }
+
+    /// The broker's report now, in the middle of a turn (no driving).
+    pub(super) fn peek_stats(&self) -> StatsReport {
         self.broker.stats()
     }
 
     /// The stats of `conn`'s session (it must still have one).
+    ///
+    /// A peek: it does not drive, so it shows the state in the middle of a turn.
     pub(super) fn session(&self, conn: ConnId) -> SessionStats {
         let id = self.clients[&conn]
             .session_id
             .expect("handshake done on this connection");
-        self.stats()
+        self.broker
+            .stats()
             .sessions
             .into_iter()
             .find(|s| s.session_id == id)
@@ -477,7 +532,7 @@ impl Harness {
     }
 
     /// Asserts nothing is left in the message store.
-    pub(super) fn assert_store_is_empty(&self) {
+    pub(super) fn assert_store_is_empty(&mut self) {
         let server = self.stats().server;
         assert_eq!(
             (server.stored_messages, server.stored_bytes),

@@ -153,13 +153,27 @@ fn hello_just_before_the_deadline_is_accepted_and_not_timed_out() {
 }
 
 #[test]
-fn a_refused_connection_is_counted_as_server_busy() {
-    let mut h = Harness::new();
-    h.broker.handle_refused();
+fn a_connection_past_max_connections_is_refused_with_server_busy_and_counted() {
+    let mut h = Harness::with_config(crate::config::Config {
+        max_connections: 1,
+        ..super::harness::test_config()
+    });
+    let mut refusal = Vec::new();
+    assert!(h.broker.handle_accept(&mut refusal), "the first is taken");
+    assert!(refusal.is_empty());
+    h.connect(CLIENT);
+    assert!(!h.broker.handle_accept(&mut refusal), "the second is not");
+    let (frame, _) = crate::protocol::decode(&refusal, u32::MAX)
+        .unwrap()
+        .unwrap();
+    let crate::protocol::Frame::Error(error) = frame else {
+        panic!("expected ERROR, got {frame:?}");
+    };
+    assert_eq!(error.code, Ok(ErrorCode::ServerBusy));
     let server = h.stats().server;
     assert_eq!(server.connections_refused, 1);
     assert_eq!(server.closes.get("SERVER_BUSY"), Some(&1));
-    assert_eq!(server.connections, 0);
+    assert_eq!(server.connections, 1);
 }
 
 // ---- CONNECTED ----

@@ -10,6 +10,7 @@ mod backlog;
 mod conflation;
 mod delivery;
 mod heartbeat;
+mod intake;
 mod lifecycle;
 mod model;
 mod overflow;

@@ -1,0 +1,109 @@
+//! Intake: the bytes of one connection in, frames out to the handlers.
+//!
+//! The one entry point every driver uses (the event loop, the broker tests, the benches, the
+//! allocation test): [`Broker::handle_input`] takes whatever bytes the transport yielded,
+//! decodes every complete frame, hands each to [`Broker::handle_frame`], keeps an incomplete
+//! tail (or frames held back by [`super::flow`]) in the connection's input buffer, and says
+//! with an [`Intake`] whether to read more.
+//!
+//! Bounded memory: the input buffer holds at most one partial frame (checked against the frame
+//! limit from its header, before the body is buffered) plus what one read yielded after the
+//! connection was held back; an idle connection keeps no buffer at all.
+
+use std::time::Instant;
+
+use super::flow::{Intake, Stop, TURN_DELIVERIES};
+use super::{Broker, CloseReason, ConnId};
+use crate::protocol;
+
+impl Broker {
+    /// Bytes read from `conn`'s transport (plaintext Weir frames, after any PROXY header, TLS
+    /// or WebSocket layer), in order. `bytes` may end mid-frame; it may be empty, to handle
+    /// input held back earlier.
+    ///
+    /// Bounded work: O(bytes + held input), and at most [`TURN_DELIVERIES`] deliveries queued
+    /// per read of a connection before it is held back.
+    pub fn handle_input(&mut self, conn: ConnId, bytes: &[u8], now: Instant) -> Intake {
+        self.now = now;
+        self.metrics.bytes_in += bytes.len() as u64;
+        let Some(state) = self.conn_mut(conn) else {
+            return Intake::Closed;
+        };
+        if state.close.is_some() {
+            return Intake::Closed;
+        }
+        state.flow.read_bytes += bytes.len();
+        let stopped = if state.input.is_empty() {
+            let (used, stopped) = self.decode_frames(conn, bytes, now);
+            if let (Some(rest), Some(state)) = (bytes.get(used..), self.conn_mut(conn)) {
+                if state.close.is_none() {
+                    state.input.extend_from_slice(rest);
+                }
+            }
+            stopped
+        } else {
+            let mut input = std::mem::take(&mut state.input);
+            input.extend_from_slice(bytes);
+            let (used, stopped) = self.decode_frames(conn, &input, now);
+            if let Some(state) = self.conn_mut(conn) {
+                if state.close.is_none() && used < input.len() {
+                    input.drain(..used);
+                    state.input = input;
+                }
+            }
+            stopped
+        };
+        if let Some(state) = self.conn_mut(conn) {
+            if state.input.is_empty() && state.input.capacity() > 0 {
+                // Only a frame split across reads needs this buffer; an idle connection keeps
+                // none.
+                state.input = Vec::new();
+            }
+        }
+        self.intake_after(conn, stopped)
+    }
+
+    /// Whether `conn` holds bytes of an incomplete frame (an EOF now truncates it).
+    pub(super) fn has_partial_input(&self, conn: ConnId) -> bool {
+        self.conn(conn).is_some_and(|state| !state.input.is_empty())
+    }
+
+    /// The peer closed its side: a clean close between frames, or a truncated frame.
+    pub(super) fn eof_reason(&self, conn: ConnId) -> CloseReason {
+        if self.has_partial_input(conn) {
+            CloseReason::TruncatedFrame
+        } else {
+            CloseReason::PeerClosed
+        }
+    }
+
+    /// Decodes and handles frames from the start of `buf`; returns how many bytes were used
+    /// (all of them once the connection is closing) and why it stopped early, if it did.
+    fn decode_frames(&mut self, conn: ConnId, buf: &[u8], now: Instant) -> (usize, Option<Stop>) {
+        let mut pos = 0;
+        loop {
+            if self.is_closing(conn) {
+                return (buf.len(), None);
+            }
+            let rest = buf.get(pos..).unwrap_or_default();
+            match protocol::decode(rest, self.max_frame_len(conn)) {
+                Ok(Some((frame, used))) => {
+                    let queued = self.flow.queued;
+                    self.handle_frame(conn, frame, now);
+                    pos += used;
+                    if self.flow.queued > queued && self.flow.queued >= TURN_DELIVERIES {
+                        return (pos, Some(Stop::FanOutBudget));
+                    }
+                    if self.read_paused_until(conn, now).is_some() {
+                        return (pos, Some(Stop::Paused));
+                    }
+                }
+                Ok(None) => return (pos, None),
+                Err(error) => {
+                    self.handle_decode_error(conn, &error);
+                    return (buf.len(), None);
+                }
+            }
+        }
+    }
+}
