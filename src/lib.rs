@@ -14,7 +14,8 @@
 //! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop; [`ServerHandle`] stops it
 //!   or reads stats from another thread (via [`control`]).
 //! - [`config`]: embedded defaults, TOML parsing, validation.
-//! - [`metrics`]: counters owned by the loop; [`prometheus`] renders them for scraping.
+//! - [`metrics`]: every counter and gauge declared once (name, kind, unit, help);
+//!   [`prometheus`] renders them for scraping.
 //! - `client`: a blocking client for tests, tools and embedding programs.
 #![forbid(unsafe_code)]
 #![warn(
