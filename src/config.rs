@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::{Authenticator, UserDeclaration};
 use crate::protocol::proxy::IpNet;
 use crate::protocol::{MAX_NAME_LEN, RESUME_TOKEN_LEN};
 
@@ -475,7 +476,7 @@ impl Config {
                 ));
             }
         }
-        crate::broker::auth::Authenticator::from_config(self).map_err(ConfigError::Invalid)?;
+        self.authenticator().map_err(ConfigError::Invalid)?;
         let can_authenticate = !self.users.is_empty() || self.token_signing_key.is_some();
         if let Some(listener) = self
             .listener_settings()
@@ -526,6 +527,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The users and signing key in force, parsed from `[[users]]` and `token_signing_key`.
+    ///
+    /// # Errors
+    /// A message naming the user or key that is wrong.
+    pub(crate) fn authenticator(&self) -> Result<Authenticator, String> {
+        let declared = self.users.iter().map(|user| UserDeclaration {
+            name: &user.name,
+            password_hash: user.password_hash.as_deref(),
+            token_hash: user.token_hash.as_deref(),
+            publish: &user.publish,
+            subscribe: &user.subscribe,
+            admin: user.admin,
+        });
+        Authenticator::new(declared, self.token_signing_key.as_deref())
     }
 
     /// The listeners to open, with their settings resolved: `[[listeners]]`, or one on

@@ -8,7 +8,7 @@
 //! - [`server_stats`], which fills the `server` object of STATS_REPLY (protocol.md
 //!   §STATS_REPLY) with an exhaustive struct literal, so a figure declared here and missing
 //!   from [`ServerStats`] (or the reverse) does not compile;
-//! - the Prometheus exposition (`crate::prometheus`), which writes `# HELP` and `# TYPE` for
+//! - the Prometheus exposition (`src/prometheus.rs`), which writes `# HELP` and `# TYPE` for
 //!   each entry and reads its samples through [`Read`];
 //! - `weir-cli stats`, which reads the same JSON through `StatsReport`.
 //!

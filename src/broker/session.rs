@@ -10,9 +10,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::auth::Grant;
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
+use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
 
 /// Key of a session in the broker's session slab.

@@ -4,7 +4,7 @@
 //! are bytes; here they are shown as UTF-8 with invalid bytes replaced by U+FFFD.
 //!
 //! The figures of [`ServerStats`] are declared, with their kind, unit and help text, in
-//! `crate::metrics` (which fills this struct); a figure added here without a declaration there
+//! `src/metrics.rs` (which fills this struct); a figure added here without a declaration there
 //! does not compile.
 
 use std::collections::BTreeMap;
