@@ -507,7 +507,7 @@ impl Broker {
     }
 
     fn window_for(&self, listener: usize, requested: u32) -> u32 {
-        let max = self.listeners[listener].inflight_window;
+        let max = self.listeners[listener].in_flight_window;
         match requested {
             0 => max,
             requested => requested.min(max),

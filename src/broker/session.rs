@@ -40,7 +40,7 @@ pub(crate) struct Session {
     pub(crate) detached_at: Option<Instant>,
     /// Retires stale expiry timer entries: bumped on every detach and resume.
     pub(crate) generation: u64,
-    /// In-flight window in force (≤ config `inflight_window`).
+    /// In-flight window in force (≤ config `in_flight_window`).
     pub(crate) window: u32,
     pub(crate) queue: SessionQueue,
     pub(crate) subscriptions: Vec<Subscription>,
