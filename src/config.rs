@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::{Authenticator, UserDeclaration};
 use crate::protocol::proxy::IpNet;
 use crate::protocol::{MAX_NAME_LEN, RESUME_TOKEN_LEN};
 
@@ -56,8 +57,9 @@ pub struct Config {
     /// most 10,000.
     pub busy_poll_us: u32,
     /// Max deliveries sent and not yet acked per session; clients may ask for less.
-    /// Default 1,024.
-    pub inflight_window: u32,
+    /// Default 1,024. Formerly `inflight_window`, still accepted with a warning.
+    #[serde(alias = "inflight_window")]
+    pub in_flight_window: u32,
     /// Max messages queued for one session (pending + in flight). Default 100,000.
     pub max_queue_depth: u32,
     /// Max payload bytes queued for one session (pending + in flight). Default 64 MiB.
@@ -78,11 +80,15 @@ pub struct Config {
     /// 0 disables reconnection. Default 60,000 ms.
     pub reconnect_keep_alive_ms: u64,
     /// Max messages queued for a detached session (the larger of this and `max_queue_depth`
-    /// applies while detached). Default 200,000.
-    pub max_queue_depth_disconnected: u32,
+    /// applies while detached). Default 200,000. Formerly `max_queue_depth_disconnected`, still
+    /// accepted with a warning.
+    #[serde(alias = "max_queue_depth_disconnected")]
+    pub max_queue_depth_detached: u32,
     /// Max payload bytes queued for a detached session (the larger of this and
-    /// `max_queue_bytes` applies while detached). Default 128 MiB.
-    pub max_queue_bytes_disconnected: u64,
+    /// `max_queue_bytes` applies while detached). Default 128 MiB. Formerly
+    /// `max_queue_bytes_disconnected`, still accepted with a warning.
+    #[serde(alias = "max_queue_bytes_disconnected")]
+    pub max_queue_bytes_detached: u64,
     /// Most PUBLISH frames per second one connection may send (token bucket, bursts up to one
     /// second's worth). Over it the server stops reading that connection until the bucket
     /// refills: TCP back-pressure, nothing dropped. 0 = unlimited (the default).
@@ -121,6 +127,10 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Pre-declared queues with their settings.
     pub queues: Vec<QueueConfig>,
+    /// Warnings about the file this was loaded from (deprecated key names), each logged once
+    /// at load. Not a config key.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// One listener (`[[listeners]]`): an address and optional overrides of the top-level session
@@ -143,21 +153,33 @@ pub struct ListenerConfig {
     /// Overrides `max_frame_len`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_len: Option<u32>,
-    /// Overrides `inflight_window`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inflight_window: Option<u32>,
+    /// Overrides `in_flight_window` (alias `inflight_window`).
+    #[serde(
+        default,
+        alias = "inflight_window",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub in_flight_window: Option<u32>,
     /// Overrides `max_queue_depth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_depth: Option<u32>,
     /// Overrides `max_queue_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_bytes: Option<u64>,
-    /// Overrides `max_queue_depth_disconnected`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_queue_depth_disconnected: Option<u32>,
-    /// Overrides `max_queue_bytes_disconnected`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_queue_bytes_disconnected: Option<u64>,
+    /// Overrides `max_queue_depth_detached` (alias `max_queue_depth_disconnected`).
+    #[serde(
+        default,
+        alias = "max_queue_depth_disconnected",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_queue_depth_detached: Option<u32>,
+    /// Overrides `max_queue_bytes_detached` (alias `max_queue_bytes_disconnected`).
+    #[serde(
+        default,
+        alias = "max_queue_bytes_disconnected",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_queue_bytes_detached: Option<u64>,
     /// Overrides `max_publish_rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_publish_rate: Option<u32>,
@@ -227,11 +249,11 @@ impl ListenerConfig {
             heartbeat_interval_ms: None,
             heartbeat_timeout_ms: None,
             max_frame_len: None,
-            inflight_window: None,
+            in_flight_window: None,
             max_queue_depth: None,
             max_queue_bytes: None,
-            max_queue_depth_disconnected: None,
-            max_queue_bytes_disconnected: None,
+            max_queue_depth_detached: None,
+            max_queue_bytes_detached: None,
             max_publish_rate: None,
             max_publish_bytes_rate: None,
             tls_cert: None,
@@ -258,15 +280,15 @@ pub struct ListenerSettings {
     /// Max frame length after HELLO.
     pub max_frame_len: u32,
     /// Max in-flight window.
-    pub inflight_window: u32,
+    pub in_flight_window: u32,
     /// Max queued messages while connected.
     pub max_queue_depth: u32,
     /// Max queued payload bytes while connected.
     pub max_queue_bytes: u64,
     /// Max queued messages while detached (already the larger of the two settings).
-    pub max_queue_depth_disconnected: u32,
+    pub max_queue_depth_detached: u32,
     /// Max queued payload bytes while detached (already the larger of the two settings).
-    pub max_queue_bytes_disconnected: u64,
+    pub max_queue_bytes_detached: u64,
     /// PUBLISH frames per second per connection; 0 = unlimited.
     pub max_publish_rate: u32,
     /// Payload bytes per second per connection; 0 = unlimited.
@@ -304,7 +326,7 @@ impl Default for Config {
             write_high_water_bytes: 64 * 1024,
             max_write_buffer_bytes: 8 * 1024 * 1024,
             busy_poll_us: 0,
-            inflight_window: 1_024,
+            in_flight_window: 1_024,
             max_queue_depth: 100_000,
             max_queue_bytes: 64 * 1024 * 1024,
             heartbeat_interval_ms: 10_000,
@@ -313,8 +335,8 @@ impl Default for Config {
             max_subscriptions: 1_000,
             max_name_len: MAX_NAME_LEN,
             reconnect_keep_alive_ms: 60_000,
-            max_queue_depth_disconnected: 200_000,
-            max_queue_bytes_disconnected: 128 * 1024 * 1024,
+            max_queue_depth_detached: 200_000,
+            max_queue_bytes_detached: 128 * 1024 * 1024,
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_sessions: 20_000,
@@ -328,6 +350,7 @@ impl Default for Config {
             users: Vec::new(),
             listeners: Vec::new(),
             queues: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -380,8 +403,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
+        config.warnings = deprecated_keys(text);
+        for warning in &config.warnings {
+            log::warn!("config: {warning}");
+        }
         Ok(config)
     }
 
@@ -415,7 +443,7 @@ impl Config {
             ("read_budget_bytes", self.read_budget_bytes as u64),
             ("write_budget_bytes", self.write_budget_bytes as u64),
             ("write_high_water_bytes", self.write_high_water_bytes as u64),
-            ("inflight_window", u64::from(self.inflight_window)),
+            ("in_flight_window", u64::from(self.in_flight_window)),
             ("max_queue_depth", u64::from(self.max_queue_depth)),
             ("max_queue_bytes", self.max_queue_bytes),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
@@ -471,16 +499,16 @@ impl Config {
                     "{at}: heartbeat_timeout_ms must be greater than heartbeat_interval_ms > 0"
                 ));
             }
-            if listener.inflight_window == 0
+            if listener.in_flight_window == 0
                 || listener.max_queue_depth == 0
                 || listener.max_queue_bytes == 0
             {
                 return invalid(format!(
-                    "{at}: inflight_window, max_queue_depth and max_queue_bytes must be > 0"
+                    "{at}: in_flight_window, max_queue_depth and max_queue_bytes must be > 0"
                 ));
             }
         }
-        crate::broker::auth::Authenticator::from_config(self).map_err(ConfigError::Invalid)?;
+        self.authenticator().map_err(ConfigError::Invalid)?;
         let can_authenticate = !self.users.is_empty() || self.token_signing_key.is_some();
         if let Some(listener) = self
             .listener_settings()
@@ -525,6 +553,22 @@ impl Config {
         Ok(())
     }
 
+    /// The users and signing key in force, parsed from `[[users]]` and `token_signing_key`.
+    ///
+    /// # Errors
+    /// A message naming the user or key that is wrong.
+    pub(crate) fn authenticator(&self) -> Result<Authenticator, String> {
+        let declared = self.users.iter().map(|user| UserDeclaration {
+            name: &user.name,
+            password_hash: user.password_hash.as_deref(),
+            token_hash: user.token_hash.as_deref(),
+            publish: &user.publish,
+            subscribe: &user.subscribe,
+            admin: user.admin,
+        });
+        Authenticator::new(declared, self.token_signing_key.as_deref())
+    }
+
     /// The listeners to open, with their settings resolved: `[[listeners]]`, or one on
     /// `listen` when none are declared.
     pub fn listener_settings(&self) -> Vec<ListenerSettings> {
@@ -554,16 +598,16 @@ impl Config {
                         l.heartbeat_timeout_ms.unwrap_or(self.heartbeat_timeout_ms),
                     ),
                     max_frame_len: l.max_frame_len.unwrap_or(self.max_frame_len),
-                    inflight_window: l.inflight_window.unwrap_or(self.inflight_window),
+                    in_flight_window: l.in_flight_window.unwrap_or(self.in_flight_window),
                     max_queue_depth,
                     max_queue_bytes,
-                    max_queue_depth_disconnected: l
-                        .max_queue_depth_disconnected
-                        .unwrap_or(self.max_queue_depth_disconnected)
+                    max_queue_depth_detached: l
+                        .max_queue_depth_detached
+                        .unwrap_or(self.max_queue_depth_detached)
                         .max(max_queue_depth),
-                    max_queue_bytes_disconnected: l
-                        .max_queue_bytes_disconnected
-                        .unwrap_or(self.max_queue_bytes_disconnected)
+                    max_queue_bytes_detached: l
+                        .max_queue_bytes_detached
+                        .unwrap_or(self.max_queue_bytes_detached)
                         .max(max_queue_bytes),
                     max_publish_rate: l.max_publish_rate.unwrap_or(self.max_publish_rate),
                     max_publish_bytes_rate: l
@@ -665,6 +709,39 @@ impl Config {
     }
 }
 
+/// Keys renamed so that the config, the metrics and protocol.md use one word (issue 9): old,
+/// new. The old names stay accepted (serde `alias`) and draw a warning at load.
+const RENAMED_KEYS: [(&str, &str); 3] = [
+    ("inflight_window", "in_flight_window"),
+    ("max_queue_depth_disconnected", "max_queue_depth_detached"),
+    ("max_queue_bytes_disconnected", "max_queue_bytes_detached"),
+];
+
+/// One warning per old key name used in `text`, at the top level or in a `[[listeners]]` table.
+fn deprecated_keys(text: &str) -> Vec<String> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let listeners = table
+        .get("listeners")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, l)| Some((format!("listeners[{i}]."), l.as_table()?)));
+    std::iter::once((String::new(), &table))
+        .chain(listeners)
+        .flat_map(|(at, keys)| {
+            RENAMED_KEYS
+                .iter()
+                .filter(|(old, _)| keys.contains_key(*old))
+                .map(move |(old, new)| {
+                    format!("{at}{old} is deprecated, it is now called {at}{new}")
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,15 +795,15 @@ mod tests {
         let text = "max_queue_depth = 10\nreconnect_keep_alive_ms = 5000\n\
                     [[listeners]]\nlisten = \"127.0.0.1:7401\"\n\
                     [[listeners]]\nlisten = \"127.0.0.1:7402\"\n\
-                    reconnect_keep_alive_ms = 0\nmax_queue_depth_disconnected = 5\n";
+                    reconnect_keep_alive_ms = 0\nmax_queue_depth_detached = 5\n";
         let config = Config::from_toml(text).unwrap();
         let listeners = config.listener_settings();
         assert_eq!(listeners.len(), 2);
         assert_eq!(listeners[0].reconnect_keep_alive, Duration::from_secs(5));
         assert_eq!(listeners[0].max_queue_depth, 10);
         assert_eq!(listeners[1].reconnect_keep_alive, Duration::ZERO);
-        // The disconnected limit is never below the connected one.
-        assert_eq!(listeners[1].max_queue_depth_disconnected, 10);
+        // The detached limit is never below the connected one.
+        assert_eq!(listeners[1].max_queue_depth_detached, 10);
     }
 
     #[test]
@@ -793,6 +870,42 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn old_key_names_are_accepted_with_one_warning_each() {
+        let text = "inflight_window = 7\nmax_queue_depth_disconnected = 200001\n\
+                    max_queue_bytes_disconnected = 200000000\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7401\"\ninflight_window = 3\n";
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config.in_flight_window, 7);
+        assert_eq!(config.max_queue_depth_detached, 200_001);
+        assert_eq!(config.max_queue_bytes_detached, 200_000_000);
+        assert_eq!(config.listeners[0].in_flight_window, Some(3));
+        assert_eq!(
+            config.warnings,
+            [
+                "inflight_window is deprecated, it is now called in_flight_window",
+                "max_queue_depth_disconnected is deprecated, it is now called \
+                 max_queue_depth_detached",
+                "max_queue_bytes_disconnected is deprecated, it is now called \
+                 max_queue_bytes_detached",
+                "listeners[0].inflight_window is deprecated, it is now called \
+                 listeners[0].in_flight_window",
+            ]
+        );
+        // The new names draw no warning, and the printed config uses them.
+        let new = Config::from_toml("in_flight_window = 7\nmax_queue_depth_detached = 1\n");
+        assert!(new.unwrap().warnings.is_empty());
+        let printed = config.to_toml();
+        assert!(printed.contains("in_flight_window = 7"), "{printed}");
+        assert!(!printed.contains("disconnected") && !printed.contains("inflight"));
+    }
+
+    #[test]
+    fn an_old_and_a_new_name_together_are_refused() {
+        let err = Config::from_toml("inflight_window = 1\nin_flight_window = 2\n").unwrap_err();
+        assert!(err.to_string().contains("in_flight_window"), "{err}");
     }
 
     #[test]

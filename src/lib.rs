@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `protocol` ← `broker` ← `net` ← `server`; `client` uses only
-//! `protocol`.
+//! Dependencies point one way: `protocol` ← `credentials` ← `broker` ← `net` ← `server`;
+//! `config` uses `credentials`; `client` uses only `protocol`.
 //!
 //! - [`protocol`]: pure bytes ⇄ frames, the wire format of protocol.md; no I/O, no panics.
 //! - [`broker`]: the sans-IO core: sessions, queues, routing, acks, conflation, limits,
@@ -14,7 +14,10 @@
 //! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop; [`ServerHandle`] stops it
 //!   or reads stats from another thread (via [`control`]).
 //! - [`config`]: embedded defaults, TOML parsing, validation.
-//! - [`metrics`]: counters owned by the loop; [`prometheus`] renders them for scraping.
+//! - [`credentials`]: password hashes, tokens, signed tokens, permission patterns: pure
+//!   functions (the failed-auth slowdown, which holds state, is in `broker::auth`).
+//! - [`metrics`]: every counter and gauge declared once (name, kind, unit, help);
+//!   [`prometheus`] renders them for scraping.
 //! - `client`: a blocking client for tests, tools and embedding programs.
 #![forbid(unsafe_code)]
 #![warn(
@@ -28,6 +31,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod metrics;
 pub(crate) mod net;
 pub mod notify;

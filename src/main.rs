@@ -66,8 +66,8 @@ fn main() -> ExitCode {
             eprintln!("weir-server: --sign-token needs token_signing_key in the config (-c)");
             return ExitCode::from(EXIT_CONFIG);
         };
-        let token = weir::broker::auth::parse_signing_key(key)
-            .and_then(|key| weir::broker::auth::sign_token(&key, payload));
+        let token = weir::credentials::parse_signing_key(key)
+            .and_then(|key| weir::credentials::sign_token(&key, payload));
         return match token {
             Ok(token) => {
                 println!("{token}");
@@ -132,7 +132,7 @@ fn hash_password_from_stdin() -> ExitCode {
         eprintln!("weir-server: empty password");
         return ExitCode::from(2);
     }
-    match weir::broker::auth::hash_password(password.as_bytes()) {
+    match weir::credentials::hash_password(password.as_bytes()) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

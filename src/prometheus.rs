@@ -1,106 +1,56 @@
 //! The Prometheus text exposition (format 0.0.4) of a [`StatsReport`].
 //!
-//! Served by the event loop on the optional `metrics_listen` address (`GET /metrics`). Counter
-//! names follow Prometheus conventions (`_total` for counters); label values are escaped. Every
-//! server figure of the report is exported; sessions are aggregated by state (their number is
-//! unbounded), queues are labelled by name.
+//! Served by the event loop on the optional `metrics_listen` address (`GET /metrics`). Which
+//! families exist, their names, types and help texts come from [`crate::metrics::ALL`]; this
+//! file only formats them. Every family gets `# HELP` and `# TYPE`; label values are escaped.
+//! Sessions are aggregated by state (their number is unbounded), queues are labelled by name.
 
 use std::fmt::Write as _;
 
+use crate::metrics::{Metric, Read, ALL, SESSION_STATES};
 use crate::protocol::stats::StatsReport;
-
-/// Server figures that are gauges (a level, not a count since start).
-const GAUGES: &[&str] = &[
-    "connections",
-    "sessions",
-    "queues",
-    "stored_messages",
-    "stored_bytes",
-    "sessions_detached_now",
-];
 
 /// Renders `report` as Prometheus text.
 pub fn render(report: &StatsReport) -> String {
-    let mut out = String::with_capacity(4096);
-    let server = serde_json::to_value(&report.server).unwrap_or_default();
-    if let Some(fields) = server.as_object() {
-        for (name, value) in fields {
-            if let Some(n) = value.as_u64() {
-                if GAUGES.contains(&name.as_str()) {
-                    gauge(&mut out, &format!("weir_{name}"), "", n);
-                } else {
-                    counter(&mut out, &format!("weir_{name}_total"), "", n);
-                }
-            } else if let Some(map) = value.as_object() {
-                // closes and losses: one series per reason.
-                let metric = format!("weir_{name}_total");
-                let _ = writeln!(out, "# TYPE {metric} counter");
-                for (reason, n) in map {
-                    let n = n.as_u64().unwrap_or(0);
-                    let _ = writeln!(out, "{metric}{{reason=\"{}\"}} {n}", escape(reason));
-                }
-            }
-        }
-    }
-    let by_state = |state: &str| {
-        report.sessions.iter().filter(|s| s.state == state).fold(
-            (0u64, 0u64, 0u64, 0u64),
-            |(n, depth, bytes, max), s| {
-                (
-                    n + 1,
-                    depth + s.queue_depth,
-                    bytes + s.queue_bytes,
-                    max.max(s.queue_depth),
-                )
-            },
-        )
-    };
-    let _ = writeln!(out, "# TYPE weir_sessions_by_state gauge");
-    let _ = writeln!(out, "# TYPE weir_session_queue_depth_sum gauge");
-    let mut lines = String::new();
-    for state in ["connected", "detached"] {
-        let (n, depth, bytes, max) = by_state(state);
-        let _ = writeln!(lines, "weir_sessions_by_state{{state=\"{state}\"}} {n}");
-        let _ = writeln!(
-            lines,
-            "weir_session_queue_depth_sum{{state=\"{state}\"}} {depth}"
-        );
-        let _ = writeln!(
-            lines,
-            "weir_session_queue_bytes_sum{{state=\"{state}\"}} {bytes}"
-        );
-        let _ = writeln!(
-            lines,
-            "weir_session_queue_depth_max{{state=\"{state}\"}} {max}"
-        );
-    }
-    let _ = writeln!(out, "# TYPE weir_session_queue_bytes_sum gauge");
-    let _ = writeln!(out, "# TYPE weir_session_queue_depth_max gauge");
-    out.push_str(&lines);
-    let _ = writeln!(out, "# TYPE weir_queue_subscribers gauge");
-    let _ = writeln!(out, "# TYPE weir_queue_published_total counter");
-    for queue in &report.queues {
-        let name = escape(&queue.name);
-        let _ = writeln!(
-            out,
-            "weir_queue_subscribers{{queue=\"{name}\"}} {}",
-            queue.subscribers
-        );
-        let _ = writeln!(
-            out,
-            "weir_queue_published_total{{queue=\"{name}\"}} {}",
-            queue.published
-        );
+    let mut out = String::with_capacity(8192);
+    for metric in ALL {
+        family(&mut out, metric, report);
     }
     out
 }
 
-fn counter(out: &mut String, metric: &str, labels: &str, value: u64) {
-    let _ = writeln!(out, "# TYPE {metric} counter\n{metric}{labels} {value}");
-}
-
-fn gauge(out: &mut String, metric: &str, labels: &str, value: u64) {
-    let _ = writeln!(out, "# TYPE {metric} gauge\n{metric}{labels} {value}");
+fn family(out: &mut String, metric: &Metric, report: &StatsReport) {
+    let name = metric.name;
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {}", metric.help);
+    let _ = writeln!(out, "# TYPE {name} {}", metric.kind.as_str());
+    match metric.read {
+        Read::Server(read) => {
+            let _ = writeln!(out, "{name} {}", read(&report.server));
+        }
+        Read::ServerByKey { label, read } => {
+            for (key, value) in read(&report.server) {
+                let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
+            }
+        }
+        Read::SessionsByState { fold, read } => {
+            for state in SESSION_STATES {
+                let in_state = report.sessions.iter().filter(|s| s.state == state);
+                let value = fold.apply(in_state.map(read));
+                let _ = writeln!(out, "{name}{{state=\"{state}\"}} {value}");
+            }
+        }
+        Read::Queue(read) => {
+            for queue in &report.queues {
+                let _ = writeln!(
+                    out,
+                    "{name}{{queue=\"{}\"}} {}",
+                    escape(&queue.name),
+                    read(queue)
+                );
+            }
+        }
+    }
 }
 
 fn escape(value: &str) -> String {
@@ -112,22 +62,32 @@ fn escape(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::protocol::stats::{QueueStats, ServerStats, SessionStats};
+    use std::collections::{BTreeMap, BTreeSet};
 
-    #[test]
-    fn every_server_figure_is_exported_with_its_type_and_labels_are_escaped() {
-        let report = StatsReport {
-            server: ServerStats {
-                connections: 3,
-                messages_published: 42,
-                closes: [("QUEUE_OVERFLOW".to_owned(), 2)].into_iter().collect(),
-                ..ServerStats::default()
-            },
+    use super::*;
+    use crate::metrics::{server_stats, Gauges, Kind, Metrics};
+    use crate::protocol::stats::{QueueStats, SessionStats};
+
+    /// A report in which every family has at least one sample.
+    fn full_report() -> StatsReport {
+        let counters = Metrics {
+            messages_published: 42,
+            sessions_detached: 1,
+            ..Metrics::default()
+        };
+        let gauges = Gauges {
+            connections: 3,
+            ..Gauges::default()
+        };
+        let closes: BTreeMap<String, u64> = [("QUEUE_OVERFLOW".to_owned(), 2)].into();
+        let losses: BTreeMap<String, u64> = [("SESSION_EXPIRED".to_owned(), 1)].into();
+        StatsReport {
+            server: server_stats(&counters, &gauges, closes, losses),
             sessions: vec![
                 SessionStats {
                     state: "connected".into(),
                     queue_depth: 5,
+                    in_flight: 2,
                     ..SessionStats::default()
                 },
                 SessionStats {
@@ -143,24 +103,94 @@ mod tests {
                 conflate: false,
             }],
             ..StatsReport::default()
-        };
-        let text = render(&report);
+        }
+    }
+
+    /// The family a sample line belongs to.
+    fn sample_name(line: &str) -> &str {
+        line.split(['{', ' ']).next().unwrap_or_default()
+    }
+
+    #[test]
+    fn figures_are_exported_with_their_type_and_labels_are_escaped() {
+        let text = render(&full_report());
         assert!(text.contains("# TYPE weir_connections gauge\nweir_connections 3\n"));
         assert!(text.contains("# TYPE weir_messages_published_total counter\n"));
         assert!(text.contains("weir_messages_published_total 42\n"));
+        assert!(text.contains("weir_sessions_detached_total 1\n"));
         assert!(text.contains("weir_closes_total{reason=\"QUEUE_OVERFLOW\"} 2\n"));
+        assert!(text.contains("weir_losses_total{reason=\"SESSION_EXPIRED\"} 1\n"));
         assert!(text.contains("weir_sessions_by_state{state=\"detached\"} 1\n"));
-        assert!(text.contains("weir_session_queue_depth_sum{state=\"connected\"} 5\n"));
+        assert!(text.contains("weir_session_queue_depth{state=\"connected\"} 5\n"));
+        assert!(text.contains("weir_session_queue_depth_max{state=\"detached\"} 7\n"));
+        assert!(text.contains("weir_session_in_flight{state=\"connected\"} 2\n"));
         assert!(text.contains("weir_queue_subscribers{queue=\"we\\\"ird\\nname\"} 2\n"));
-        // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");
         }
-        // Every server field of the JSON report appears.
-        let json = serde_json::to_value(&report.server).unwrap();
-        for field in json.as_object().unwrap().keys() {
-            assert!(text.contains(&format!("weir_{field}")), "{field} missing");
+    }
+
+    #[test]
+    fn every_declared_metric_appears_in_both_the_json_and_prometheus_renderings() {
+        let report = full_report();
+        let json = serde_json::to_value(&report).unwrap();
+        let text = render(&report);
+        for metric in ALL {
+            let name = metric.name;
+            // JSON: the key the declaration names is present where it says.
+            let (object, key) = match metric.json.split_once('.') {
+                Some(("server", key)) => (&json["server"], key),
+                Some(("sessions[]", key)) => (&json["sessions"][0], key),
+                Some(("queues[]", key)) => (&json["queues"][0], key),
+                _ => panic!("{name}: bad json path {}", metric.json),
+            };
+            assert!(
+                object.get(key).is_some(),
+                "{name}: {} missing from the JSON",
+                metric.json
+            );
+            // Prometheus: HELP, TYPE and at least one sample.
+            assert!(
+                text.contains(&format!("# HELP {name} {}\n", metric.help)),
+                "{name}: no HELP"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} {}\n", metric.kind.as_str())),
+                "{name}: no TYPE"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| !l.starts_with('#') && sample_name(l) == name),
+                "{name}: no sample"
+            );
+        }
+        // The other way round: every server figure of the JSON is declared...
+        let declared: BTreeSet<&str> = ALL.iter().map(|m| m.json).collect();
+        for key in json["server"].as_object().unwrap().keys() {
+            assert!(
+                declared.contains(format!("server.{key}").as_str()),
+                "server.{key} is in the JSON but not in metrics::ALL"
+            );
+        }
+        // ...and every exported sample belongs to a declared family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                crate::metrics::find(sample_name(line)).is_some(),
+                "{line}: undeclared family"
+            );
+        }
+    }
+
+    #[test]
+    fn counters_and_gauges_keep_their_types_whatever_the_name() {
+        let text = render(&StatsReport::default());
+        for metric in ALL {
+            let line = format!("# TYPE {} {}", metric.name, metric.kind.as_str());
+            assert!(text.contains(&line), "{line}");
+            if metric.kind == Kind::Gauge {
+                assert!(!text.contains(&format!("{}_total", metric.name)));
+            }
         }
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
-use super::auth::{Admission, Grant};
+use super::auth::Admission;
 use super::queue::SessionQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
 use super::{clamp_u32, Broker, ConnId, DelayedHello, SessionKey};
+use crate::credentials::Grant;
 use crate::protocol::codec::{encode_goodbye, encode_hello, encode_welcome};
 use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED};
 use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
@@ -500,7 +501,7 @@ impl Broker {
     }
 
     fn window_for(&self, listener: usize, requested: u32) -> u32 {
-        let max = self.listeners[listener].inflight_window;
+        let max = self.listeners[listener].in_flight_window;
         match requested {
             0 => max,
             requested => requested.min(max),

@@ -6,7 +6,7 @@
 //! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
 //! made here, so it is tested deterministically without a socket (see `tests/`).
 //!
-//! Files: `auth.rs` (credentials, permissions, failed-auth slowdown), `hello.rs` (new
+//! Files: `auth.rs` (failed-auth slowdown), `hello.rs` (new
 //! sessions, resume, tombstones), `publish.rs` (publish, routing,
 //! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,
 //! detaching and ending sessions), `stats.rs`.
@@ -57,11 +57,12 @@ pub use session::SessionKey;
 pub use store::MsgKey;
 
 use crate::config::{Config, ListenerSettings};
+use crate::credentials::{Authenticator, Grant};
 use crate::metrics::Metrics;
 use crate::protocol::codec::{encode_error, encode_ping};
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
-use auth::{Authenticator, FailureBuckets, Grant};
+use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
 use flow::{ConnFlow, Flow, PublishBuckets};
 use hello::Tombstones;
@@ -210,7 +211,7 @@ impl Broker {
             now: origin.now,
             entropy,
             targets: Vec::new(),
-            authenticator: Authenticator::from_config(&config).unwrap_or_else(|error| {
+            authenticator: config.authenticator().unwrap_or_else(|error| {
                 // Validation parsed it already; a config that skipped validation gets no users.
                 log::warn!("authentication config refused: {error}");
                 Authenticator::default()

@@ -174,8 +174,8 @@ impl Broker {
             (settings.max_queue_depth, settings.max_queue_bytes)
         } else {
             (
-                settings.max_queue_depth_disconnected,
-                settings.max_queue_bytes_disconnected,
+                settings.max_queue_depth_detached,
+                settings.max_queue_bytes_detached,
             )
         };
         let (removed_depth, removed_bytes) = replaced.map_or((0, 0), |(_, _, b)| (1, b));

@@ -26,7 +26,7 @@ impl Broker {
         {
             self.routes.undeclare(&stale.name);
         }
-        match super::auth::Authenticator::from_config(&new) {
+        match new.authenticator() {
             // Sessions already open keep what they authenticated with.
             Ok(authenticator) => self.authenticator = authenticator,
             Err(error) => log::warn!("reload: authentication config refused: {error}"),

@@ -10,9 +10,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::auth::Grant;
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
+use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
 
 /// Key of a session in the broker's session slab.
@@ -40,7 +40,7 @@ pub(crate) struct Session {
     pub(crate) detached_at: Option<Instant>,
     /// Retires stale expiry timer entries: bumped on every detach and resume.
     pub(crate) generation: u64,
-    /// In-flight window in force (≤ config `inflight_window`).
+    /// In-flight window in force (≤ config `in_flight_window`).
     pub(crate) window: u32,
     pub(crate) queue: SessionQueue,
     pub(crate) subscriptions: Vec<Subscription>,

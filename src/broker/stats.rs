@@ -1,11 +1,14 @@
 //! Introspection: the [`StatsReport`] behind STATS_REPLY and `ServerHandle::stats`.
 //!
-//! Built on request, never on the hot path; allocation here is fine.
+//! Built on request, never on the hot path; allocation here is fine. The server figures and
+//! their names come from `crate::metrics`; this file computes the gauges and the per-session
+//! and per-queue figures.
 
 use std::time::Instant;
 
+use crate::metrics::{self, Gauges};
 use crate::protocol::stats::{
-    ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, QueueStats, SessionStats, StatsReport, SubscriptionStats,
 };
 use crate::protocol::ErrorCode;
 
@@ -21,7 +24,6 @@ impl Broker {
     pub fn stats(&self) -> StatsReport {
         let now = Some(self.now);
         let since = |at: Instant| now.map_or(0, |now| ms(now.saturating_duration_since(at)));
-        let m = &self.metrics;
         let closes = self
             .closes
             .iter()
@@ -41,40 +43,15 @@ impl Broker {
             .iter()
             .filter(|(_, s)| s.conn.is_none())
             .count();
-        let server = ServerStats {
+        let gauges = Gauges {
             connections: self.conn_count as u64,
             sessions: self.sessions.len() as u64,
             queues: self.routes.len() as u64,
-            connections_accepted: m.connections_accepted,
-            connections_refused: m.connections_refused,
-            messages_published: m.messages_published,
-            messages_duplicate: m.messages_duplicate,
-            messages_delivered: m.messages_delivered,
-            messages_acked: m.messages_acked,
-            messages_conflated: m.messages_conflated,
-            messages_dropped_overflow: m.messages_dropped_overflow,
-            messages_dropped_session_closed: m.messages_dropped_session_closed,
             stored_messages: self.store.len() as u64,
             stored_bytes: self.store.payload_bytes(),
             sessions_detached_now: detached_now as u64,
-            messages_redelivered: m.messages_redelivered,
-            sessions_resumed: m.sessions_resumed,
-            sessions_lost: m.sessions_lost,
-            losses,
-            sessions_taken_over: m.sessions_taken_over,
-            sessions_expired: m.sessions_expired,
-            heartbeat_timeouts: m.heartbeat_timeouts,
-            proxy_headers: m.proxy_headers,
-            proxy_local_headers: m.proxy_local_headers,
-            proxy_rejected: m.proxy_rejected,
-            throttle_episodes: m.throttle_episodes,
-            auth_failures: m.auth_failures,
-            auth_throttled: m.auth_throttled,
-            not_authorized: m.not_authorized,
-            bytes_in: m.bytes_in,
-            bytes_out: m.bytes_out,
-            closes,
         };
+        let server = metrics::server_stats(&self.metrics, &gauges, closes, losses);
         let mut sessions: Vec<SessionStats> = self
             .sessions
             .iter()

@@ -2,6 +2,10 @@
 //!
 //! The server serializes these types; clients and tools deserialize them. Names on the wire
 //! are bytes; here they are shown as UTF-8 with invalid bytes replaced by U+FFFD.
+//!
+//! The figures of [`ServerStats`] are declared, with their kind, unit and help text, in
+//! `src/metrics.rs` (which fills this struct); a figure added here without a declaration there
+//! does not compile.
 
 use std::collections::BTreeMap;
 
@@ -73,6 +77,9 @@ pub struct ServerStats {
     /// Sessions currently detached (waiting for a resume).
     #[serde(default)]
     pub sessions_detached_now: u64,
+    /// Sessions detached since start when their connection ended (kept for a resume).
+    #[serde(default)]
+    pub sessions_detached: u64,
     /// DELIVER frames sent again after resumes.
     #[serde(default)]
     pub messages_redelivered: u64,

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir::broker::auth::{hash_password_with, sign_token, token_hash};
 use weir::client::{
     Client, ClientError, ClientOptions, Credentials, Delivery, Event, ReconnectingClient, Resume,
 };
 use weir::config::UserConfig;
+use weir::credentials::{hash_password_with, sign_token, token_hash};
 use weir::protocol::codec::encode_hello;
 use weir::protocol::frame::OUTCOME_RESUMED;
 use weir::protocol::{Auth, AuthMethod, ErrorCode, Hello};

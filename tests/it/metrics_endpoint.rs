@@ -1,7 +1,11 @@
-//! The Prometheus endpoint served by the event loop on `metrics_listen`.
+//! The Prometheus endpoint served by the event loop on `metrics_listen`: HTTP behaviour, live
+//! figures, and the exposition's conformance (HELP and TYPE for every family, naming rules,
+//! and the real `promtool check metrics` when it is installed).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 
 use weir::Config;
 
@@ -71,4 +75,124 @@ fn get_metrics_returns_prometheus_text_with_live_figures() {
     assert!(get(metrics, &huge).starts_with("HTTP/1.1 431"));
     // The broker clients never noticed.
     assert_eq!(server.stats().server.connections, 2);
+}
+
+/// A server with a metrics listener that has seen a publish, a delivery, a detached session and
+/// a close, so that labelled families have samples; returns the `/metrics` body.
+fn metrics_of_a_busy_server() -> (TestServer, String) {
+    let server = TestServer::with_config(Config {
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    });
+    let metrics = server
+        .handle
+        .metrics_addr()
+        .expect("metrics listener bound");
+    let mut publisher = RawConn::connect(server.addr);
+    publisher.hello("pub");
+    let mut subscriber = RawConn::connect(server.addr);
+    subscriber.hello("sub");
+    subscriber.subscribe("db", None);
+    publisher.publish(1, "db", "e", b"x");
+    publisher.read_frame().expect("RECEIPT");
+    subscriber.read_frame().expect("DELIVER");
+    drop(subscriber);
+    server.wait_for("the subscriber's session to detach", |s| {
+        s.server.sessions_detached_now == 1
+    });
+    let response = get(metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    (server, body.to_owned())
+}
+
+#[test]
+fn every_metric_family_has_help_and_type_and_follows_the_naming_rules() {
+    let (_server, body) = metrics_of_a_busy_server();
+    let mut helps = BTreeSet::new();
+    let mut types = BTreeMap::new();
+    let mut sampled = BTreeSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP has a text");
+            assert!(!help.trim().is_empty(), "{name}: empty HELP");
+            assert!(helps.insert(name.to_owned()), "{name}: HELP twice");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(helps.contains(name), "{name}: TYPE before HELP");
+            assert!(types.insert(name.to_owned(), kind.to_owned()).is_none());
+        } else {
+            assert!(!line.starts_with('#'), "unexpected comment {line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(types.contains_key(name), "{line}: sample before its TYPE");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+            sampled.insert(name.to_owned());
+        }
+    }
+    assert!(types.len() >= 40, "only {} families", types.len());
+    for (name, kind) in &types {
+        assert!(helps.contains(name), "{name}: no HELP");
+        assert!(name.starts_with("weir_"), "{name}");
+        match kind.as_str() {
+            "counter" => assert!(name.ends_with("_total"), "counter {name} without _total"),
+            "gauge" => {
+                for suffix in ["_total", "_sum", "_count", "_bucket"] {
+                    assert!(!name.ends_with(suffix), "gauge {name} ends in {suffix}");
+                }
+            }
+            other => panic!("{name}: unexpected type {other}"),
+        }
+        let stem = name.strip_suffix("_total").unwrap_or(name);
+        if name.contains("bytes") {
+            assert!(stem.ends_with("_bytes"), "{name}: the unit goes last");
+        }
+        for word in ["disconnected", "inflight", "_ms"] {
+            assert!(!name.contains(word), "{name}: {word}");
+        }
+    }
+    // Unlabelled families always have a sample, labelled ones here do (no resume was LOST, so
+    // `weir_losses_total` has no reason yet).
+    for name in types.keys().filter(|name| *name != "weir_losses_total") {
+        assert!(sampled.contains(name), "{name}: no sample");
+    }
+    assert!(body.contains("weir_sessions_detached_total 1\n"), "{body}");
+    assert!(body.contains("weir_sessions_detached_now 1\n"));
+    assert!(body.contains("weir_sessions_by_state{state=\"detached\"} 1\n"));
+    assert!(body.contains("weir_closes_total{reason=\"PEER_CLOSED\"} 1\n"));
+}
+
+#[test]
+fn promtool_check_metrics_accepts_the_exposition() {
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut promtool = match promtool {
+        Ok(child) => child,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("promtool is needed in CI (apt-get install prometheus): {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: promtool not runnable ({e}); apt-get install prometheus");
+            return;
+        }
+    };
+    let (_server, body) = metrics_of_a_busy_server();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("promtool check metrics: {:?} {report}", output.status);
+    assert!(output.status.success(), "promtool: {report}\n{body}");
+    assert!(report.trim().is_empty(), "promtool lint: {report}");
 }

@@ -160,7 +160,7 @@ fn stream_to_two_subscribers(server: TestServer, count: u64) {
 fn overflow_closes_exactly_the_slow_session_while_the_others_go_on() {
     let server = TestServer::with_config(Config {
         max_queue_depth: 1_000,
-        inflight_window: 100,
+        in_flight_window: 100,
         ..Config::default()
     });
     let mut slow = client(&server, "slow");

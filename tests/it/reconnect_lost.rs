@@ -164,7 +164,7 @@ fn overflow_while_connected_ends_the_session_and_the_client_carries_on_in_a_new_
 fn overflow_while_detached_closes_the_session_and_the_client_is_told_on_return() {
     let server = TestServer::with_config(Config {
         max_queue_depth: 4,
-        max_queue_depth_disconnected: 8,
+        max_queue_depth_detached: 8,
         ..Config::default()
     });
     let proxy = ChaosProxy::start(server.addr, ChaosConfig::PASS_THROUGH, 2);

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weir::broker::auth::hash_password_with;
 use weir::client::{Client, ClientError, ClientOptions, Credentials, Event};
+use weir::credentials::hash_password_with;
 use weir::protocol::stats::StatsReport;
 use weir::protocol::ErrorCode;
 

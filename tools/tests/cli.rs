@@ -317,7 +317,7 @@ fn server_with_alice() -> TestServer {
         allow_anonymous: Some(false),
         users: vec![weir::config::UserConfig {
             name: "alice".to_owned(),
-            password_hash: Some(weir::broker::auth::hash_password_with(
+            password_hash: Some(weir::credentials::hash_password_with(
                 b"alice-pw",
                 b"cli-test-salt",
                 1_000,

@@ -159,7 +159,7 @@ fn a_window_slot_freed_before_new_messages_arrive_is_used_by_them() {
 
 #[test]
 fn hello_may_ask_for_a_smaller_window_but_not_a_larger_one() {
-    let server_window = test_config().inflight_window;
+    let server_window = test_config().in_flight_window;
     let mut h = Harness::new();
     assert_eq!(h.hello_with_window(ConnId(1), 2).inflight_window, 2);
     assert_eq!(
@@ -174,7 +174,7 @@ fn hello_may_ask_for_a_smaller_window_but_not_a_larger_one() {
 
 #[test]
 fn the_default_window_is_the_servers_inflight_window() {
-    let server_window = test_config().inflight_window as usize;
+    let server_window = test_config().in_flight_window as usize;
     let mut h = subscribed_with_window(0);
     publish_n(&mut h, server_window + 2);
     assert_eq!(h.deliveries(SUBSCRIBER).len(), server_window);

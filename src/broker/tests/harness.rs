@@ -47,7 +47,7 @@ pub(super) fn test_config() -> Config {
         handshake_timeout_ms: 5_000,
         heartbeat_interval_ms: 10_000,
         heartbeat_timeout_ms: 30_000,
-        inflight_window: 16,
+        in_flight_window: 16,
         max_queue_depth: 32,
         max_queue_bytes: 1_024,
         max_queues: 8,
@@ -73,8 +73,8 @@ pub(super) fn test_config() -> Config {
 pub(super) fn reconnect_config() -> Config {
     Config {
         reconnect_keep_alive_ms: 60_000,
-        max_queue_depth_disconnected: 64,
-        max_queue_bytes_disconnected: 2_048,
+        max_queue_depth_detached: 64,
+        max_queue_bytes_detached: 2_048,
         ..test_config()
     }
 }

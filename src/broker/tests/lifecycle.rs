@@ -23,7 +23,7 @@ fn welcome_carries_a_new_session_and_the_limits_in_force() {
     assert_ne!(welcome.session_id, 0);
     assert_eq!(welcome.last_publish_seq, 0);
     assert_eq!(welcome.max_frame_len, config.max_frame_len);
-    assert_eq!(welcome.inflight_window, config.inflight_window);
+    assert_eq!(welcome.inflight_window, config.in_flight_window);
     assert_eq!(
         u64::from(welcome.heartbeat_interval_ms),
         config.heartbeat_interval_ms

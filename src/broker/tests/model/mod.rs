@@ -66,11 +66,11 @@ fn model_config(reconnect_keep_alive_ms: u64) -> Config {
         handshake_timeout_ms: 500,
         heartbeat_interval_ms: 1_000,
         heartbeat_timeout_ms: 3_000,
-        inflight_window: 3,
+        in_flight_window: 3,
         max_queue_depth: 6,
         max_queue_bytes: 40,
-        max_queue_depth_disconnected: 9,
-        max_queue_bytes_disconnected: 60,
+        max_queue_depth_detached: 9,
+        max_queue_bytes_detached: 60,
         max_subscriptions: 16,
         ..test_config()
     }

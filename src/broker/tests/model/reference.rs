@@ -311,8 +311,8 @@ impl Model {
 
     fn window_for(&self, requested: u32) -> usize {
         let window = match requested {
-            0 => self.config.inflight_window,
-            requested => requested.min(self.config.inflight_window),
+            0 => self.config.in_flight_window,
+            requested => requested.min(self.config.in_flight_window),
         };
         window as usize
     }
@@ -535,12 +535,8 @@ impl Model {
         let (max_depth, max_bytes) = match session.conn {
             Some(_) if !is_catching_up => (config.max_queue_depth, config.max_queue_bytes),
             _ => (
-                config
-                    .max_queue_depth_disconnected
-                    .max(config.max_queue_depth),
-                config
-                    .max_queue_bytes_disconnected
-                    .max(config.max_queue_bytes),
+                config.max_queue_depth_detached.max(config.max_queue_depth),
+                config.max_queue_bytes_detached.max(config.max_queue_bytes),
             ),
         };
         let replaced = message.identity.and_then(|identity| {
