@@ -39,8 +39,8 @@ fn deep_config() -> Config {
     Config {
         max_queue_depth: 10_000,
         max_queue_bytes: 1 << 30,
-        max_queue_depth_disconnected: 10_000,
-        max_queue_bytes_disconnected: 1 << 30,
+        max_queue_depth_detached: 10_000,
+        max_queue_bytes_detached: 1 << 30,
         ..reconnect_config()
     }
 }
