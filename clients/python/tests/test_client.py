@@ -87,7 +87,7 @@ async def test_callback_subscription_and_acks(server: Server) -> None:
         await c.wait_receipted()
         await eventually(lambda: len(got) == 50)
         assert got == [b"%d" % i for i in range(50)]
-        me = await eventually(lambda: session_stats(c, c.session_id))
+        await eventually(lambda: session_stats(c, c.session_id))
         await eventually(lambda: _acked(c, 50))
 
 

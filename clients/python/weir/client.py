@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Union
 
 from . import protocol as P
-from .errors import (AuthFailed, AuthRequired, CodedError, ConnectionClosed, NotAuthorized,
+from .errors import (AuthFailed, AuthRequired, ConnectionClosed,
                      ProtocolViolation, ServerError, SessionLost, Timeout, WeirError,
                      server_error)
 from .protocol import ErrorCode, Name, to_bytes
@@ -582,10 +582,13 @@ class Client:
             e: P.Error = f  # type: ignore[assignment]
             exc = server_error(e.code, e.text, e.fatal, e.ref_seq)
             if not e.fatal:
-                if e.ref_seq and e.ref_seq in self._outbox:
-                    self._outbox[e.ref_seq].error = exc
+                if e.ref_seq:
+                    # a refused PUBLISH: its seq is still receipted (ERROR comes first)
+                    pub = self._outbox.get(e.ref_seq)
+                    if pub is not None:
+                        pub.error = exc
                 else:
-                    self._fail_ctl(exc)
+                    self._fail_ctl(exc)  # a refused SUBSCRIBE or STATS
                 return None
             return _Cause(exc, False)
         elif t is P.Goodbye:
@@ -718,6 +721,9 @@ class Client:
             raise ValueError("queue name must not be empty")
         seq = self._next_pub_seq
         frame = P.encode_publish(seq, q, e, bytes(payload), k)  # raises EncodeError first
+        if self._welcome is not None and len(frame) - P.LEN_PREFIX_LEN > self._welcome.max_frame_len:
+            raise P.EncodeError(f"PUBLISH of {len(frame) - P.LEN_PREFIX_LEN} bytes is above "
+                                f"WELCOME.max_frame_len {self._welcome.max_frame_len}")
         self._next_pub_seq = seq + 1
         fut: asyncio.Future[None] = self._loop.create_future()
         self._outbox[seq] = _Pub(q, e, bytes(payload), k, fut)
