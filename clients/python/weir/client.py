@@ -8,6 +8,7 @@ import collections
 import inspect
 import itertools
 import json
+import logging
 import ssl
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Union
@@ -22,6 +23,7 @@ __all__ = ["Client", "Delivery", "Subscription", "Resumed", "ReconnectFailed", "
            "SubscriptionEnded"]
 
 _READ_SIZE = 256 * 1024
+log = logging.getLogger("weir")
 _NAME_CACHE: dict[bytes, str] = {}
 
 
@@ -158,12 +160,16 @@ class Subscription:
             try:
                 r = self._callback(d)
             except Exception:
+                log.exception("weir: subscription callback failed on delivery %d", d.seq)
                 self._client._taken(d.seq, gen)
-                raise
+                return
             if inspect.isawaitable(r):
                 async def wait() -> None:
                     try:
                         await r
+                    except Exception:
+                        log.exception("weir: subscription callback failed on delivery %d",
+                                      d.seq)
                     finally:
                         self._client._taken(d.seq, gen)
                 asyncio.ensure_future(wait())
@@ -262,6 +268,7 @@ class Client:
                  reconnect_max_delay: float = 2.0, give_up_after: float = 60.0,
                  connect_timeout: float = 10.0, heartbeat_timeout: float | None = None,
                  republish_on_lost: bool = True, ack_delay: float = 0.005,
+                 max_unreceipted: int = 65536,
                  on_event: Callable[[Event], None] | None = None) -> None:
         self.host, self.port = host, port
         self._name = to_bytes(name)
@@ -278,6 +285,7 @@ class Client:
         self._republish_on_lost = republish_on_lost
         self._ack_delay = ack_delay
         self._on_event = on_event
+        self._max_unreceipted = max_unreceipted
 
         self._loop = asyncio.get_running_loop()
         self._conn: _Conn | None = None
@@ -734,7 +742,11 @@ class Client:
 
     async def publish(self, queue: Name, event: Name, payload: bytes,
                       key: Name | None = None) -> None:
-        """Publish and wait until the server's RECEIPT covers the message."""
+        """Publish and wait until the server's RECEIPT covers the message. While
+        ``max_unreceipted`` publishes await their receipts, waits for room first."""
+        while len(self._outbox) >= self._max_unreceipted:
+            oldest = next(iter(self._outbox.values()))
+            await asyncio.wait([oldest.future])
         fut = self.publish_nowait(queue, event, payload, key)
         conn = self._conn
         if conn is not None and not conn.dead:
