@@ -281,3 +281,39 @@ async def test_fatal_error_is_typed(server: Server) -> None:
     assert exc.code_name == "UNKNOWN_ACK_SEQ" and exc.code_number == 9
     with pytest.raises(weir.ServerError):
         await c.publish("x", "e", b"")
+
+
+async def test_queue_overflow_ends_session_and_is_reported(make_server) -> None:
+    server = make_server("max_queue_depth = 10\nmax_queue_depth_disconnected = 10\n")
+    c = await Client.connect(HOST, server.port, reconnect_delay=0.02, reconnect_max_delay=0.1)
+    pub = await Client.connect(HOST, server.port)
+    try:
+        sub = await c.subscribe("ov")
+        old = c.session_id
+        for i in range(11):  # nobody takes them: the 11th overflows the session's queue
+            await pub.publish("ov", "e", b"%d" % i)
+        ev = await c.next_event(timeout=20)
+        assert isinstance(ev, weir.SessionLost) and ev.old_session_id == old
+        assert ev.reason == ErrorCode.QUEUE_OVERFLOW
+        await eventually(lambda: _subscribed(pub, c.session_id))
+        await pub.publish("ov", "e", b"fresh")
+        # what was received before the overflow is still handed over, in order; taking it
+        # must not ack anything on the new session (that would be UNKNOWN_ACK_SEQ, fatal)
+        got = []
+        while (d := await sub.get(timeout=10)).payload != b"fresh":
+            got.append(int(d.payload))
+        assert got == list(range(len(got)))
+        assert ev.missed is not None and len(got) + ev.missed == 10  # the 11th is not counted
+        assert d.seq == 1
+        await pub.publish("ov", "e", b"again")
+        assert (await sub.get(timeout=10)).payload == b"again"
+        assert c.losses == [ev]
+        assert c.connected
+    finally:
+        await pub.close()
+        await c.close()
+
+
+async def _subscribed(admin: Client, sid: int) -> bool:
+    s = await session_stats(admin, sid)
+    return bool(s and s["subscriptions"])

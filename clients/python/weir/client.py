@@ -460,8 +460,14 @@ class Client:
         old = list(self._outbox.values())
         self._outbox.clear()
         self._next_pub_seq = 1
+        # subscribe again: queued ahead of the pending requests, so that replies, which come
+        # in request order, are matched to the right request
+        again = []
         for key in self._wanted:
-            conn.write(P.encode(P.Subscribe(*key)))
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            fut.add_done_callback(self._resubscribed)
+            again.append(_Ctl("sub", key, P.encode(P.Subscribe(*key)), fut))
+        self._ctl.extendleft(reversed(again))
         for ctl in self._ctl:
             conn.write(ctl.frame)
         for pub in old:
@@ -476,6 +482,11 @@ class Client:
         for sub in self._subs:
             sub._notify(lost)
         self._emit(lost)
+
+    @staticmethod
+    def _resubscribed(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("weir: subscribing again after LOST failed: %s", fut.exception())
 
     def _emit(self, ev: Event) -> None:
         self._events.put_nowait(ev)
