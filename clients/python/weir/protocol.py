@@ -413,7 +413,7 @@ class _Body:
 
     __slots__ = ("buf", "pos", "end")
 
-    def __init__(self, buf: bytes | memoryview, pos: int, end: int) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview, pos: int, end: int) -> None:
         self.buf, self.pos, self.end = buf, pos, end
 
     def _need(self, n: int) -> int:
@@ -471,7 +471,7 @@ def _sub_fields(b: _Body) -> tuple[bytes, bytes | None]:
     return queue, event
 
 
-def decode_body(op: int, buf: bytes | memoryview, start: int, end: int) -> Frame:
+def decode_body(op: int, buf: bytes | bytearray | memoryview, start: int, end: int) -> Frame:
     """Parse the body ``buf[start:end]`` of a frame with op code ``op``."""
     b = _Body(buf, start, end)
     if op == Op.DELIVER:
@@ -508,9 +508,13 @@ def decode_body(op: int, buf: bytes | memoryview, start: int, end: int) -> Frame
         return Bye() if op == Op.BYE else Stats()
     if op in (Op.SUBSCRIBE, Op.UNSUBSCRIBE, Op.SUBSCRIBED, Op.UNSUBSCRIBED):
         q, e = _sub_fields(b)
-        cls = {Op.SUBSCRIBE: Subscribe, Op.UNSUBSCRIBE: Unsubscribe,
-               Op.SUBSCRIBED: Subscribed, Op.UNSUBSCRIBED: Unsubscribed}[Op(op)]
-        return cls(q, e)
+        if op == Op.SUBSCRIBE:
+            return Subscribe(q, e)
+        if op == Op.UNSUBSCRIBE:
+            return Unsubscribe(q, e)
+        if op == Op.SUBSCRIBED:
+            return Subscribed(q, e)
+        return Unsubscribed(q, e)
     if op == Op.WELCOME:
         w = Welcome(
             outcome=b.u8(), lost_reason=b.u16(), missed=b.u64(), session_id=b.u64(),
