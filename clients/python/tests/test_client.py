@@ -295,6 +295,7 @@ async def test_queue_overflow_ends_session_and_is_reported(make_server) -> None:
         ev = await c.next_event(timeout=20)
         assert isinstance(ev, weir.SessionLost) and ev.old_session_id == old
         assert ev.reason == ErrorCode.QUEUE_OVERFLOW
+        assert ev.missed is not None and sub.pending() + ev.missed == 10
         await eventually(lambda: _subscribed(pub, c.session_id))
         await pub.publish("ov", "e", b"fresh")
         # what was received before the overflow is still handed over, in order; taking it

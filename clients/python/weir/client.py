@@ -142,6 +142,7 @@ class Subscription:
         self._q: asyncio.Queue[Any] = asyncio.Queue()
         self._ready: asyncio.Future[None] | None = None
         self._active = True
+        self._queued = 0  # deliveries in _q
 
     @property
     def keys(self) -> list[tuple[bytes, bytes | None]]:
@@ -176,6 +177,7 @@ class Subscription:
             else:
                 self._client._taken(d.seq, gen)
         else:
+            self._queued += 1
             self._q.put_nowait((d, gen))
 
     def _notify(self, item: Any) -> None:
@@ -217,6 +219,7 @@ class Subscription:
                     raise Timeout("no delivery within the timeout") from None
             if type(item) is tuple:
                 d, gen = item
+                self._queued -= 1
                 self._client._taken(d.seq, gen)
                 return d
             if item is _END:
@@ -232,7 +235,7 @@ class Subscription:
 
     def pending(self) -> int:
         """Deliveries received and not yet taken."""
-        return self._q.qsize()
+        return self._queued
 
     async def unsubscribe(self) -> None:
         """Stop this subscription. Deliveries not taken yet are released (acknowledged)."""
@@ -242,6 +245,7 @@ class Subscription:
         while not self._q.empty():
             item = self._q.get_nowait()
             if type(item) is tuple:
+                self._queued -= 1
                 self._client._taken(item[0].seq, item[1])
         await self._client._unsubscribe(self)
         self._q.put_nowait(_END)
