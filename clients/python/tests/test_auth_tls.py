@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
+import subprocess
+import time
 import hashlib
 import ipaddress
 import ssl
@@ -13,9 +17,10 @@ import pytest
 import weir
 from weir import Client, ErrorCode
 
-from conftest import hash_password
+from conftest import hash_password, server_bin
 
 HOST = "127.0.0.1"
+SIGNING_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 @pytest.fixture
@@ -24,6 +29,7 @@ def auth_server(make_server):
     token_hash = "sha256$" + hashlib.sha256(b"tok-bob").hexdigest()
     return make_server(f'''
 allow_anonymous = false
+token_signing_key = "{SIGNING_KEY}"
 
 [[users]]
 name = "alice"
@@ -80,6 +86,28 @@ async def test_token_and_not_authorized_is_not_fatal(auth_server) -> None:
         assert d.payload == b"fine"
     with pytest.raises(weir.AuthFailed):
         await Client.connect(HOST, auth_server.port, token="tok-wrong")
+
+
+async def test_signed_token(auth_server) -> None:
+    cfg = auth_server.tmp / f"weir-{auth_server.port}.toml"
+    payload = {"subject": "svc", "exp": int(time.time()) + 3600, "publish": ["s.*"],
+               "subscribe": ["s.*"], "admin": True}
+    out = subprocess.run([server_bin(), "-c", str(cfg), "--sign-token", json.dumps(payload)],
+                         capture_output=True, check=True, timeout=30)
+    token = out.stdout.decode().strip()
+    async with await Client.connect(HOST, auth_server.port, signed_token=token) as c:
+        sub = await c.subscribe("s.1")
+        await c.publish("s.1", "e", b"signed")
+        assert (await sub.get(timeout=10)).payload == b"signed"
+        st = await c.stats()
+        me = [s for s in st["sessions"] if s["session_id"] == c.session_id][0]
+        assert me["identity"] == "subject:svc"
+        with pytest.raises(weir.NotAuthorized):
+            await c.publish("other", "e", b"no")
+    i = len(token) - 10  # a character inside the signature (full 6 bits, no padding bits)
+    bad = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+    with pytest.raises(weir.AuthFailed):
+        await Client.connect(HOST, auth_server.port, signed_token=bad)
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
