@@ -57,7 +57,7 @@ impl Server {
             listeners.push(listener);
         }
         let mut http = None;
-        if let Some(addr) = settings.metrics_listen {
+        if let Some(addr) = settings.http_listen {
             let mut socket = TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),

@@ -370,6 +370,12 @@ impl Broker {
         }
     }
 
+    /// A transport layer of `conn` refused it (a WebSocket upgrade or message against the
+    /// rules of protocol.md §WebSocket): ERROR(`code`, fatal) with `text`, then the close.
+    pub fn handle_transport_refusal(&mut self, conn: ConnId, code: ErrorCode, text: &str) {
+        self.fail(conn, code, 0, text);
+    }
+
     /// Bytes the loop wrote to `conn`'s socket, for the counters (read bytes are counted by
     /// [`Self::handle_input`]).
     pub fn handle_written(&mut self, written: usize) {

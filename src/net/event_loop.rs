@@ -565,6 +565,7 @@ fn deliver_event(broker: &mut Broker, id: ConnId, event: TransportEvent) {
     match event {
         TransportEvent::ProxyHeader(Ok(header)) => broker.handle_proxy_header(id, Ok(header)),
         TransportEvent::ProxyHeader(Err(text)) => broker.handle_proxy_header(id, Err(&text)),
+        TransportEvent::Refused(code, text) => broker.handle_transport_refusal(id, code, &text),
     }
 }
 

@@ -19,3 +19,4 @@ mod reconnect_resume;
 mod server_binary;
 mod server_lifecycle;
 mod tls;
+mod websocket;

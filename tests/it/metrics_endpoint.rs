@@ -36,7 +36,7 @@ fn get(addr: std::net::SocketAddr, request: &str) -> String {
 #[test]
 fn get_metrics_returns_prometheus_text_with_live_figures() {
     let server = TestServer::with_config(Config {
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     });
     let metrics = server
@@ -81,7 +81,7 @@ fn get_metrics_returns_prometheus_text_with_live_figures() {
 /// a close, so that labelled families have samples; returns the `/metrics` body.
 fn metrics_of_a_busy_server() -> (TestServer, String) {
     let server = TestServer::with_config(Config {
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     });
     let metrics = server
