@@ -61,7 +61,7 @@ impl Server {
             let mut socket = TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("cannot listen for metrics on {addr}: {e}"),
+                    format!("cannot listen for HTTP (http_listen) on {addr}: {e}"),
                 )
             })?;
             poll.registry()

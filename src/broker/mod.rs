@@ -22,6 +22,7 @@
 
 pub mod auth;
 mod close;
+mod dashboard;
 mod ending;
 mod flow;
 mod heartbeat;
@@ -50,6 +51,7 @@ use log::debug;
 use slab::Slab;
 
 pub use close::CloseReason;
+pub use dashboard::HttpAccess;
 pub use flow::Intake;
 pub use origin::Origin;
 pub use routes::QueueId;

@@ -91,6 +91,7 @@ impl Broker {
                     message.payload(),
                     out,
                 );
+                self.routes.queue_mut(message.queue).delivered += 1;
                 session.delivered += 1;
                 self.metrics.messages_delivered += 1;
             }

@@ -212,4 +212,7 @@ pub struct QueueStats {
     pub subscribers: u64,
     /// Messages accepted for it.
     pub published: u64,
+    /// DELIVERs sent of its messages (first deliveries; a fan-out to n sessions counts n).
+    #[serde(default)]
+    pub delivered: u64,
 }
