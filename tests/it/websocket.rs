@@ -318,6 +318,8 @@ fn an_origin_from_another_host_is_refused_with_403_and_the_same_host_is_allowed(
     );
     assert_eq!(status, 403);
     assert!(body.contains("evil.example"), "{body}");
+    let stats = server.wait_for("the close", |s| s.server.connections == 0);
+    assert_eq!(stats.server.closes.get("NOT_AUTHORIZED"), Some(&1));
     for origin in [
         format!("http://{}", server.addr),
         "https://app.example".into(),

@@ -139,10 +139,12 @@ impl WebSocketLayer {
         let head = input.get(..head_len).unwrap_or_default();
         let outcome = match upgrade(head, &self.settings) {
             Upgrade::Incomplete if input.len() >= MAX_HANDSHAKE_BYTES => {
-                Upgrade::Refuse(Refusal::new(
+                let mut refusal = Refusal::new(
                     "431 Request Header Fields Too Large",
                     format!("the upgrade request exceeds {MAX_HANDSHAKE_BYTES} bytes"),
-                ))
+                );
+                refusal.code = ErrorCode::FrameTooLarge;
+                Upgrade::Refuse(refusal)
             }
             other => other,
         };
@@ -405,7 +407,8 @@ enum Upgrade {
 struct Refusal {
     status: &'static str,
     text: String,
-    /// How the core counts it.
+    /// How the core counts the close: NOT_AUTHORIZED for an origin, FRAME_TOO_LARGE for a
+    /// head too long, MALFORMED_FRAME for the rest.
     code: ErrorCode,
     /// Extra header lines, each ending in CRLF.
     headers: &'static str,
@@ -507,7 +510,9 @@ fn upgrade(head: &[u8], settings: &WebSocketSettings) -> Upgrade {
                 "origin {origin} is not allowed here (same host as {host:?}, or \
                  websocket_allowed_origins)"
             );
-            return Upgrade::Refuse(Refusal::new("403 Forbidden", text));
+            let mut refusal = Refusal::new("403 Forbidden", text);
+            refusal.code = ErrorCode::NotAuthorized;
+            return Upgrade::Refuse(refusal);
         }
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
