@@ -18,6 +18,7 @@ use weir::protocol::frame::OUTCOME_RESUMED;
 use weir::protocol::{decode, ErrorCode, Frame, Hello, Op, Publish, Resume, Subscription};
 use weir::Config;
 
+use crate::chaos_proxy::{ChaosConfig, ChaosProxy};
 use crate::common::{plain, publish_all, TestServer, WAIT};
 use crate::tls::{certificate, Certificate};
 
@@ -498,4 +499,26 @@ fn a_session_cut_over_ws_resumes_and_nothing_is_lost() {
     let stats = server.wait_for("all acked", |s| s.server.messages_acked == 200);
     assert_eq!(stats.server.sessions_resumed, 1);
     assert_eq!(stats.server.sessions_lost, 0);
+}
+
+#[test]
+fn the_upgrade_and_messages_cut_into_slices_of_one_to_three_bytes_still_work() {
+    // nats split_test.go's idea at the transport level: every TCP read ends anywhere, in the
+    // HTTP head, a WebSocket header, a mask key or a payload, both ways.
+    let server = ws_server(ws_listener());
+    let sliced = ChaosConfig {
+        mean_bytes_before_cut: 0,
+        max_slice: 3,
+    };
+    let proxy = ChaosProxy::start(server.addr, sliced, 11);
+    let mut subscriber = WsConn::over(tcp(proxy.addr), proxy.addr);
+    subscriber.hello("sliced-sub", None);
+    subscriber.subscribe("db");
+    let mut publisher = WsConn::over(tcp(proxy.addr), proxy.addr);
+    publisher.hello("sliced-pub", None);
+    publish_and_wait(&mut publisher, "db", 200);
+    for expected in 1..=200u64 {
+        let (seq, payload) = subscriber.deliver();
+        assert_eq!((seq, payload), (expected, expected.to_be_bytes().repeat(8)));
+    }
 }
