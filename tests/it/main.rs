@@ -16,6 +16,7 @@ mod reconnect_heartbeat;
 mod reconnect_listeners;
 mod reconnect_lost;
 mod reconnect_resume;
+mod reload_tls;
 mod server_binary;
 mod server_lifecycle;
 mod tls;

@@ -15,9 +15,9 @@ use weir::Config;
 use crate::chaos_proxy::{ChaosConfig, ChaosProxy};
 use crate::common::{client_options, publish_all, quick_reconnect, TestServer, WAIT};
 
-struct Certificate {
-    dir: PathBuf,
-    der: CertificateDer<'static>,
+pub(crate) struct Certificate {
+    pub(crate) dir: PathBuf,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl Drop for Certificate {
@@ -26,7 +26,8 @@ impl Drop for Certificate {
     }
 }
 
-fn certificate(name: &str) -> Certificate {
+/// A self-signed certificate for "localhost", in `cert.pem` and `key.pem` of its own directory.
+pub(crate) fn certificate(name: &str) -> Certificate {
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
     let dir = std::env::temp_dir().join(format!("weir-tls-{name}-{}", std::process::id()));

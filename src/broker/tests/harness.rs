@@ -158,10 +158,15 @@ impl Harness {
     }
 
     pub(super) fn with_config(config: Config) -> Harness {
+        Harness::with_seed(config, 7)
+    }
+
+    /// A harness whose broker's random seed is `seed` repeated (tokens, epoch, hash key).
+    pub(super) fn with_seed(config: Config, seed: u8) -> Harness {
         config.validate().expect("test configs are valid");
         let epoch = Instant::now();
         Harness {
-            broker: Broker::new(config, Origin::fixed(epoch, 7)),
+            broker: Broker::new(config, Origin::fixed(epoch, seed)),
             now: epoch,
             epoch,
             clients: BTreeMap::new(),
