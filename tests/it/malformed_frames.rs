@@ -102,6 +102,19 @@ fn cases() -> Vec<Case> {
             bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
             expected: ErrorCode::UnknownOp,
         },
+        // Issue 13: the header check comes first, even before HELLO.
+        Case {
+            name: "unknown op before HELLO",
+            after_hello: false,
+            bytes: frame(2, 0x01, 0x7F, &[]),
+            expected: ErrorCode::UnknownOp,
+        },
+        Case {
+            name: "server op before HELLO",
+            after_hello: false,
+            bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
+            expected: ErrorCode::HelloRequired,
+        },
         Case {
             name: "frame before HELLO",
             after_hello: false,

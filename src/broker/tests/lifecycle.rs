@@ -65,6 +65,20 @@ fn a_frame_before_hello_is_hello_required() {
     assert_eq!(h.stats().server.connections, 0);
 }
 
+/// Issue 13: the header checks of protocol.md §Framing come first, so an op code not in the
+/// op table is UNKNOWN_OP even before HELLO; a known op other than HELLO, a server-to-client
+/// one included, is HELLO_REQUIRED.
+#[test]
+fn an_unknown_op_before_hello_is_unknown_op_and_a_known_one_is_hello_required() {
+    let mut h = Harness::new();
+    h.connect(CLIENT);
+    h.send_bytes(CLIENT, &[0, 0, 0, 2, 0x01, 0x7F]);
+    assert_eq!(h.frames(CLIENT), failed_with(ErrorCode::UnknownOp));
+    h.connect(OTHER);
+    h.send(OTHER, &Frame::Receipt(1));
+    assert_eq!(h.frames(OTHER), failed_with(ErrorCode::HelloRequired));
+}
+
 #[test]
 fn a_second_hello_is_duplicate_hello_and_ends_the_session() {
     let mut h = Harness::new();

@@ -149,6 +149,36 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
     }
 }
 
+/// Issue 13: the example had `n` for numbers and `...`, so a client author could not paste it
+/// into a test. It must parse, as a `StatsReport` too, and name exactly the documented fields.
+#[test]
+fn stats_reply_example_in_protocol_md_is_valid_json() {
+    let doc = protocol_md();
+    let section = doc
+        .split("\n## STATS_REPLY\n")
+        .nth(1)
+        .expect("a STATS_REPLY section");
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a json block in STATS_REPLY");
+    let value: serde_json::Value = serde_json::from_str(example).expect("valid JSON");
+    let report: StatsReport = serde_json::from_value(value.clone()).expect("a StatsReport");
+    assert_eq!(report.sessions.len(), 2);
+    let mut from_example = Vec::new();
+    json_fields(&value, "", &mut from_example);
+    let mut from_example: Vec<String> = from_example.into_iter().map(|(name, _)| name).collect();
+    from_example.sort();
+    let rows = markdown_table_with_columns(&doc, "## STATS_REPLY", &["field", "type", "meaning"]);
+    let mut from_doc: Vec<String> = rows.iter().map(|row| row[0].clone()).collect();
+    from_doc.sort();
+    assert_eq!(
+        from_example, from_doc,
+        "the example shows every documented field"
+    );
+}
+
 /// Flattens a JSON value into (path, JSON type) rows the way protocol.md's STATS_REPLY table
 /// lists them: `a.b` for object members, `a[]` for an array and then its first element's
 /// members under `a[].`; a map of counters (`closes`) is one `object` row.

@@ -390,7 +390,7 @@ fn resume(h: &mut Harness, m: &mut Model, by: &ResumeOp, now: Duration) {
     };
     h.send(conn, &Frame::Hello(hello));
     let lost = match live.filter(|key| m.sessions[key].token == resume_token) {
-        None => Some(m.why_gone(session_id, &resume_token)),
+        None => Some(m.why_gone(session_id, &resume_token, received)),
         Some(key) => {
             let session = &m.sessions[&key];
             let accepted = session.last_publish_seq;
