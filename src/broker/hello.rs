@@ -266,6 +266,8 @@ impl Broker {
             delivered: 0,
             acked: 0,
             conflated: 0,
+            conflated_told: 0,
+            has_extensions: hello.extensions,
             redelivered: 0,
             resumes: 0,
             grant: granted,
@@ -347,6 +349,7 @@ impl Broker {
         session.generation = generation;
         session.resumes += 1;
         session.is_receipt_due = false;
+        session.has_extensions = hello.extensions;
         session.queue.set_resend_from(received + 1);
         // Permissions as checked now; the publish cache may name a queue no longer allowed.
         session.grant = Arc::clone(granted);
@@ -524,6 +527,9 @@ impl Broker {
         let session = &self.sessions[key.0];
         let settings = &self.listeners[session.listener];
         Welcome {
+            reconnect_keep_alive_ms: session
+                .has_extensions
+                .then(|| clamp_u32(settings.reconnect_keep_alive.as_millis())),
             outcome,
             lost_reason,
             missed,

@@ -54,8 +54,11 @@ pub use store::MsgKey;
 
 use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_deliver, encode_error, encode_ping, encode_receipt};
+use crate::protocol::codec::{
+    encode_deliver, encode_dropped, encode_error, encode_ping, encode_receipt,
+};
 use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::frame::{Dropped, DROPPED_CONFLATED};
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::{Authenticator, FailureBuckets, Grant};
@@ -512,7 +515,8 @@ impl Broker {
             | Frame::Unsubscribed(_)
             | Frame::Error(_)
             | Frame::Goodbye(_)
-            | Frame::StatsReply(_) => {
+            | Frame::StatsReply(_)
+            | Frame::Dropped(_) => {
                 let text = "server-to-client op sent by a client";
                 self.fail(conn, ErrorCode::UnknownOp, 0, text);
             }
@@ -597,6 +601,17 @@ impl Broker {
             if session.is_receipt_due {
                 encode_receipt(session.last_publish_seq, out);
                 session.is_receipt_due = false;
+            }
+            if session.is_drop_notice_due() {
+                let total = session.conflated;
+                let count = total - session.conflated_told;
+                let dropped = Dropped {
+                    reason: DROPPED_CONFLATED,
+                    count,
+                    total,
+                };
+                encode_dropped(&dropped, out);
+                session.conflated_told = total;
             }
             if session.queue.pending_len() > session.window
                 && session.queue.in_flight() <= session.window / 2

@@ -215,7 +215,8 @@ impl Broker {
             // `Broker::take_backlogged`.
             self.backlogged += 1;
         }
-        if session.queue.span() < session.window {
+        // A conflation owes an EXTENSIONS client a DROPPED even when its window is full.
+        if session.queue.span() < session.window || session.is_drop_notice_due() {
             if let Some(conn) = session.conn {
                 self.mark_dirty(conn);
             }

@@ -130,6 +130,7 @@ pub(super) fn options() -> ClientOptions {
 
 pub(super) fn welcome() -> Welcome {
     Welcome {
+        reconnect_keep_alive_ms: None,
         outcome: OUTCOME_NEW,
         lost_reason: None,
         missed: Some(0),

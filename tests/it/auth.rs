@@ -252,6 +252,7 @@ fn repeated_failures_from_one_source_are_slowed_while_a_good_client_keeps_workin
     // The sixth is held: counted as throttled, not checked yet.
     let mut hello = Vec::new();
     let frame = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"guesser",
         resume: None,

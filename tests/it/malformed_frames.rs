@@ -18,6 +18,7 @@ fn frame(len: u32, version: u8, op: u8, body: &[u8]) -> Vec<u8> {
 fn hello_bytes() -> Vec<u8> {
     let mut out = Vec::new();
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"bad",
         resume: None,

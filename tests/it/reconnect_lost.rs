@@ -219,6 +219,7 @@ fn a_resume_with_a_wrong_token_is_refused_and_the_session_left_alone() {
         first_resendable_publish_seq: 1,
     };
     let frame = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"thief",
         resume: Some(resume),

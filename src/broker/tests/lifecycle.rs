@@ -56,6 +56,37 @@ fn hello_resuming_a_session_of_another_server_run_gets_lost_server_restarted() {
     assert_eq!(h.payloads(CLIENT), ["x"]);
 }
 
+/// Issue 13: the keep-alive was not in WELCOME. A HELLO with EXTENSIONS gets it as WELCOME's
+/// trailing field; a HELLO without gets the 71-byte WELCOME old decoders expect.
+#[test]
+fn welcome_carries_the_keep_alive_only_when_hello_set_extensions() {
+    let config = Config {
+        reconnect_keep_alive_ms: 45_000,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config);
+    let plain = h.hello(CLIENT);
+    assert_eq!(plain.reconnect_keep_alive_ms, None);
+    h.connect(OTHER);
+    let extended = h.handshake(
+        OTHER,
+        Hello {
+            inflight_window: 0,
+            client_name: b"ext",
+            resume: None,
+            auth: None,
+            extensions: true,
+        },
+    );
+    assert_eq!(extended.reconnect_keep_alive_ms, Some(45_000));
+    let mut bytes = Vec::new();
+    crate::protocol::codec::encode_welcome(&plain, &mut bytes);
+    assert_eq!(bytes.len(), 6 + 71);
+    bytes.clear();
+    crate::protocol::codec::encode_welcome(&extended, &mut bytes);
+    assert_eq!(bytes.len(), 6 + 75);
+}
+
 #[test]
 fn a_frame_before_hello_is_hello_required() {
     let mut h = Harness::new();
@@ -84,6 +115,7 @@ fn a_second_hello_is_duplicate_hello_and_ends_the_session() {
     let mut h = Harness::new();
     h.hello(CLIENT);
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"again",
         resume: None,
@@ -123,6 +155,7 @@ fn the_frame_limit_is_smaller_until_hello_is_accepted() {
     let welcome = h.handshake(
         CLIENT,
         Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"c",
             resume: None,
@@ -155,6 +188,7 @@ fn hello_just_before_the_deadline_is_accepted_and_not_timed_out() {
     h.handshake(
         CLIENT,
         Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"late",
             resume: None,

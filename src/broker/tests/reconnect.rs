@@ -13,6 +13,7 @@ const SUBSCRIBER_AGAIN: ConnId = ConnId(3);
 
 fn resume(welcome: &Welcome, last_delivery_seq: u64, first_resendable: u64) -> Hello<'static> {
     Hello {
+        extensions: false,
         inflight_window: 3,
         client_name: b"",
         resume: Some(Resume {
@@ -279,6 +280,7 @@ fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
     h.send(
         ConnId(7),
         &Frame::Hello(Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"third",
             resume: None,

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::support::{decode_all, example_welcome, repo_path, Owned, EXAMPLE_TOKEN};
+use super::support::{decode_all, example_welcome, repo_path, Owned, OwnedHello, EXAMPLE_TOKEN};
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
-    AuthMethod, Frame, Resume, Welcome, DELIVER_REDELIVERED, OUTCOME_LOST, OUTCOME_NEW,
-    OUTCOME_RESUMED,
+    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
+    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
@@ -287,6 +287,27 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             "ERROR",
             Owned::error(ErrorCode::PublishSeqGap, 5, b"expected 3"),
         ),
+        // Extensions (issue 13).
+        ("HELLO with EXTENSIONS", hello_with_extensions()),
+        ("WELCOME with the keep-alive", {
+            let Owned::Welcome(welcome) =
+                example_welcome(OUTCOME_NEW, None, Some(0), EXAMPLE_SESSION_ID, 1024)
+            else {
+                unreachable!()
+            };
+            Owned::Welcome(Welcome {
+                reconnect_keep_alive_ms: Some(60_000),
+                ..welcome
+            })
+        }),
+        (
+            "DROPPED",
+            Owned::Dropped(Dropped {
+                reason: DROPPED_CONFLATED,
+                count: 2,
+                total: 7,
+            }),
+        ),
         // Authentication.
         (
             "HELLO with AUTH",
@@ -302,6 +323,16 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             Owned::error_nonfatal(ErrorCode::NotAuthorized, 2, b"no publish to px"),
         ),
     ]
+}
+
+fn hello_with_extensions() -> Owned {
+    let Owned::Hello(hello) = Owned::hello(0, b"demo", None) else {
+        unreachable!()
+    };
+    Owned::Hello(OwnedHello {
+        extensions: true,
+        ..hello
+    })
 }
 
 /// The session id of the main worked example: the server's per-run epoch `0x5a3c91e2` in the

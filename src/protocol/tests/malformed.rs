@@ -172,8 +172,8 @@ fn malformed_cases() -> Vec<MalformedCase> {
             => frame(0x0A, &[]);
         "unknown-op-80.bin" UnknownOp MAX "op 0x80, below WELCOME"
             => frame(0x80, &[]);
-        "unknown-op-89.bin" UnknownOp MAX "op 0x89, after STATS_REPLY"
-            => frame(0x89, &[]);
+        "unknown-op-8a.bin" UnknownOp MAX "op 0x8A, after DROPPED"
+            => frame(0x8A, &[]);
         "unknown-op-ff.bin" UnknownOp MAX "op 0xFF with a body"
             => frame(0xFF, &[0; 8]);
         // HELLO.
@@ -240,6 +240,10 @@ fn malformed_cases() -> Vec<MalformedCase> {
         // Server-to-client frames.
         "welcome-one-byte-short.bin" MalformedFrame MAX "WELCOME body of 70 bytes"
             => frame(0x81, &welcome[..70]);
+        "welcome-extension-truncated.bin" MalformedFrame MAX "WELCOME body of 73 bytes"
+            => frame(0x81, &cat(&[&welcome, &[0x00, 0x00]]));
+        "welcome-extension-trailing-bytes.bin" MalformedFrame MAX "WELCOME body of 76 bytes"
+            => frame(0x81, &cat(&[&welcome, &[0x00; 5]]));
         "welcome-trailing-bytes.bin" MalformedFrame MAX "WELCOME body of 72 bytes"
             => frame(0x81, &cat(&[&welcome, &[0x00]]));
         "deliver-truncated-event-name.bin" MalformedFrame MAX "DELIVER event length 6, 3 bytes"

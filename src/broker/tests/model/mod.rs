@@ -269,6 +269,7 @@ fn apply(h: &mut Harness, m: &mut Model, op: &Op) {
                 return;
             };
             let hello = Hello {
+                extensions: false,
                 inflight_window: window,
                 client_name: b"model",
                 resume: None,
@@ -378,6 +379,7 @@ fn resume(h: &mut Harness, m: &mut Model, by: &ResumeOp, now: Duration) {
         return;
     };
     let hello = Hello {
+        extensions: false,
         inflight_window: by.window,
         client_name: b"model",
         resume: Some(Resume {

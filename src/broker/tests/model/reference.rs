@@ -411,6 +411,7 @@ impl Model {
         let config = &self.config;
         let session = &self.sessions[&key];
         Welcome {
+            reconnect_keep_alive_ms: None,
             outcome: match lost {
                 None => OUTCOME_NEW,
                 Some(_) => OUTCOME_LOST,
