@@ -55,7 +55,8 @@ pub use store::MsgKey;
 use crate::config::{Config, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::protocol::codec::{
-    encode_deliver, encode_dropped, encode_error, encode_ping, encode_receipt,
+    encode_deliver, encode_dropped, encode_error, encode_error_answering, encode_ping,
+    encode_receipt,
 };
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::frame::{Dropped, DROPPED_CONFLATED};
@@ -795,18 +796,28 @@ impl Broker {
         self.mark_dirty(conn);
     }
 
-    /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.
-    fn deny(&mut self, conn: ConnId, ref_seq: u64, text: &str) {
+    /// Refuses one request (a frame with op `ref_op`) with ERROR(NOT_AUTHORIZED), not fatal:
+    /// the connection goes on. An EXTENSIONS client is told the op (protocol.md §ERROR).
+    fn deny(&mut self, conn: ConnId, ref_seq: u64, ref_op: Op, text: &str) {
         self.metrics.not_authorized += 1;
         debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        let has_extensions = self
+            .conn(conn)
+            .and_then(|state| state.session)
+            .is_some_and(|key| self.sessions[key.0].has_extensions);
         self.push_control(conn, |out| {
-            let _ = encode_error(ErrorCode::NotAuthorized, false, ref_seq, text, out);
+            let code = ErrorCode::NotAuthorized;
+            if has_extensions {
+                encode_error_answering(code, false, ref_seq, ref_op, text, out);
+            } else {
+                let _ = encode_error(code, false, ref_seq, text, out);
+            }
         });
     }
 
     fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
         if !self.sessions[session.0].grant.permissions.admin {
-            self.deny(conn, 0, "STATS needs an admin session");
+            self.deny(conn, 0, Op::Stats, "STATS needs an admin session");
             return;
         }
         let max_frame_len = self.max_frame_len(conn) as usize;

@@ -4,7 +4,7 @@
 
 use super::queue::SessionQueue;
 use super::{Broker, ConnId, MsgKey, QueueId, SessionKey};
-use crate::protocol::{Ack, ErrorCode, Publish};
+use crate::protocol::{Ack, ErrorCode, Op, Publish};
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: &Publish<'_>) {
@@ -54,6 +54,7 @@ impl Broker {
                 self.deny(
                     conn,
                     publish.seq,
+                    Op::Publish,
                     "this session may not publish to this queue",
                 );
                 return;

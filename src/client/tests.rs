@@ -170,6 +170,7 @@ pub(super) fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
 
 fn fatal_error(code: ErrorCode, ref_seq: u64, text: &str) -> Frame<'_> {
     Frame::Error(ErrorFrame {
+        ref_op: None,
         code: Ok(code),
         fatal: true,
         ref_seq,

@@ -9,8 +9,8 @@ use byteorder::{BigEndian, ByteOrder};
 
 use super::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
-    Resume, Subscription, Welcome, ERROR_FATAL, HELLO_AUTH, HELLO_EXTENSIONS, HELLO_RESUME,
-    MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Resume, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
+    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
 };
 use super::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use super::{DecodeError, ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -138,7 +138,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         }
         Frame::Error(ref e) => {
             let code = e.code.map_or_else(|n| n, |c| c as u16);
-            encode_error_raw(code, e.fatal, e.ref_seq, e.text, out)
+            encode_error_raw(code, e.fatal, e.ref_seq, e.ref_op, e.text, out)
         }
         Frame::Goodbye(ref g) => {
             let code = g.code.map_or_else(|n| n, |c| c as u16);
@@ -381,7 +381,28 @@ pub fn encode_error(
     text: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    encode_error_raw(code as u16, fatal, ref_seq, text.as_bytes(), out)
+    encode_error_raw(code as u16, fatal, ref_seq, None, text.as_bytes(), out)
+}
+
+/// Appends ERROR with the REF_OP flag and the op of the request it answers. Layout:
+/// protocol.md §ERROR; only for a connection whose HELLO set EXTENSIONS.
+pub fn encode_error_answering(
+    code: ErrorCode,
+    fatal: bool,
+    ref_seq: u64,
+    ref_op: Op,
+    text: &str,
+    out: &mut Vec<u8>,
+) {
+    // Cannot fail: the text is cut to MAX_TEXT_LEN.
+    let _ = encode_error_raw(
+        code as u16,
+        fatal,
+        ref_seq,
+        Some(ref_op as u8),
+        text.as_bytes(),
+        out,
+    );
 }
 
 /// Appends GOODBYE. Layout: protocol.md §GOODBYE. Text longer than 1,024 bytes is cut.
@@ -394,14 +415,23 @@ fn encode_error_raw(
     code: u16,
     fatal: bool,
     ref_seq: u64,
+    ref_op: Option<u8>,
     text: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let text = cut_text(text);
-    FrameHeader::write(Op::Error, 2 + 1 + 8 + text.len(), out);
+    let ref_op_len = usize::from(ref_op.is_some());
+    FrameHeader::write(Op::Error, 2 + 1 + 8 + ref_op_len + text.len(), out);
     put_u16(out, code);
-    out.push(if fatal { ERROR_FATAL } else { 0 });
+    let mut flags = if fatal { ERROR_FATAL } else { 0 };
+    if ref_op.is_some() {
+        flags |= ERROR_REF_OP;
+    }
+    out.push(flags);
     put_u64(out, ref_seq);
+    if let Some(op) = ref_op {
+        out.push(op);
+    }
     out.extend_from_slice(text);
     Ok(())
 }
@@ -684,10 +714,17 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
         Op::Error => {
             let code = r.u16("code")?;
             let flags = r.u8("flags")?;
+            let ref_seq = r.u64("ref_seq")?;
+            let ref_op = if flags & ERROR_REF_OP != 0 {
+                Some(r.u8("ref_op")?)
+            } else {
+                None
+            };
             Frame::Error(ErrorFrame {
                 code: ErrorCode::from_u16(code).ok_or(code),
                 fatal: flags & ERROR_FATAL != 0,
-                ref_seq: r.u64("ref_seq")?,
+                ref_seq,
+                ref_op,
                 text: r.rest(),
             })
         }

@@ -27,6 +27,8 @@ pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
 pub const DELIVER_REDELIVERED: u8 = 0x01;
 /// ERROR flag: the server closes the connection after this frame.
 pub const ERROR_FATAL: u8 = 0x01;
+/// ERROR flag: a `ref_op` byte follows `ref_seq` (sent only after a HELLO with EXTENSIONS).
+pub const ERROR_REF_OP: u8 = 0x02;
 
 /// WELCOME outcome: a new session was created.
 pub const OUTCOME_NEW: u8 = 0x00;
@@ -319,6 +321,8 @@ pub struct ErrorFrame<'a> {
     pub fatal: bool,
     /// The publish sequence number the error refers to, or 0.
     pub ref_seq: u64,
+    /// The op code of the request the error answers (REF_OP flag), kept as sent.
+    pub ref_op: Option<u8>,
     /// Human-readable UTF-8 text.
     pub text: &'a [u8],
 }

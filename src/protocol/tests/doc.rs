@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::support::{decode_all, example_welcome, repo_path, Owned, OwnedHello, EXAMPLE_TOKEN};
+use super::support::{
+    decode_all, example_welcome, repo_path, Owned, OwnedError, OwnedHello, EXAMPLE_TOKEN,
+};
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
     AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
@@ -306,6 +308,16 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
                 reason: DROPPED_CONFLATED,
                 count: 2,
                 total: 7,
+            }),
+        ),
+        (
+            "ERROR with REF_OP",
+            Owned::Error(OwnedError {
+                code: Ok(ErrorCode::NotAuthorized),
+                fatal: false,
+                ref_seq: 0,
+                ref_op: Some(Op::Subscribe as u8),
+                text: b"no subscribe to orders.eu".to_vec(),
             }),
         ),
         // Authentication.

@@ -252,6 +252,8 @@ fn malformed_cases() -> Vec<MalformedCase> {
             => frame(0x82, &cat(&[&u64(1), &u64(1)]));
         "receipt-trailing-bytes.bin" MalformedFrame MAX "RECEIPT body of 9 bytes"
             => frame(0x83, &cat(&[&u64(1), &[0x00]]));
+        "error-ref-op-missing.bin" MalformedFrame MAX "ERROR flags REF_OP, ends after ref_seq"
+            => frame(0x86, &cat(&[&[0x00, 0x1C, 0x02], &u64(0)]));
         "error-truncated-ref-seq.bin" MalformedFrame MAX "ERROR ends inside ref_seq"
             => frame(0x86, &[0x00, 0x0A, 0x01, 0, 0, 0, 0]);
         "goodbye-one-byte-body.bin" MalformedFrame MAX "GOODBYE body of 1 byte"

@@ -129,7 +129,7 @@ proptest! {
     ) {
         let mut typed = Vec::new();
         encode_error(code, fatal, ref_seq, &text, &mut typed).unwrap();
-        let error = ErrorFrame { code: Ok(code), fatal, ref_seq, text: text.as_bytes() };
+        let error = ErrorFrame { ref_op: None, code: Ok(code), fatal, ref_seq, text: text.as_bytes() };
         prop_assert_eq!(&typed, &encoded(&Frame::Error(error)));
 
         typed.clear();

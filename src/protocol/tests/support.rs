@@ -86,6 +86,7 @@ pub(super) struct OwnedError {
     pub(super) code: Result<ErrorCode, u16>,
     pub(super) fatal: bool,
     pub(super) ref_seq: u64,
+    pub(super) ref_op: Option<u8>,
     pub(super) text: Vec<u8>,
 }
 
@@ -129,6 +130,7 @@ impl Owned {
             }),
             Owned::Receipt(seq) => Frame::Receipt(*seq),
             Owned::Error(e) => Frame::Error(ErrorFrame {
+                ref_op: e.ref_op,
                 code: e.code,
                 fatal: e.fatal,
                 ref_seq: e.ref_seq,
@@ -227,6 +229,7 @@ impl Owned {
             code: Ok(code),
             fatal: true,
             ref_seq,
+            ref_op: None,
             text: text.to_vec(),
         })
     }
@@ -237,6 +240,7 @@ impl Owned {
             code: Ok(code),
             fatal: false,
             ref_seq,
+            ref_op: None,
             text: text.to_vec(),
         })
     }
@@ -487,13 +491,15 @@ pub(super) fn error_frame() -> impl Strategy<Value = Owned> {
         wire_code(),
         any::<bool>(),
         any::<u64>(),
+        prop::option::of(any::<u8>()),
         bytes(0..=MAX_TEXT_LEN),
     )
-        .prop_map(|(code, fatal, ref_seq, text)| {
+        .prop_map(|(code, fatal, ref_seq, ref_op, text)| {
             Owned::Error(OwnedError {
                 code,
                 fatal,
                 ref_seq,
+                ref_op,
                 text,
             })
         })
