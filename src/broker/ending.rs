@@ -100,6 +100,7 @@ impl Broker {
 
     /// The session overflowed: closed, whether connected or detached.
     pub(super) fn overflow(&mut self, key: SessionKey) {
+        self.sessions[key.0].is_ended_by_arrival = true;
         let session = &self.sessions[key.0];
         warn!(
             "session {} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
@@ -138,7 +139,7 @@ impl Broker {
         let held = Held::new(
             u64::from(session.queue.pending_len()),
             &session.queue.in_flight_seqs(usize::MAX),
-            reason == ErrorCode::QueueOverflow,
+            session.is_ended_by_arrival,
         );
         let mut dropped = 0;
         let store = &mut self.store;

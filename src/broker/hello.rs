@@ -49,7 +49,7 @@ pub(crate) struct Tombstone {
 pub(crate) const TOMBSTONE_RUNS: usize = 64;
 
 /// Messages a session held when it ended: never sent, sent but unacked (as runs of seqs), and
-/// for QUEUE_OVERFLOW the message that did not fit. protocol.md §LOST defines `missed` from it.
+/// the message whose arrival ended it, if one did. protocol.md §LOST defines `missed` from it.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     pub(crate) pending: u64,
@@ -57,13 +57,14 @@ pub(crate) struct Held {
     pub(crate) in_flight_runs: Box<[(u64, u64)]>,
     /// Unacked seqs above the last kept run (0 unless there were more runs than kept).
     pub(crate) in_flight_rest: u64,
-    /// The message whose arrival overflowed the session (QUEUE_OVERFLOW): lost to it too.
+    /// The message whose arrival ended the session (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for a
+    /// message too large for its listener): lost to it too.
     pub(crate) overflowed: u64,
 }
 
 impl Held {
     /// Builds the record from the unacked seqs, lowest first.
-    pub(crate) fn new(pending: u64, in_flight: &[u64], overflowed: bool) -> Held {
+    pub(crate) fn new(pending: u64, in_flight: &[u64], ended_by_arrival: bool) -> Held {
         let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut rest = 0;
         for &seq in in_flight {
@@ -79,7 +80,7 @@ impl Held {
             pending,
             in_flight_runs: runs.into(),
             in_flight_rest: rest,
-            overflowed: u64::from(overflowed),
+            overflowed: u64::from(ended_by_arrival),
         }
     }
 
@@ -267,6 +268,7 @@ impl Broker {
             acked: 0,
             conflated: 0,
             conflated_told: 0,
+            is_ended_by_arrival: false,
             has_extensions: hello.extensions,
             redelivered: 0,
             resumes: 0,

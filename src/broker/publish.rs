@@ -158,6 +158,7 @@ impl Broker {
             + message.payload().len();
         if deliver_len > settings.max_frame_len as usize + 8 {
             self.metrics.messages_dropped_session_closed += 1;
+            session.is_ended_by_arrival = true;
             let text = "a message is larger than this listener's max_frame_len allows";
             match session.conn {
                 Some(conn) => self.goodbye(conn, ErrorCode::LimitExceeded, text),

@@ -61,6 +61,9 @@ pub(crate) struct Session {
     pub(crate) conflated: u64,
     /// `conflated` as of the latest DROPPED(CONFLATED) sent (protocol.md §DROPPED).
     pub(crate) conflated_told: u64,
+    /// The session ends because of a message's arrival (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for
+    /// a message too large for its listener): that message is missed too (protocol.md §LOST).
+    pub(crate) is_ended_by_arrival: bool,
     /// Its latest HELLO set EXTENSIONS: WELCOME carries the keep-alive, DROPPED is sent.
     pub(crate) has_extensions: bool,
     /// Deliveries sent again after a resume.

@@ -271,7 +271,8 @@ pub struct Welcome {
     pub max_frame_len: u32,
     /// Max deliveries sent and not yet acknowledged.
     pub inflight_window: u32,
-    /// The server sends PING after this many ms without sending anything.
+    /// The server sends PING after this many ms without sending, or without receiving,
+    /// anything (protocol.md §Heartbeats).
     pub heartbeat_interval_ms: u32,
     /// The server closes a connection it has received nothing from for this many ms.
     pub heartbeat_timeout_ms: u32,
