@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::hello::{Held, TOMBSTONE_SEQS};
+use super::hello::Held;
 use super::timers::TimerTarget;
 use super::{Broker, CloseReason, ConnId, SessionKey};
 use crate::protocol::codec::{encode_error, encode_goodbye};
@@ -95,6 +95,7 @@ impl Broker {
 
     /// The session overflowed: closed, whether connected or detached.
     pub(super) fn overflow(&mut self, key: SessionKey) {
+        self.sessions[key.0].is_ended_by_arrival = true;
         let session = &self.sessions[key.0];
         warn!(
             "session {} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
@@ -129,11 +130,12 @@ impl Broker {
             }
         }
         self.sessions_by_id.remove(&session.id);
-        let held = Held {
-            pending: u64::from(session.queue.pending_len()),
-            in_flight: u64::from(session.queue.in_flight()),
-            in_flight_seqs: session.queue.in_flight_seqs(TOMBSTONE_SEQS).into(),
-        };
+        // Once per session end, not per message: the seq list is bounded by the window.
+        let held = Held::new(
+            u64::from(session.queue.pending_len()),
+            &session.queue.in_flight_seqs(usize::MAX),
+            session.is_ended_by_arrival,
+        );
         let mut dropped = 0;
         let store = &mut self.store;
         session.queue.drain(&mut self.nodes, |msg| {

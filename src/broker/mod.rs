@@ -59,7 +59,7 @@ pub use store::MsgKey;
 use crate::config::{Config, ListenerSettings};
 use crate::credentials::{Authenticator, Grant};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_error, encode_ping};
+use crate::protocol::codec::{encode_error, encode_error_answering, encode_ping};
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::FailureBuckets;
@@ -435,7 +435,8 @@ impl Broker {
             | Frame::Unsubscribed(_)
             | Frame::Error(_)
             | Frame::Goodbye(_)
-            | Frame::StatsReply(_) => {
+            | Frame::StatsReply(_)
+            | Frame::Dropped(_) => {
                 let text = "server-to-client op sent by a client";
                 self.fail(conn, ErrorCode::UnknownOp, 0, text);
             }
@@ -530,18 +531,28 @@ impl Broker {
         generation
     }
 
-    /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.
-    fn deny(&mut self, conn: ConnId, ref_seq: u64, text: &str) {
+    /// Refuses one request (a frame with op `ref_op`) with ERROR(NOT_AUTHORIZED), not fatal:
+    /// the connection goes on. An EXTENSIONS client is told the op (protocol.md §ERROR).
+    fn deny(&mut self, conn: ConnId, ref_seq: u64, ref_op: Op, text: &str) {
         self.metrics.not_authorized += 1;
         debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        let has_extensions = self
+            .conn(conn)
+            .and_then(|state| state.session)
+            .is_some_and(|key| self.sessions[key.0].has_extensions);
         self.push_control(conn, |out| {
-            let _ = encode_error(ErrorCode::NotAuthorized, false, ref_seq, text, out);
+            let code = ErrorCode::NotAuthorized;
+            if has_extensions {
+                encode_error_answering(code, false, ref_seq, ref_op, text, out);
+            } else {
+                let _ = encode_error(code, false, ref_seq, text, out);
+            }
         });
     }
 
     fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
         if !self.sessions[session.0].grant.permissions.admin {
-            self.deny(conn, 0, "STATS needs an admin session");
+            self.deny(conn, 0, Op::Stats, "STATS needs an admin session");
             return;
         }
         let max_frame_len = self.max_frame_len(conn) as usize;

@@ -59,6 +59,13 @@ pub(crate) struct Session {
     pub(crate) delivered: u64,
     pub(crate) acked: u64,
     pub(crate) conflated: u64,
+    /// `conflated` as of the latest DROPPED(CONFLATED) sent (protocol.md §DROPPED).
+    pub(crate) conflated_told: u64,
+    /// The session ends because of a message's arrival (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for
+    /// a message too large for its listener): that message is missed too (protocol.md §LOST).
+    pub(crate) is_ended_by_arrival: bool,
+    /// Its latest HELLO set EXTENSIONS: WELCOME carries the keep-alive, DROPPED is sent.
+    pub(crate) has_extensions: bool,
     /// Deliveries sent again after a resume.
     pub(crate) redelivered: u64,
     /// Successful resumes.
@@ -81,8 +88,14 @@ impl Session {
     /// pending messages the window has room for.
     pub(crate) fn has_output(&self) -> bool {
         self.is_receipt_due
+            || self.is_drop_notice_due()
             || self.queue.has_redeliveries()
             || (self.queue.has_pending() && self.queue.span() < self.window)
+    }
+
+    /// Messages were conflated away since the last DROPPED, and the client takes DROPPED.
+    pub(crate) fn is_drop_notice_due(&self) -> bool {
+        self.has_extensions && self.conflated > self.conflated_told
     }
 
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {

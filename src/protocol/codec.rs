@@ -8,9 +8,9 @@
 use byteorder::{BigEndian, ByteOrder};
 
 use super::frame::{
-    Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
-    Subscription, Welcome, ERROR_FATAL, HELLO_AUTH, HELLO_RESUME, MAX_AUTH_SECRET_LEN,
-    PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
+    Resume, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
+    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
 };
 use super::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use super::{DecodeError, ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -138,7 +138,7 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         }
         Frame::Error(ref e) => {
             let code = e.code.map_or_else(|n| n, |c| c as u16);
-            encode_error_raw(code, e.fatal, e.ref_seq, e.text, out)
+            encode_error_raw(code, e.fatal, e.ref_seq, e.ref_op, e.text, out)
         }
         Frame::Goodbye(ref g) => {
             let code = g.code.map_or_else(|n| n, |c| c as u16);
@@ -148,6 +148,10 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             check_total(json.len())?;
             FrameHeader::write(Op::StatsReply, json.len(), out);
             out.extend_from_slice(json);
+            Ok(())
+        }
+        Frame::Dropped(ref dropped) => {
+            encode_dropped(dropped, out);
             Ok(())
         }
     }
@@ -183,6 +187,9 @@ pub fn encode_hello(hello: &Hello<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
     }
     if hello.auth.is_some() {
         flags |= HELLO_AUTH;
+    }
+    if hello.extensions {
+        flags |= HELLO_EXTENSIONS;
     }
     out.push(flags);
     put_u32(out, hello.inflight_window);
@@ -289,7 +296,12 @@ pub fn encode_empty(op: Op, out: &mut Vec<u8>) {
 
 /// Appends WELCOME. Layout: protocol.md §WELCOME.
 pub fn encode_welcome(w: &Welcome, out: &mut Vec<u8>) {
-    FrameHeader::write(Op::Welcome, WELCOME_BODY_LEN, out);
+    let extension_len = if w.reconnect_keep_alive_ms.is_some() {
+        4
+    } else {
+        0
+    };
+    FrameHeader::write(Op::Welcome, WELCOME_BODY_LEN + extension_len, out);
     out.push(w.outcome);
     put_u16(out, w.lost_reason.map_or(0, |c| c as u16));
     put_u64(out, w.missed.unwrap_or(u64::MAX));
@@ -302,6 +314,17 @@ pub fn encode_welcome(w: &Welcome, out: &mut Vec<u8>) {
     put_u32(out, w.heartbeat_timeout_ms);
     put_u32(out, w.max_queue_depth);
     put_u64(out, w.max_queue_bytes);
+    if let Some(keep_alive) = w.reconnect_keep_alive_ms {
+        put_u32(out, keep_alive);
+    }
+}
+
+/// Appends DROPPED. Layout: protocol.md §DROPPED.
+pub fn encode_dropped(dropped: &Dropped, out: &mut Vec<u8>) {
+    FrameHeader::write(Op::Dropped, DROPPED_BODY_LEN, out);
+    put_u16(out, dropped.reason);
+    put_u64(out, dropped.count);
+    put_u64(out, dropped.total);
 }
 
 /// Appends DELIVER. Layout: protocol.md §DELIVER. This is the per-message hot path: it writes
@@ -358,7 +381,28 @@ pub fn encode_error(
     text: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    encode_error_raw(code as u16, fatal, ref_seq, text.as_bytes(), out)
+    encode_error_raw(code as u16, fatal, ref_seq, None, text.as_bytes(), out)
+}
+
+/// Appends ERROR with the REF_OP flag and the op of the request it answers. Layout:
+/// protocol.md §ERROR; only for a connection whose HELLO set EXTENSIONS.
+pub fn encode_error_answering(
+    code: ErrorCode,
+    fatal: bool,
+    ref_seq: u64,
+    ref_op: Op,
+    text: &str,
+    out: &mut Vec<u8>,
+) {
+    // Cannot fail: the text is cut to MAX_TEXT_LEN.
+    let _ = encode_error_raw(
+        code as u16,
+        fatal,
+        ref_seq,
+        Some(ref_op as u8),
+        text.as_bytes(),
+        out,
+    );
 }
 
 /// Appends GOODBYE. Layout: protocol.md §GOODBYE. Text longer than 1,024 bytes is cut.
@@ -371,14 +415,23 @@ fn encode_error_raw(
     code: u16,
     fatal: bool,
     ref_seq: u64,
+    ref_op: Option<u8>,
     text: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let text = cut_text(text);
-    FrameHeader::write(Op::Error, 2 + 1 + 8 + text.len(), out);
+    let ref_op_len = usize::from(ref_op.is_some());
+    FrameHeader::write(Op::Error, 2 + 1 + 8 + ref_op_len + text.len(), out);
     put_u16(out, code);
-    out.push(if fatal { ERROR_FATAL } else { 0 });
+    let mut flags = if fatal { ERROR_FATAL } else { 0 };
+    if ref_op.is_some() {
+        flags |= ERROR_REF_OP;
+    }
+    out.push(flags);
     put_u64(out, ref_seq);
+    if let Some(op) = ref_op {
+        out.push(op);
+    }
     out.extend_from_slice(text);
     Ok(())
 }
@@ -391,8 +444,11 @@ fn encode_goodbye_raw(code: u16, text: &[u8], out: &mut Vec<u8>) -> Result<(), E
     Ok(())
 }
 
-/// Body length of WELCOME in bytes.
+/// Body length of WELCOME in bytes, without the EXTENSIONS field (4 more bytes with it).
 pub const WELCOME_BODY_LEN: usize = 1 + 2 + 8 + 8 + RESUME_TOKEN_LEN + 8 + 4 * 5 + 8;
+
+/// Body length of DROPPED in bytes.
+pub const DROPPED_BODY_LEN: usize = 2 + 8 + 8;
 
 /// Longest ERROR / GOODBYE text the encoders write, in bytes.
 pub const MAX_TEXT_LEN: usize = 1_024;
@@ -503,7 +559,7 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let mut r = Reader { op, rest: body };
     let frame = match op {
         Op::Hello => {
-            let flags = r.flags(HELLO_RESUME | HELLO_AUTH)?;
+            let flags = r.flags(HELLO_RESUME | HELLO_AUTH | HELLO_EXTENSIONS)?;
             let inflight_window = r.u32("inflight_window")?;
             let client_name = r.name("client_name")?;
             let resume = if flags & HELLO_RESUME != 0 {
@@ -543,6 +599,7 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
                 client_name,
                 resume,
                 auth,
+                extensions: flags & HELLO_EXTENSIONS != 0,
             })
         }
         Op::Publish => {
@@ -631,6 +688,12 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
                 heartbeat_timeout_ms: r.u32("heartbeat_timeout_ms")?,
                 max_queue_depth: r.u32("max_queue_depth")?,
                 max_queue_bytes: r.u64("max_queue_bytes")?,
+                // Present exactly when the HELLO set EXTENSIONS; a decoder that never sets it
+                // is never sent it.
+                reconnect_keep_alive_ms: match r.rest.len() {
+                    0 => None,
+                    _ => Some(r.u32("reconnect_keep_alive_ms")?),
+                },
             };
             r.finish()?;
             Frame::Welcome(welcome)
@@ -651,10 +714,17 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
         Op::Error => {
             let code = r.u16("code")?;
             let flags = r.u8("flags")?;
+            let ref_seq = r.u64("ref_seq")?;
+            let ref_op = if flags & ERROR_REF_OP != 0 {
+                Some(r.u8("ref_op")?)
+            } else {
+                None
+            };
             Frame::Error(ErrorFrame {
                 code: ErrorCode::from_u16(code).ok_or(code),
                 fatal: flags & ERROR_FATAL != 0,
-                ref_seq: r.u64("ref_seq")?,
+                ref_seq,
+                ref_op,
                 text: r.rest(),
             })
         }
@@ -666,6 +736,15 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             })
         }
         Op::StatsReply => Frame::StatsReply(r.rest()),
+        Op::Dropped => {
+            let dropped = Dropped {
+                reason: r.u16("reason")?,
+                count: r.u64("count")?,
+                total: r.u64("total")?,
+            };
+            r.finish()?;
+            Frame::Dropped(dropped)
+        }
     };
     Ok(frame)
 }

@@ -180,6 +180,7 @@ impl RawConn {
     pub fn hello(&mut self, name: &str) -> RawFrame {
         let mut out = Vec::new();
         let hello = Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,

@@ -18,6 +18,7 @@ fn frame(len: u32, version: u8, op: u8, body: &[u8]) -> Vec<u8> {
 fn hello_bytes() -> Vec<u8> {
     let mut out = Vec::new();
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"bad",
         resume: None,
@@ -101,6 +102,19 @@ fn cases() -> Vec<Case> {
             after_hello: true,
             bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
             expected: ErrorCode::UnknownOp,
+        },
+        // Issue 13: the header check comes first, even before HELLO.
+        Case {
+            name: "unknown op before HELLO",
+            after_hello: false,
+            bytes: frame(2, 0x01, 0x7F, &[]),
+            expected: ErrorCode::UnknownOp,
+        },
+        Case {
+            name: "server op before HELLO",
+            after_hello: false,
+            bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
+            expected: ErrorCode::HelloRequired,
         },
         Case {
             name: "frame before HELLO",

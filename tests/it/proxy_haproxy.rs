@@ -136,6 +136,7 @@ fn a_trusted_peer_without_a_proxy_header_is_refused() {
     let mut conn = RawConn::connect(server.addr);
     let mut hello = Vec::new();
     let frame = weir::protocol::Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"no-header",
         resume: None,

@@ -102,6 +102,7 @@ impl TlsConn {
     fn hello(&mut self, name: &str) {
         let mut out = Vec::new();
         let hello = Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,
@@ -172,6 +173,7 @@ fn a_plaintext_client_on_a_tls_listener_gets_no_session_and_others_are_unaffecte
     plain.set_read_timeout(Some(WAIT)).unwrap();
     let mut out = Vec::new();
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"plain",
         resume: None,
