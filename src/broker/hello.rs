@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 
 use super::auth::Admission;
-use super::queue::SessionQueue;
+use super::delivery_queue::DeliveryQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
 use super::{clamp_u32, Broker, ConnId, DelayedHello, SessionKey};
@@ -254,7 +254,7 @@ impl Broker {
             detached_at: None,
             generation: 0,
             window,
-            queue: SessionQueue::default(),
+            queue: DeliveryQueue::default(),
             subscriptions: Vec::new(),
             conflation: None,
             last_queue: None,

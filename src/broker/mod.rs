@@ -6,10 +6,32 @@
 //! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
 //! made here, so it is tested deterministically without a socket (see `tests/`).
 //!
-//! Files: `auth.rs` (failed-auth slowdown), `hello.rs` (new
-//! sessions, resume, tombstones), `publish.rs` (publish, routing,
-//! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,
-//! detaching and ending sessions), `stats.rs`.
+//! # Call order (one loop turn)
+//!
+//! 1. [`Broker::poll_timeout`] gives the deadline to sleep until (now, while a connection
+//!    waits for another read).
+//! 2. Per new connection: [`Broker::handle_accept`] (take it or refuse it), then
+//!    [`Broker::handle_connect_via`]; transport events ([`Broker::handle_proxy_header`]) as
+//!    the loop's layers report them.
+//! 3. Reads: for each readable connection and those [`Broker::poll_reads`] names,
+//!    [`Broker::handle_readable`], then [`Broker::handle_input`] per chunk while the answer
+//!    is [`Intake::More`].
+//! 4. [`Broker::handle_timeout`].
+//! 5. Flush pass: [`Broker::poll_dirty`], then [`Broker::poll_transmit`] per connection while
+//!    its socket takes bytes ([`Broker::handle_written`] counts them); then
+//!    [`Broker::handle_turn_end`].
+//! 6. Close pass: [`Broker::poll_close`]; a last `poll_transmit`; [`Broker::handle_disconnect`]
+//!    (also for EOF and I/O errors the loop saw itself).
+//!
+//! # Files
+//!
+//! `intake.rs` (bytes in, frames out), `flow.rs` (read and fan-out budgets, rate pauses,
+//! draining), `transmit.rs` (bytes out, closes), `hello.rs` (new sessions, resume,
+//! tombstones), `publish.rs` (publish, routing, enqueue, ack), `subscribe.rs`, `routes.rs`
+//! (named queues and their subscribers), `delivery_queue.rs` (a session's pending and
+//! in-flight messages), `store.rs` (payloads, stored once), `heartbeat.rs` and `timers.rs`,
+//! `ending.rs` (closing connections, detaching and ending sessions), `auth.rs` (failed-auth
+//! slowdown), `reload.rs`, `origin.rs` (time and seed from outside), `stats.rs`.
 //!
 //! Invariants:
 //! - a connection is closed only by the loop's close pass, after `poll_close` named it; until
@@ -22,6 +44,7 @@
 
 pub mod auth;
 mod close;
+mod delivery_queue;
 mod ending;
 mod flow;
 mod heartbeat;
@@ -29,7 +52,6 @@ mod hello;
 mod intake;
 mod origin;
 mod publish;
-mod queue;
 mod reload;
 mod routes;
 mod session;
@@ -64,10 +86,10 @@ use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
+use delivery_queue::Nodes;
 use flow::{ConnFlow, Flow, PublishBuckets};
 use hello::Tombstones;
 use origin::Entropy;
-use queue::Nodes;
 use routes::Routes;
 use session::Session;
 use store::MessageStore;

@@ -2,7 +2,7 @@
 //!
 //! Layout and rules: protocol.md §PUBLISH, §RECEIPT, §ACK, §Conflation, §Limits.
 
-use super::queue::SessionQueue;
+use super::delivery_queue::DeliveryQueue;
 use super::{Broker, ConnId, MsgKey, QueueId, SessionKey};
 use crate::protocol::{Ack, ErrorCode, Op, Publish};
 
@@ -132,7 +132,7 @@ impl Broker {
         let mut replaced = None;
         if let Some(hash) = conflation {
             if let Some(node) = session.conflated_node(hash) {
-                if let Some(old) = SessionQueue::node_msg(&self.nodes, node) {
+                if let Some(old) = DeliveryQueue::node_msg(&self.nodes, node) {
                     let old_message = self.store.get(old);
                     if old_message.queue == message.queue
                         && old_message.event() == message.event()

@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::queue::{NodeKey, SessionQueue};
+use super::delivery_queue::{DeliveryQueue, NodeKey};
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -42,7 +42,7 @@ pub(crate) struct Session {
     pub(crate) generation: u64,
     /// In-flight window in force (≤ config `in_flight_window`).
     pub(crate) window: u32,
-    pub(crate) queue: SessionQueue,
+    pub(crate) queue: DeliveryQueue,
     pub(crate) subscriptions: Vec<Subscription>,
     /// Conflation identity hash → the pending node holding the newest such message; `None`
     /// until the session first queues a conflating message (most never do), kept after that.
