@@ -527,6 +527,20 @@ impl Broker {
         self.fail(conn, error.code(), 0, &error.to_string());
     }
 
+    /// As [`Broker::handle_decode_error`], for bytes of another protocol (TLS, HTTP): the
+    /// ERROR's text says so.
+    pub fn handle_foreign_protocol(
+        &mut self,
+        conn: ConnId,
+        error: &DecodeError,
+        foreign: crate::protocol::sniff::ForeignProtocol,
+    ) {
+        if self.is_closing(conn) {
+            return;
+        }
+        self.fail(conn, error.code(), 0, foreign.server_text());
+    }
+
     /// The connection is gone (or the loop finished closing it). Frees its state. If the
     /// broker had not decided to close it, `reason` is recorded and its session is detached
     /// (kept for the listener's keep-alive) rather than ended.

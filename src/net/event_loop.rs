@@ -833,7 +833,10 @@ fn decode_all(broker: &mut Broker, id: ConnId, buf: &[u8], now: Instant) -> usiz
             }
             Ok(None) => return pos,
             Err(error) => {
-                broker.handle_decode_error(id, &error);
+                match protocol::sniff::foreign_protocol(rest) {
+                    Some(foreign) => broker.handle_foreign_protocol(id, &error, foreign),
+                    None => broker.handle_decode_error(id, &error),
+                }
                 return buf.len();
             }
         }

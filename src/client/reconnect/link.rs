@@ -328,6 +328,7 @@ impl ReconnectingClient {
                 self.welcome.session_id
             );
             self.stats.disconnects += 1;
+            self.lost_because = Some(why);
             self.salvage(client);
         }
     }
@@ -377,7 +378,9 @@ pub(super) fn recovery(error: &ClientError) -> Recovery {
         // HEARTBEAT_TIMEOUT and SLOW_CONSUMER only detach the session; for QUEUE_OVERFLOW,
         // SERVER_SHUTDOWN and codes unknown here, the resume's WELCOME tells what is left.
         ClientError::Goodbye { .. } => Recovery::Reconnect,
-        ClientError::Server { fatal: true, .. } | ClientError::GaveUp { .. } => Recovery::End,
+        ClientError::Server { fatal: true, .. }
+        | ClientError::GaveUp { .. }
+        | ClientError::WrongProtocol(_) => Recovery::End,
         ClientError::Server { fatal: false, .. }
         | ClientError::Encode(_)
         | ClientError::FrameTooLarge { .. }
