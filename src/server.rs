@@ -157,8 +157,9 @@ impl Server {
     }
 }
 
-/// Loads a PEM certificate chain and private key into a rustls server configuration.
-fn load_tls(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+/// Loads a PEM certificate chain and private key into a rustls server configuration (also
+/// for `weir-server -t`, through [`Config::check_files`](crate::config::Config::check_files)).
+pub(crate) fn load_tls(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let invalid = |what: &Path, e: &dyn std::fmt::Display| {
