@@ -343,7 +343,7 @@ impl Broker {
             TimerTarget::Conn(conn.0),
             generation,
         );
-        debug!("conn {} accepted from {peer}", conn.0);
+        debug!("connection from {peer} accepted");
     }
 
     /// A connection was refused at `max_connections` before reaching the broker.
@@ -364,7 +364,7 @@ impl Broker {
             Ok(ProxyHeader::Proxied { source }) => {
                 self.metrics.proxy_headers += 1;
                 if let Some(state) = self.conn_mut(conn) {
-                    debug!("conn {}: proxied for {source} by {}", conn.0, state.peer);
+                    debug!("connection from {}: proxied for {source}", state.peer);
                     state.peer = source;
                 }
             }
@@ -555,7 +555,12 @@ impl Broker {
         if let Some(session) = state.session {
             self.detach(session, now);
         }
-        debug!("conn {} from {} closed: {reason}", conn.0, state.peer);
+        let id = state
+            .session
+            .and_then(|key| self.sessions.get(key.0))
+            .map(|s| s.id);
+        let id = id.map_or(String::new(), |id| format!(" session {id:016x}"));
+        debug!("connection from {}{id} closed: {reason}", state.peer);
     }
 
     /// Runs every timer due at `now`: handshake timeouts, heartbeats, write stalls, detached
@@ -759,6 +764,18 @@ impl Broker {
         self.conns.get_mut(conn.0).and_then(Option::as_mut)
     }
 
+    /// `conn` for a log line: its peer, and its session once HELLO made one ("127.0.0.1:5000
+    /// session 000000000000002a"). The `ConnId` slot is reused, so it names nothing.
+    pub(super) fn who(&self, conn: ConnId) -> String {
+        let Some(state) = self.conn(conn) else {
+            return String::from("a closed connection");
+        };
+        match state.session.and_then(|key| self.sessions.get(key.0)) {
+            Some(session) => format!("{} session {:016x}", state.peer, session.id),
+            None => state.peer.to_string(),
+        }
+    }
+
     fn new_generation(&mut self) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -797,7 +814,7 @@ impl Broker {
     /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.
     fn deny(&mut self, conn: ConnId, ref_seq: u64, text: &str) {
         self.metrics.not_authorized += 1;
-        debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        debug!("{}: NOT_AUTHORIZED: {text}", self.who(conn));
         self.push_control(conn, |out| {
             let _ = encode_error(ErrorCode::NotAuthorized, false, ref_seq, text, out);
         });

@@ -324,7 +324,7 @@ impl ReconnectingClient {
         if let Link::Up(client) = std::mem::replace(&mut self.link, down) {
             let client = *client;
             debug!(
-                "session {:#x}: connection lost ({why}); reconnecting",
+                "session {:016x}: connection lost ({why}); reconnecting",
                 self.welcome.session_id
             );
             self.stats.disconnects += 1;
