@@ -503,7 +503,7 @@ impl EventLoop {
                 }
                 if !outcome.needs_restart.is_empty() {
                     warn!(
-                        "reload: {} changed but take effect only after a restart",
+                        "reload: changed, but applied only after a restart: {}",
                         outcome.needs_restart.join(", ")
                     );
                 }
