@@ -619,3 +619,68 @@ fn a_server_that_answers_in_http_is_named_as_such() {
     assert!(stderr.contains("answered with HTTP"), "{stderr}");
     assert!(!stderr.contains("exceeds"), "{stderr}");
 }
+
+fn bench(server: &TestServer, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir-bench"));
+    command
+        .arg("throughput")
+        .arg("--target")
+        .arg(format!("weir://{}", server.addr))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Issue 13: weir-bench's JSON carries its version, the start time and the configuration
+/// (defaults included), and a refused connection names the address.
+#[test]
+fn weir_bench_json_has_version_time_and_configuration_and_refusals_name_the_address() {
+    let server = TestServer::start();
+    let output = run(&mut bench(&server, &["-n", "1000", "--json"]));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["weir_bench_version"], env!("CARGO_PKG_VERSION"));
+    assert!(report["started_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(report["configuration"]["scenario"], "throughput");
+    assert_eq!(report["configuration"]["flags"]["count"], "1000");
+    assert_eq!(
+        report["configuration"]["flags"]["payload"], "64",
+        "defaults too"
+    );
+    assert_eq!(report["interrupted_by_signal"], serde_json::Value::Null);
+
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let refused = run(Command::new(env!("CARGO_BIN_EXE_weir-bench"))
+        .args(["throughput", "-n", "10", "--target"])
+        .arg(format!("weir://127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()));
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}
+
+/// Issue 13: SIGINT stops a weir-bench run: its links end with BYE (no session left
+/// detached), the summary of what was measured is printed, the exit status is 130.
+#[test]
+fn sigint_stops_weir_bench_with_a_partial_summary_and_no_detached_sessions() {
+    let server = TestServer::start();
+    let child = bench(&server, &["-d", "120", "--json"]).spawn().unwrap();
+    server.wait_for("the run under way", |stats| {
+        stats.server.messages_delivered > 0
+    });
+    send_signal(&child, "INT");
+    let output = finish(child);
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["interrupted_by_signal"], 2);
+    assert_eq!(report["runs"].as_array().unwrap().len(), 1);
+    server.wait_for("every bench session ended with BYE", |stats| {
+        stats.sessions.is_empty() && stats.server.closes.get("CLIENT_BYE") == Some(&2)
+    });
+}

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     /// Per subscriber: messages received, or `u64::MAX` if it does not (or no longer)
     /// hold the publishers back.
     pub(crate) received: Vec<AtomicU64>,
+    /// Per subscriber: messages received so far (final once it ended), for progress; unlike
+    /// `received`, never reset when a subscriber ends.
+    pub(crate) delivered: Vec<AtomicU64>,
     /// Links set up (handshake and subscription done), over all workers.
     pub(crate) established: AtomicUsize,
     /// Set by the main thread: subscribers and publishers end now.
@@ -131,10 +134,9 @@ impl Shared {
     }
 
     pub(crate) fn total_received(&self) -> u64 {
-        self.received
+        self.delivered
             .iter()
             .map(|r| r.load(Ordering::Relaxed))
-            .filter(|&r| r != u64::MAX)
             .sum()
     }
 
@@ -239,6 +241,9 @@ impl Run {
                     });
                     AtomicU64::new(if counts { 0 } else { u64::MAX })
                 })
+                .collect(),
+            delivered: (0..settings.subscribers)
+                .map(|_| AtomicU64::new(0))
                 .collect(),
             established: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -667,6 +672,7 @@ impl Slot {
                 let received = receiving.tracker.tally.received;
                 if received > before {
                     receiving.last_message_at = Some(now - start);
+                    shared.delivered[receiving.spec.index].store(received, Ordering::Relaxed);
                     if receiving.spec.counts_for_lag {
                         shared.received[receiving.spec.index].store(received, Ordering::Relaxed);
                     }
@@ -893,6 +899,7 @@ mod tests {
             publishers_done: AtomicUsize::new(0),
             // The only subscriber has received nothing yet.
             received: vec![AtomicU64::new(0)],
+            delivered: vec![AtomicU64::new(0)],
             established: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             setup_error: Mutex::new(None),
