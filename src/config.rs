@@ -436,12 +436,14 @@ impl Config {
         format!("{}{notes}{}", &body[..at], &body[at..])
     }
 
-    /// Checks what `-t` can check beyond [`Config::validate`] without binding: each TLS
-    /// certificate and key is readable and parses, and they match.
+    /// Checks what `-t` can check beyond [`Config::validate`] without binding: the trusted
+    /// proxy addresses parse, and each TLS certificate and key is readable and parses, and
+    /// they match.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the file and what is wrong with it.
+    /// [`ConfigError::Invalid`] naming the file or address and what is wrong with it.
     pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.proxy_policies()?;
         for (cert, key) in self.tls_paths()?.into_iter().flatten() {
             crate::server::load_tls(&cert, &key)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -412,3 +412,47 @@ fn print_config_hides_the_signing_key_and_typos_get_a_suggestion() {
         "{stderr}"
     );
 }
+
+/// Issue 13: log lines name a connection by its peer address and its session (16 hex
+/// digits), not by a reused slot number.
+#[test]
+fn log_lines_name_the_peer_and_the_session_in_hex() {
+    let dir = TempDir::new("log-lines");
+    let addr = free_addr();
+    let path = dir.file("weir.toml", &format!("listen = \"{addr}\"\n"));
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let child = Command::new(SERVER)
+        .arg("-c")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    assert_eq!(next_notification(&notify), "READY=1");
+    let options = ClientOptions {
+        timeout: Some(WAIT),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(addr, &options).unwrap();
+    let peer = client.local_addr().unwrap();
+    let session = format!("{:016x}", client.session_id());
+    client.bye().unwrap();
+    signal(&server.0, "TERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(server.0.wait().unwrap().code(), Some(0));
+    assert!(
+        stderr.contains(&format!("{peer} session {session}: session opened")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("connection from {peer} closed: CLIENT_BYE")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("conn 0"), "{stderr}");
+}

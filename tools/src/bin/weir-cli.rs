@@ -41,7 +41,7 @@ use weir::protocol::stats::{hex_id, SessionStats, StatsReport};
                   mosquitto habit); the port defaults to 7400. -h without a value, or before \
                   another option, is --help. Exit status: 0 done, 1 error (connection, server \
                   error, timeout), 2 usage error, 130/143 ended by SIGINT/SIGTERM after a clean \
-                  BYE."
+                  BYE (a second signal ends it at once)."
 )]
 struct Cli {
     /// Server address; the port defaults to 7400.
