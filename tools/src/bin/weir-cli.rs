@@ -835,7 +835,7 @@ fn stats(cli: &Cli, args: &StatsArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())
-        .map_err(Failure::Stdout)
+        .or_else(quiet_broken_pipe)
 }
 
 fn sessions(cli: &Cli) -> Result<(), Failure> {
@@ -861,7 +861,7 @@ fn sessions(cli: &Cli) -> Result<(), Failure> {
     }
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(Failure::Stdout)
+        .or_else(quiet_broken_pipe)
 }
 
 /// One session on one line, `key=value` after the id so it greps and cuts well.
@@ -1031,6 +1031,14 @@ fn summarize_session(session: &SessionStats, is_own: bool) -> String {
         session.acked,
         session.conflated,
     )
+}
+
+/// The reader went away (`weir-cli stats | head -3`): not an error worth a message.
+fn quiet_broken_pipe(error: io::Error) -> Result<(), Failure> {
+    match error.kind() {
+        io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(Failure::Stdout(error)),
+    }
 }
 
 /// "1 queue", "2 queues".
