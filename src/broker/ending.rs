@@ -19,7 +19,7 @@ use crate::protocol::ErrorCode;
 impl Broker {
     /// Sends a fatal ERROR, closes `conn` and ends its session (bad input).
     pub(super) fn fail(&mut self, conn: ConnId, code: ErrorCode, ref_seq: u64, text: &str) {
-        info!("conn {}: ERROR {}: {text}", conn.0, code.name());
+        info!("{}: ERROR {}: {text}", self.who(conn), code.name());
         self.push_control(conn, |out| {
             let _ = encode_error(code, true, ref_seq, text, out);
         });
@@ -77,7 +77,10 @@ impl Broker {
         self.timers
             .schedule(now + keep_alive, TimerTarget::Session(key.0), generation);
         self.metrics.sessions_detached += 1;
-        debug!("session {} detached for up to {keep_alive:?}", session.id);
+        debug!(
+            "session {:016x} detached for up to {keep_alive:?}",
+            session.id
+        );
     }
 
     /// A detached session's keep-alive ran out.
@@ -89,7 +92,10 @@ impl Broker {
             return;
         }
         self.metrics.sessions_expired += 1;
-        info!("session {} ({}) expired", session.id, session.client_name);
+        info!(
+            "session {:016x} ({}) expired",
+            session.id, session.client_name
+        );
         self.end_session(key, ErrorCode::SessionExpired);
     }
 
@@ -98,7 +104,7 @@ impl Broker {
         self.sessions[key.0].is_ended_by_arrival = true;
         let session = &self.sessions[key.0];
         warn!(
-            "session {} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
+            "session {:016x} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
             session.id,
             session.client_name,
             session.queue.depth(),
@@ -165,7 +171,7 @@ impl Broker {
         self.tombstones
             .insert(&session, reason, held, self.now, ttl);
         debug!(
-            "session {} ended ({}), {dropped} messages dropped",
+            "session {:016x} ended ({}), {dropped} messages dropped",
             session.id,
             reason.name()
         );

@@ -219,8 +219,9 @@ impl Broker {
             if owner.is_some_and(|owner| *owner != granted.identity) {
                 self.metrics.auth_failures += 1;
                 info!(
-                    "conn {}: resume by another identity ({}) refused",
-                    conn.0, granted.identity
+                    "{}: resume by another identity ({}) refused",
+                    self.who(conn),
+                    granted.identity
                 );
                 self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
                 return;
@@ -285,7 +286,7 @@ impl Broker {
         self.attach(conn, key, now);
         let welcome = self.welcome(key, outcome, lost_reason, missed);
         self.push_control(conn, |out| encode_welcome(&welcome, out));
-        debug!("conn {} session {id:#x} opened (window {window})", conn.0);
+        debug!("{}: session opened (window {window})", self.who(conn));
     }
 
     /// Resumes the session named in `resume` on `conn`, or says why not. On some failures the
@@ -311,7 +312,7 @@ impl Broker {
         if resume.first_resendable_publish_seq > last_publish + 1 {
             let missed = resume.first_resendable_publish_seq - 1 - last_publish;
             info!(
-                "session {:#x}: resume refused, RESEND_GAP of {missed}",
+                "session {:016x}: resume refused, RESEND_GAP of {missed}",
                 session.id
             );
             self.end_refused(key, ErrorCode::ResendGap);
@@ -319,7 +320,10 @@ impl Broker {
         }
         let received = resume.last_delivery_seq;
         if received > session.queue.last_sent_seq || received + 1 < session.queue.lowest_unacked() {
-            info!("session {:#x}: resume refused, RESUME_INVALID", session.id);
+            info!(
+                "session {:016x}: resume refused, RESUME_INVALID",
+                session.id
+            );
             self.end_refused(key, ErrorCode::ResumeInvalid);
             return Err((ErrorCode::ResumeInvalid, None));
         }
@@ -362,8 +366,9 @@ impl Broker {
         let welcome = self.welcome(key, OUTCOME_RESUMED, None, Some(0));
         self.push_control(conn, |out| encode_welcome(&welcome, out));
         info!(
-            "session {id:#x} resumed on conn {} from seq {}",
-            conn.0,
+            "session {id:016x} resumed by {} from seq {}",
+            self.conn(conn)
+                .map_or(String::new(), |c| c.peer.to_string()),
             received + 1
         );
         Ok(())
@@ -433,8 +438,7 @@ impl Broker {
         }
         // The user name is not a secret; the secret is never logged.
         info!(
-            "conn {} from {peer}: authentication failed ({:?}, user {:?})",
-            conn.0,
+            "connection from {peer}: authentication failed ({:?}, user {:?})",
             auth.method,
             String::from_utf8_lossy(auth.user)
         );

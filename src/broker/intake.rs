@@ -100,7 +100,10 @@ impl Broker {
                 }
                 Ok(None) => return (pos, None),
                 Err(error) => {
-                    self.handle_decode_error(conn, &error);
+                    match protocol::sniff::foreign_protocol(rest) {
+                        Some(foreign) => self.handle_foreign_protocol(conn, &error, foreign),
+                        None => self.handle_decode_error(conn, &error),
+                    }
                     return (buf.len(), None);
                 }
             }

@@ -345,7 +345,7 @@ impl Broker {
             TimerTarget::Conn(conn.0),
             generation,
         );
-        debug!("conn {} accepted from {peer}", conn.0);
+        debug!("connection from {peer} accepted");
     }
 
     /// A connection arrived, before it has a `ConnId`: whether to take it. When not (at
@@ -379,7 +379,7 @@ impl Broker {
             Ok(ProxyHeader::Proxied { source }) => {
                 self.metrics.proxy_headers += 1;
                 if let Some(state) = self.conn_mut(conn) {
-                    debug!("conn {}: proxied for {source} by {}", conn.0, state.peer);
+                    debug!("connection from {}: proxied for {source}", state.peer);
                     state.peer = source;
                 }
             }
@@ -473,6 +473,20 @@ impl Broker {
         self.fail(conn, error.code(), 0, &error.to_string());
     }
 
+    /// As `handle_decode_error`, for bytes of another protocol (TLS, HTTP): the
+    /// ERROR's text says so.
+    fn handle_foreign_protocol(
+        &mut self,
+        conn: ConnId,
+        error: &DecodeError,
+        foreign: crate::protocol::sniff::ForeignProtocol,
+    ) {
+        if self.is_closing(conn) {
+            return;
+        }
+        self.fail(conn, error.code(), 0, foreign.server_text());
+    }
+
     /// The connection is gone (or the loop finished closing it). Frees its state. If the
     /// broker had not decided to close it, `reason` is recorded and its session is detached
     /// (kept for the listener's keep-alive) rather than ended.
@@ -491,7 +505,12 @@ impl Broker {
         if let Some(session) = state.session {
             self.detach(session, now);
         }
-        debug!("conn {} from {} closed: {reason}", conn.0, state.peer);
+        let id = state
+            .session
+            .and_then(|key| self.sessions.get(key.0))
+            .map(|s| s.id);
+        let id = id.map_or(String::new(), |id| format!(" session {id:016x}"));
+        debug!("connection from {}{id} closed: {reason}", state.peer);
     }
 
     /// Runs every timer due at `now`: handshake timeouts, heartbeats, write stalls, detached
@@ -547,6 +566,18 @@ impl Broker {
         self.conns.get_mut(conn.0).and_then(Option::as_mut)
     }
 
+    /// `conn` for a log line: its peer, and its session once HELLO made one ("127.0.0.1:5000
+    /// session 000000000000002a"). The `ConnId` slot is reused, so it names nothing.
+    pub(super) fn who(&self, conn: ConnId) -> String {
+        let Some(state) = self.conn(conn) else {
+            return String::from("a closed connection");
+        };
+        match state.session.and_then(|key| self.sessions.get(key.0)) {
+            Some(session) => format!("{} session {:016x}", state.peer, session.id),
+            None => state.peer.to_string(),
+        }
+    }
+
     fn new_generation(&mut self) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -557,7 +588,7 @@ impl Broker {
     /// the connection goes on. An EXTENSIONS client is told the op (protocol.md §ERROR).
     fn deny(&mut self, conn: ConnId, ref_seq: u64, ref_op: Op, text: &str) {
         self.metrics.not_authorized += 1;
-        debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        debug!("{}: NOT_AUTHORIZED: {text}", self.who(conn));
         let has_extensions = self
             .conn(conn)
             .and_then(|state| state.session)

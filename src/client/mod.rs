@@ -309,7 +309,10 @@ impl Client {
                         .close(CloseCause::Unexpected(op_name(&frame))))
                 }
                 Ok(None) => client.fill(deadline.remaining()?)?,
-                Err(e) => return Err(client.session.close(CloseCause::Decode(e))),
+                Err(e) => {
+                    let cause = CloseCause::decode(e, client.read_buf.data());
+                    return Err(client.session.close(cause));
+                }
             }
         };
         client.session.handle_welcome(welcome);
@@ -788,7 +791,10 @@ impl Client {
                     return result;
                 }
                 Ok(None) => self.fill(deadline.remaining()?)?,
-                Err(e) => return Err(self.session.close(CloseCause::Decode(e))),
+                Err(e) => {
+                    let cause = CloseCause::decode(e, self.read_buf.data());
+                    return Err(self.session.close(cause));
+                }
             }
         }
     }
@@ -821,7 +827,9 @@ impl Client {
                 }
                 Ok(None) => return Ok(count),
                 Err(e) => {
-                    let e = self.session.close(CloseCause::Decode(e));
+                    let e = self
+                        .session
+                        .close(CloseCause::decode(e, self.read_buf.data()));
                     return if earlier + count > 0 {
                         Ok(count)
                     } else {

@@ -321,3 +321,15 @@ fn a_reconnecting_client_over_tls_resumes_after_a_cut() {
     let stats = subscriber.stats();
     assert_eq!((stats.resumes, stats.losses), (1, 0));
 }
+
+/// Issue 13: a plain client at a TLS listener is told so ("the server answered with TLS"),
+/// not "frame length 352518912 exceeds the limit".
+#[test]
+fn a_plain_client_at_a_tls_listener_is_told_that_the_server_speaks_tls() {
+    let cert = certificate("plain-client");
+    let server = tls_server(&cert);
+    let error = Client::connect(server.addr, &client_options("plain")).unwrap_err();
+    // rustls answers the plaintext HELLO with an alert record (0x15 0x03 0x03 ...).
+    assert!(matches!(error, ClientError::WrongProtocol(_)), "{error:?}");
+    assert!(error.to_string().contains("answered with TLS"), "{error}");
+}

@@ -119,6 +119,8 @@ pub struct ReconnectingClient {
     last_ping_at: Instant,
     /// When an attempt last gave up waiting for WELCOME after sending HELLO.
     abandoned_hello_at: Option<Instant>,
+    /// Why the last connection was lost (for [`ReconnectingClient::disconnect_reason`]).
+    lost_because: Option<String>,
     stats: ReconnectStats,
 }
 
@@ -208,6 +210,7 @@ impl ReconnectingClient {
             backoff: Backoff::new(options.initial_backoff, options.max_backoff, options.jitter),
             last_ping_at: Instant::now(),
             abandoned_hello_at: None,
+            lost_because: None,
             stats: ReconnectStats::default(),
         })
     }
@@ -239,6 +242,15 @@ impl ReconnectingClient {
     /// True while a connection is up (as far as the client knows without reading).
     pub fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up(_))
+    }
+
+    /// While there is no connection (it was lost and the client is reconnecting): why it was
+    /// lost, e.g. "the server ended the session: SERVER_SHUTDOWN". `None` while connected.
+    pub fn disconnect_reason(&self) -> Option<&str> {
+        match self.link {
+            Link::Down { .. } => self.lost_because.as_deref(),
+            _ => None,
+        }
     }
 
     /// The highest delivery seq received in the session in force (0 for none).

@@ -13,37 +13,55 @@
 //! password from `WEIR_PASSWORD`; without `--user`, `WEIR_TOKEN` (a user's token) or
 //! `WEIR_SIGNED_TOKEN` (a signed token) is sent if set.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use base64::Engine as _;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use weir::client::{
     Client, ClientError, ClientOptions, Credentials, Event, ReconnectOptions, ReconnectingClient,
     TlsOptions, DEFAULT_TIMEOUT,
 };
-use weir::protocol::stats::{SessionStats, StatsReport};
+use weir::protocol::stats::{hex_id, SessionStats, StatsReport};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "weir-cli",
     version,
-    about = "Publish to, subscribe to and inspect a Weir server"
+    about = "Publish to, subscribe to and inspect a Weir server",
+    disable_help_flag = true,
+    after_help = "The server is -s HOST[:PORT] (nats habit) or -h HOST -p PORT (redis-cli and \
+                  mosquitto habit); the port defaults to 7400. -h without a value, or before \
+                  another option, is --help. Exit status: 0 done, 1 error (connection, server \
+                  error, timeout), 2 usage error, 130/143 ended by SIGINT/SIGTERM after a clean \
+                  BYE (a second signal ends it at once)."
 )]
 struct Cli {
-    /// Server address.
+    /// Server address; the port defaults to 7400.
     #[arg(
         short = 's',
         long,
         env = "WEIR_SERVER",
         default_value = "127.0.0.1:7400",
-        value_name = "HOST:PORT",
+        value_name = "HOST[:PORT]",
         global = true
     )]
     server: String,
+
+    /// Server host, replacing the host of --server (redis-cli / mosquitto `-h`).
+    #[arg(short = 'h', long, value_name = "HOST", global = true)]
+    host: Option<String>,
+
+    /// Server port, replacing the port of --server (redis-cli / mosquitto `-p`).
+    #[arg(short = 'p', long, value_name = "PORT", global = true)]
+    port: Option<u16>,
 
     /// Give up waiting for the server after SECS seconds (connecting, receipts, replies;
     /// default 10). For `sub`: stop after SECS seconds without a message.
@@ -63,31 +81,63 @@ struct Cli {
     #[arg(long, value_name = "NAME", global = true, requires = "tls_ca")]
     tls_name: Option<String>,
 
+    /// Print help.
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Publish MESSAGE, or one message per line of stdin; wait for the server's receipt.
+    /// Publish a message and wait for the server's receipt.
+    #[command(
+        disable_help_flag = true,
+        override_usage = "weir-cli pub [OPTIONS] QUEUE [EVENT] MESSAGE\n       \
+                          weir-cli pub [OPTIONS] -e EVENT QUEUE MESSAGE\n       \
+                          weir-cli pub [OPTIONS] -l QUEUE [EVENT]       (one message per line of \
+                          stdin)\n       \
+                          weir-cli pub [OPTIONS] --stdin QUEUE [EVENT]  (all of stdin, one \
+                          message)",
+        after_help = "With two words, `pub db hello` publishes \"hello\" with the empty event \
+                      (nats and redis-cli habit). Stdin is read only with -l or --stdin. \
+                      Examples:\n  weir-cli pub db update 'hello weir'\n  seq 1 5 | weir-cli \
+                      pub -l db insert\n  weir-cli pub --stdin db blob < file.bin"
+    )]
     Pub(PubArgs),
     /// Subscribe to a queue and print each message's payload on its own line.
+    #[command(
+        disable_help_flag = true,
+        after_help = "Plain output writes a newline, carriage return or backslash inside a \
+                      payload as \\n, \\r or \\\\, so that each message is one line; --json \
+                      gives the exact bytes. SIGINT or SIGTERM acks what was printed, ends the \
+                      session with BYE and exits 130 or 143."
+    )]
     Sub(SubArgs),
     /// Print the server's introspection report.
+    #[command(disable_help_flag = true)]
     Stats(StatsArgs),
     /// Print one line per session: id, client name, identity, peer, state, subscriptions,
     /// queue depth and bytes, in flight, throttled.
+    #[command(disable_help_flag = true)]
     Sessions,
 }
 
 #[derive(Debug, Args)]
 struct PubArgs {
-    /// Queue to publish to.
-    queue: String,
-    /// Event name of the messages (may be "").
-    event: String,
-    /// The payload; without it, each line of stdin is one message (newline removed).
-    message: Option<String>,
+    /// QUEUE [EVENT] MESSAGE; QUEUE MESSAGE with -e; QUEUE [EVENT] with -l or --stdin.
+    #[arg(value_name = "QUEUE [EVENT] MESSAGE", required = true, num_args = 1..=3)]
+    words: Vec<String>,
+    /// Event name of the messages (default: the second of three words, else "").
+    #[arg(short = 'e', long, value_name = "EVENT")]
+    event: Option<String>,
+    /// Read messages from stdin, one per line (newline removed), like mosquitto_pub -l.
+    #[arg(short = 'l', long = "lines", conflicts_with = "whole_stdin")]
+    lines: bool,
+    /// Read all of stdin as one message, like mosquitto_pub -s.
+    #[arg(long = "stdin")]
+    whole_stdin: bool,
     /// Publish each message N times.
     #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 1)]
     count: u64,
@@ -106,9 +156,14 @@ struct SubArgs {
     /// Exit after N messages (otherwise run until killed or the server ends the session).
     #[arg(short = 'n', long = "count", value_name = "N")]
     count: Option<u64>,
-    /// Print "QUEUE EVENT " before each payload.
-    #[arg(short = 'v', long)]
-    verbose: bool,
+    /// -v prints "QUEUE EVENT " before each payload (an empty event as ""); -vv also
+    /// "seq=N id=N " and "redelivered " for a message sent again after a resume.
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    verbose: u8,
+    /// Print one JSON object per message: queue, event, seq, id, redelivered, payload and
+    /// encoding ("utf8", or "base64" for a payload that is not valid UTF-8).
+    #[arg(long, conflicts_with = "verbose")]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,22 +174,133 @@ struct StatsArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse_from(help_for_bare_h(std::env::args_os()));
+    match server_address(&cli.server, cli.host.as_deref(), cli.port) {
+        Ok(server) => cli.server = server,
+        Err(problem) => {
+            eprintln!("weir-cli: --server {:?}: {problem}", cli.server);
+            return ExitCode::from(2);
+        }
+    }
     if let Err(problem) = credentials(&cli) {
         eprintln!("weir-cli: {problem}");
         return ExitCode::from(2);
     }
+    let stop = match Stop::install() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("weir-cli: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match &cli.command {
-        Command::Pub(args) => publish(&cli, args),
-        Command::Sub(args) => subscribe(&cli, args),
+        Command::Pub(args) => match PubPlan::from_args(args) {
+            Ok(plan) => publish(&cli, args, &plan, &stop),
+            Err(problem) => {
+                eprintln!("weir-cli pub: {problem}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Sub(args) => subscribe(&cli, args, &stop),
         Command::Stats(args) => stats(&cli, args),
         Command::Sessions => sessions(&cli),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match stop.signal() {
+            // The shell's convention for a process ended by a signal: 128 + its number.
+            Some(signal) => ExitCode::from(128 + signal as u8),
+            None => ExitCode::SUCCESS,
+        },
         Err(failure) => {
             eprintln!("weir-cli: {failure}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-h` is the host when a value follows it (redis-cli, mosquitto); alone, or before another
+/// option, it is help, as users of most tools expect.
+fn help_for_bare_h(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    for i in 1..args.len() {
+        if args[i] == "--" {
+            break;
+        }
+        let is_value =
+            |next: Option<&OsString>| next.is_some_and(|n| !n.to_string_lossy().starts_with('-'));
+        if args[i] == "-h" && !is_value(args.get(i + 1)) {
+            args[i] = OsString::from("--help");
+        }
+    }
+    args
+}
+
+/// The address to connect to from `--server` and the `-h`/`-p` overrides: "host:port", with
+/// IPv6 hosts in brackets; the port defaults to [`DEFAULT_PORT`].
+fn server_address(server: &str, host: Option<&str>, port: Option<u16>) -> Result<String, String> {
+    let (server_host, server_port) = split_host_port(server)?;
+    let host = host.unwrap_or(server_host);
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    let port = port.or(server_port).unwrap_or(DEFAULT_PORT);
+    if host.contains(':') {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Ok(format!("[{host}]:{port}"))
+    } else {
+        Ok(format!("{host}:{port}"))
+    }
+}
+
+/// "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address → (host, port).
+fn split_host_port(server: &str) -> Result<(&str, Option<u16>), String> {
+    let parse_port = |port: &str| {
+        port.parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number"))
+    };
+    if let Some(rest) = server.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| String::from("an IPv6 address needs its closing ]"))?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(parse_port(port)?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("unexpected {after:?} after the address")),
+        };
+    }
+    match server.split_once(':') {
+        // Two colons or more: a bare IPv6 address, without a port.
+        Some((_, rest)) if rest.contains(':') => Ok((server, None)),
+        Some((host, port)) => Ok((host, Some(parse_port(port)?))),
+        None => Ok((server, None)),
+    }
+}
+
+/// SIGINT and SIGTERM as a flag the loops check: the session then ends cleanly (acks, BYE)
+/// instead of being left detached on the server. A second signal ends the process at once.
+#[derive(Debug)]
+struct Stop(Arc<AtomicUsize>);
+
+impl Stop {
+    fn install() -> io::Result<Stop> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let caught = Arc::new(AtomicUsize::new(0));
+        for signal in [SIGINT, SIGTERM] {
+            let again = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                128 + signal,
+                Arc::clone(&again),
+            )?;
+            signal_hook::flag::register(signal, again)?;
+            signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)?;
+        }
+        Ok(Stop(caught))
+    }
+
+    /// The signal received, if any.
+    fn signal(&self) -> Option<i32> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            signal => Some(signal as i32),
         }
     }
 }
@@ -144,6 +310,7 @@ fn main() -> ExitCode {
 enum Failure {
     Client(ClientError),
     Connect { server: String, error: ClientError },
+    NothingPublished,
     Stats(serde_json::Error),
     Stdin(io::Error),
     Stdout(io::Error),
@@ -161,6 +328,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Client(e) => write!(f, "{e}"),
             Failure::Connect { server, error } => write!(f, "cannot connect to {server}: {error}"),
+            Failure::NothingPublished => write!(f, "nothing published: stdin had no lines"),
             Failure::Stats(e) => write!(f, "the server's stats report does not parse: {e}"),
             Failure::Stdin(e) => write!(f, "reading stdin: {e}"),
             Failure::Stdout(e) => write!(f, "writing stdout: {e}"),
@@ -245,21 +413,110 @@ fn connect_reconnecting(cli: &Cli) -> Result<ReconnectingClient, Failure> {
     })
 }
 
-fn publish(cli: &Cli, args: &PubArgs) -> Result<(), Failure> {
+/// What `pub` publishes, from its words and flags.
+#[derive(Debug, PartialEq, Eq)]
+struct PubPlan {
+    queue: String,
+    event: String,
+    source: Source,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    Message(String),
+    /// `-l`: one message per line of stdin.
+    Lines,
+    /// `--stdin`: all of stdin, one message.
+    WholeStdin,
+}
+
+impl PubPlan {
+    /// `QUEUE [EVENT] MESSAGE`, `-e EVENT QUEUE MESSAGE`, `-l|--stdin QUEUE [EVENT]`.
+    fn from_args(args: &PubArgs) -> Result<PubPlan, String> {
+        let from_stdin = args.lines || args.whole_stdin;
+        let words = &args.words;
+        let flag = if args.lines { "-l" } else { "--stdin" };
+        let (queue, event, message) = match (words.as_slice(), &args.event, from_stdin) {
+            ([queue], None, true) => (queue, String::new(), None),
+            ([queue], Some(event), true) => (queue, event.clone(), None),
+            ([queue, event], None, true) => (queue, event.clone(), None),
+            ([..], _, true) => {
+                return Err(format!(
+                    "with {flag} the message comes from stdin: give QUEUE [EVENT] only \
+                     (`weir-cli pub {flag} QUEUE [EVENT]`)"
+                ))
+            }
+            ([queue, message], None, false) => (queue, String::new(), Some(message)),
+            ([queue, event, message], None, false) => (queue, event.clone(), Some(message)),
+            ([queue, message], Some(event), false) => (queue, event.clone(), Some(message)),
+            ([_, _, _], Some(_), false) => {
+                return Err(String::from(
+                    "the event is given twice (-e and a word): `weir-cli pub -e EVENT QUEUE \
+                     MESSAGE`",
+                ))
+            }
+            _ => {
+                return Err(String::from(
+                    "both a queue and a message must be given: `weir-cli pub QUEUE [EVENT] \
+                     MESSAGE`; to read messages from stdin, add -l (one per line) or --stdin \
+                     (all of it)",
+                ))
+            }
+        };
+        let source = match message {
+            Some(message) => Source::Message(message.clone()),
+            None if args.lines => Source::Lines,
+            None => Source::WholeStdin,
+        };
+        Ok(PubPlan {
+            queue: queue.clone(),
+            event,
+            source,
+        })
+    }
+}
+
+fn publish(cli: &Cli, args: &PubArgs, plan: &PubPlan, stop: &Stop) -> Result<(), Failure> {
     let mut client = connect_reconnecting(cli)?;
     let publish_one = |client: &mut ReconnectingClient, payload: &[u8]| {
         for _ in 0..args.count {
             match &args.key {
-                Some(key) => client.publish_conflated(&args.queue, &args.event, key, payload)?,
-                None => client.publish(&args.queue, &args.event, payload)?,
+                Some(key) => client.publish_conflated(&plan.queue, &plan.event, key, payload)?,
+                None => client.publish(&plan.queue, &plan.event, payload)?,
             };
             report_reconnections(client);
         }
         Ok::<(), ClientError>(())
     };
-    match &args.message {
-        Some(message) => publish_one(&mut client, message.as_bytes())?,
-        None => publish_lines(&mut client, publish_one)?,
+    match &plan.source {
+        Source::Message(message) => {
+            if args.words.len() == 2 && args.event.is_none() && stdin_is_a_pipe() {
+                // `seq 1 5 | weir-cli pub db insert` read stdin before -l existed.
+                eprintln!(
+                    "weir-cli: published {message:?} with the empty event; stdin is read only \
+                     with -l (one message per line) or --stdin"
+                );
+            }
+            publish_one(&mut client, message.as_bytes())?;
+        }
+        Source::Lines => {
+            tell_if_terminal("one message per line");
+            if publish_lines(&mut client, publish_one, stop)? == 0 && stop.signal().is_none() {
+                client.bye()?;
+                return Err(Failure::NothingPublished);
+            }
+        }
+        Source::WholeStdin => {
+            tell_if_terminal("all of it as one message");
+            let mut payload = Vec::new();
+            io::stdin()
+                .lock()
+                .read_to_end(&mut payload)
+                .map_err(Failure::Stdin)?;
+            if stop.signal().is_none() {
+                publish_one(&mut client, &payload)?;
+            }
+        }
     }
     let waited = client.wait_receipted();
     report_reconnections(&mut client);
@@ -268,13 +525,28 @@ fn publish(cli: &Cli, args: &PubArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Publishes each line of stdin. Lines are read on a thread so that, while stdin is idle (a
-/// pipe fed slowly, `tail -f`), the client can ping the server: it reads only inside a call,
-/// and a session the server hears nothing from for `heartbeat_timeout_ms` is detached.
+/// Never wait silently on a terminal: say what stdin is for.
+fn tell_if_terminal(how: &str) {
+    if io::stdin().is_terminal() {
+        eprintln!("weir-cli: reading messages from stdin, {how}; end with Ctrl-D");
+    }
+}
+
+/// True when stdin is a pipe (data may be waiting that `pub QUEUE MESSAGE` will not read).
+fn stdin_is_a_pipe() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata("/dev/stdin").is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Publishes each line of stdin; returns how many lines were read. Lines are read on a thread
+/// so that, while stdin is idle (a pipe fed slowly, `tail -f`), the client can ping the
+/// server: it reads only inside a call, and a session the server hears nothing from for
+/// `heartbeat_timeout_ms` is detached. Stops early on SIGINT or SIGTERM.
 fn publish_lines(
     client: &mut ReconnectingClient,
     publish_one: impl Fn(&mut ReconnectingClient, &[u8]) -> Result<(), ClientError>,
-) -> Result<(), Failure> {
+    stop: &Stop,
+) -> Result<u64, Failure> {
     let (lines, read) = mpsc::sync_channel::<io::Result<Vec<u8>>>(LINE_QUEUE_LEN);
     thread::spawn(move || {
         let mut stdin = BufReader::with_capacity(STDIN_BUF_BYTES, io::stdin().lock());
@@ -292,28 +564,39 @@ fn publish_lines(
         }
     });
     let keepalive = keepalive_interval(client.welcome().heartbeat_timeout_ms);
+    let mut count = 0;
     loop {
+        if stop.signal().is_some() {
+            return Ok(count);
+        }
         let line = match read.try_recv() {
             Ok(line) => line,
-            Err(TryRecvError::Disconnected) => return Ok(()),
+            Err(TryRecvError::Disconnected) => return Ok(count),
             Err(TryRecvError::Empty) => {
                 // Nothing more read yet: send what is buffered before waiting.
                 client.flush()?;
                 report_reconnections(client);
+                let mut idle_since = Instant::now();
                 loop {
-                    match read.recv_timeout(keepalive) {
+                    if stop.signal().is_some() {
+                        return Ok(count);
+                    }
+                    match read.recv_timeout(SIGNAL_CHECK.min(keepalive)) {
                         Ok(line) => break line,
-                        Err(RecvTimeoutError::Timeout) => {
+                        Err(RecvTimeoutError::Timeout) if idle_since.elapsed() >= keepalive => {
                             client.ping()?;
                             report_reconnections(client);
+                            idle_since = Instant::now();
                         }
-                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return Ok(count),
                     }
                 }
             }
         };
         let line = line.map_err(Failure::Stdin)?;
         publish_one(client, strip_newline(&line))?;
+        count += 1;
     }
 }
 
@@ -340,7 +623,8 @@ fn report_reconnections(client: &mut ReconnectingClient) {
 fn reconnection_notice(event: &Event) -> Option<String> {
     match event {
         Event::Resumed { session_id, resent } => {
-            let mut text = format!("weir-cli: resumed session {session_id:#x}");
+            let session_id = hex_id::format(*session_id);
+            let mut text = format!("weir-cli: resumed session {session_id}");
             if *resent > 0 {
                 text += &format!(", {resent} unreceipted publishes sent again");
             }
@@ -358,8 +642,8 @@ fn reconnection_notice(event: &Event) -> Option<String> {
                 None => String::from("an unknown number of messages missed"),
             };
             let mut text = format!(
-                "weir-cli: LOST the session ({reason}): {missed}; continuing in session \
-                 {session_id:#x}"
+                "weir-cli: LOST the session ({reason}): {missed}; continuing in session {}",
+                hex_id::format(*session_id)
             );
             if *republished > 0 {
                 text += &format!(", {republished} unreceipted publishes published again");
@@ -370,7 +654,7 @@ fn reconnection_notice(event: &Event) -> Option<String> {
     }
 }
 
-fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
+fn subscribe(cli: &Cli, args: &SubArgs, stop: &Stop) -> Result<(), Failure> {
     let mut client = connect_reconnecting(cli)?;
     if args.events.is_empty() {
         client.subscribe_all(&args.queue)?;
@@ -379,11 +663,19 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
             client.subscribe(&args.queue, event)?;
         }
     }
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Plain {
+            verbose: args.verbose,
+        }
+    };
     let mut out = BufWriter::with_capacity(STDOUT_BUF_BYTES, io::stdout().lock());
     let mut received = 0u64;
     let mut idle_since = Instant::now();
+    let mut told_disconnect = false;
     let wanted = args.count.unwrap_or(u64::MAX);
-    while received < wanted {
+    while received < wanted && stop.signal().is_none() {
         let event = match client.try_recv() {
             Some(event) => event,
             None => {
@@ -393,6 +685,14 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
                     // The reader went away (`weir-cli sub q | head -1`): end quietly.
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(client.bye()?),
                     Err(e) => return Err(Failure::Stdout(e)),
+                }
+                match client.disconnect_reason() {
+                    Some(why) if !told_disconnect => {
+                        eprintln!("weir-cli: connection lost ({why}); reconnecting");
+                        told_disconnect = true;
+                    }
+                    Some(_) => {}
+                    None => told_disconnect = false,
                 }
                 let wait = match cli.timeout {
                     Some(timeout) => {
@@ -404,7 +704,8 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
                     }
                     None => IDLE_WAIT,
                 };
-                match client.recv_timeout(wait)? {
+                // Short waits, so that a signal or a lost connection is seen at once.
+                match client.recv_timeout(wait.min(SIGNAL_CHECK))? {
                     Some(event) => event,
                     None => continue,
                 }
@@ -414,6 +715,7 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
             // Lines printed before the notice come before it.
             let _ = out.flush();
             eprintln!("{text}");
+            told_disconnect = false;
             continue;
         }
         let Event::Deliver(delivery) = event else {
@@ -421,7 +723,7 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
         };
         // The client acks each delivery once it has handed it over; a message lost to a failed
         // write is not delivered again (the session ends with this process anyway).
-        match print_delivery(&mut out, args.verbose, &delivery.as_deliver()) {
+        match print_delivery(&mut out, format, &delivery.as_deliver()) {
             Ok(()) => {
                 received += 1;
                 idle_since = Instant::now();
@@ -437,44 +739,108 @@ fn subscribe(cli: &Cli, args: &SubArgs) -> Result<(), Failure> {
     }
     client.bye()?;
     match args.count {
-        Some(wanted) if received < wanted => Err(Failure::TimedOut { received, wanted }),
+        Some(wanted) if received < wanted && stop.signal().is_none() => {
+            Err(Failure::TimedOut { received, wanted })
+        }
         _ => Ok(()),
     }
 }
 
+/// How `sub` prints a delivery.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    /// One line per message, newlines in it escaped; `verbose` 1 adds queue and event, 2 also
+    /// seq, message id and the redelivered flag.
+    Plain { verbose: u8 },
+    /// One JSON object per line.
+    Json,
+}
+
 fn print_delivery(
     out: &mut impl Write,
-    verbose: bool,
+    format: Format,
     delivery: &weir::client::Deliver<'_>,
 ) -> io::Result<()> {
-    if verbose {
-        out.write_all(delivery.queue)?;
+    let verbose = match format {
+        Format::Json => {
+            let (payload, encoding) = match std::str::from_utf8(delivery.payload) {
+                Ok(text) => (text.to_owned(), "utf8"),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(delivery.payload),
+                    "base64",
+                ),
+            };
+            let line = serde_json::json!({
+                "queue": String::from_utf8_lossy(delivery.queue),
+                "event": String::from_utf8_lossy(delivery.event),
+                "seq": delivery.seq,
+                "id": delivery.message_id,
+                "redelivered": delivery.flags & weir::protocol::frame::DELIVER_REDELIVERED != 0,
+                "payload": payload,
+                "encoding": encoding,
+            });
+            writeln!(out, "{line}")?;
+            return Ok(());
+        }
+        Format::Plain { verbose } => verbose,
+    };
+    if verbose >= 1 {
+        write_escaped(out, delivery.queue)?;
         out.write_all(b" ")?;
-        out.write_all(delivery.event)?;
+        if delivery.event.is_empty() {
+            out.write_all(b"\"\"")?;
+        } else {
+            write_escaped(out, delivery.event)?;
+        }
         out.write_all(b" ")?;
     }
-    out.write_all(delivery.payload)?;
+    if verbose >= 2 {
+        write!(out, "seq={} id={} ", delivery.seq, delivery.message_id)?;
+        if delivery.flags & weir::protocol::frame::DELIVER_REDELIVERED != 0 {
+            out.write_all(b"redelivered ")?;
+        }
+    }
+    write_escaped(out, delivery.payload)?;
     out.write_all(b"\n")
+}
+
+/// Writes `bytes` with `\n`, `\r` and `\` as `\n`, `\r` and `\\`: one message, one line.
+fn write_escaped(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    let mut start = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\\' => b"\\\\",
+            _ => continue,
+        };
+        out.write_all(&bytes[start..i])?;
+        out.write_all(escape)?;
+        start = i + 1;
+    }
+    out.write_all(&bytes[start..])
 }
 
 fn stats(cli: &Cli, args: &StatsArgs) -> Result<(), Failure> {
     let mut client = connect(cli)?;
+    let own = client.session_id();
     let json = client.stats()?;
     client.bye()?;
     let text = if args.json {
         json
     } else {
         let report: StatsReport = serde_json::from_str(&json).map_err(Failure::Stats)?;
-        summarize(&report)
+        summarize(&report, own)
     };
     let mut out = io::stdout().lock();
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())
-        .map_err(Failure::Stdout)
+        .or_else(quiet_broken_pipe)
 }
 
 fn sessions(cli: &Cli) -> Result<(), Failure> {
     let mut client = connect(cli)?;
+    let own = client.session_id();
     let json = client.stats()?;
     client.bye()?;
     let report: StatsReport = serde_json::from_str(&json).map_err(Failure::Stats)?;
@@ -482,14 +848,20 @@ fn sessions(cli: &Cli) -> Result<(), Failure> {
     let mut text = String::new();
     for session in &report.sessions {
         text += &session_line(session);
+        if session.session_id == own {
+            text += " (this request)";
+        }
         text.push('\n');
     }
     if report.sessions_omitted > 0 {
-        text += &format!("... {} more sessions not shown\n", report.sessions_omitted);
+        text += &format!(
+            "... {} not shown\n",
+            plural(report.sessions_omitted, "more session", "more sessions")
+        );
     }
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(Failure::Stdout)
+        .or_else(quiet_broken_pipe)
 }
 
 /// One session on one line, `key=value` after the id so it greps and cuts well.
@@ -502,14 +874,26 @@ fn session_line(session: &SessionStats) -> String {
             None => format!("{}:*", sub.queue),
         })
         .collect();
-    let mut line = format!("#{} name={:?}", session.session_id, session.client_name);
+    let mut line = format!(
+        "#{} name={:?}",
+        hex_id::format(session.session_id),
+        session.client_name
+    );
     if !session.identity.is_empty() {
         line += &format!(" identity={}", session.identity);
     }
     line += &format!(
-        " peer={} state={} subs={} queue={}/{}B in_flight={} throttled={}",
-        session.peer,
+        " peer={} state={}{} subs={} queue={}/{}B in_flight={} throttled={}",
+        if session.peer.is_empty() {
+            "-"
+        } else {
+            &session.peer
+        },
         session.state,
+        match session.expires_in_ms {
+            Some(ms) if session.state == "detached" => format!(" expires_in={}", seconds(ms)),
+            _ => String::new(),
+        },
         if subscriptions.is_empty() {
             String::from("-")
         } else {
@@ -524,12 +908,15 @@ fn session_line(session: &SessionStats) -> String {
 }
 
 /// The STATS report as text for people: server figures, each session with its subscriptions
-/// and queue, each queue with its subscribers and publish count.
-fn summarize(report: &StatsReport) -> String {
+/// and queue, each queue with its subscribers and publish count. `own` is the session that
+/// asked (it is counted too, and marked).
+fn summarize(report: &StatsReport, own: u64) -> String {
     let server = &report.server;
     let mut text = format!(
-        "server: {} connections, {} sessions, {} queues\n",
-        server.connections, server.sessions, server.queues
+        "server: {}, {} (this request's included), {}\n",
+        plural(server.connections, "connection", "connections"),
+        plural(server.sessions, "session", "sessions"),
+        plural(server.queues, "queue", "queues"),
     );
     text += &format!(
         "  messages: {} published, {} delivered, {} acked, {} conflated, {} dropped by overflow, \
@@ -564,12 +951,12 @@ fn summarize(report: &StatsReport) -> String {
         text += "  none\n";
     }
     for session in &report.sessions {
-        text += &summarize_session(session);
+        text += &summarize_session(session, session.session_id == own);
     }
     if report.sessions_omitted > 0 {
         text += &format!(
-            "  ... {} more sessions not shown (the report is limited to one frame)\n",
-            report.sessions_omitted
+            "  ... {} not shown (the report is limited to one frame)\n",
+            plural(report.sessions_omitted, "more session", "more sessions")
         );
     }
 
@@ -585,9 +972,9 @@ fn summarize(report: &StatsReport) -> String {
         .unwrap_or(0);
     for queue in &report.queues {
         text += &format!(
-            "  {:<width$}  {} subscribers, {} published{}\n",
+            "  {:<width$}  {}, {} published{}\n",
             queue.name,
-            queue.subscribers,
+            plural(queue.subscribers, "subscriber", "subscribers"),
             queue.published,
             if queue.conflate { ", conflating" } else { "" },
         );
@@ -595,7 +982,7 @@ fn summarize(report: &StatsReport) -> String {
     text
 }
 
-fn summarize_session(session: &SessionStats) -> String {
+fn summarize_session(session: &SessionStats, is_own: bool) -> String {
     let subscriptions: Vec<String> = session
         .subscriptions
         .iter()
@@ -609,16 +996,31 @@ fn summarize_session(session: &SessionStats) -> String {
     } else {
         subscriptions.join(", ")
     };
+    let mut place = if session.peer.is_empty() {
+        session.state.clone()
+    } else {
+        format!("from {}, {}", session.peer, session.state)
+    };
+    if session.state == "detached" {
+        if let Some(ms) = session.detached_ms {
+            place += &format!(" {} ago", seconds(ms));
+        }
+        if let Some(ms) = session.expires_in_ms {
+            place += &format!(", expires in {}", seconds(ms));
+        }
+    }
+    if is_own {
+        place += " (this request)";
+    }
     format!(
-        "  #{} {:?} from {}, {}\n    subscriptions: {}\n    queue: {} messages, {} bytes \
-         ({} in flight, {} pending)\n    published {} (last seq {}), delivered {} (last seq \
-         {}), acked {}, conflated {}\n",
-        session.session_id,
+        "  #{} {:?} {}\n    subscriptions: {}\n    queue: {}, {} bytes ({} in flight, {} \
+         pending)\n    published {} (last seq {}), delivered {} (last seq {}), acked {}, \
+         conflated {}\n",
+        hex_id::format(session.session_id),
         session.client_name,
-        session.peer,
-        session.state,
+        place,
         subscriptions,
-        session.queue_depth,
+        plural(session.queue_depth, "message", "messages"),
         session.queue_bytes,
         session.in_flight,
         session.pending,
@@ -629,6 +1031,24 @@ fn summarize_session(session: &SessionStats) -> String {
         session.acked,
         session.conflated,
     )
+}
+
+/// The reader went away (`weir-cli stats | head -3`): not an error worth a message.
+fn quiet_broken_pipe(error: io::Error) -> Result<(), Failure> {
+    match error.kind() {
+        io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(Failure::Stdout(error)),
+    }
+}
+
+/// "1 queue", "2 queues".
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Milliseconds as seconds for people: "59.2 s".
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
 }
 
 fn strip_newline(line: &[u8]) -> &[u8] {
@@ -658,6 +1078,12 @@ const STDOUT_BUF_BYTES: usize = 64 * 1024;
 /// Each wait of `sub` without `-W`; it waits again after this, for ever.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
 
+/// The longest wait between checks for SIGINT/SIGTERM and for a lost connection.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// The port when `--server` or `-h` names none.
+const DEFAULT_PORT: u16 = 7400;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,7 +1111,7 @@ mod tests {
         };
         assert_eq!(
             reconnection_notice(&resumed).unwrap(),
-            "weir-cli: resumed session 0x2a"
+            "weir-cli: resumed session 000000000000002a"
         );
         let lost = Event::Lost {
             reason: Some(weir::protocol::ErrorCode::SessionExpired),
@@ -696,7 +1122,7 @@ mod tests {
         assert_eq!(
             reconnection_notice(&lost).unwrap(),
             "weir-cli: LOST the session (SESSION_EXPIRED): 7 messages missed; continuing in \
-             session 0x2b, 3 unreceipted publishes published again"
+             session 000000000000002b, 3 unreceipted publishes published again"
         );
         let unknown = Event::Lost {
             reason: None,
@@ -759,14 +1185,18 @@ mod tests {
             sessions_omitted: 1,
             closed_sessions: Vec::new(),
         };
-        let text = summarize(&report);
+        let text = summarize(&report, 4);
         assert!(
-            text.starts_with("server: 2 connections, 2 sessions, 1 queues\n"),
+            text.starts_with(
+                "server: 2 connections, 2 sessions (this request's included), 1 queue\n"
+            ),
             "{text}"
         );
         assert!(text.contains("closes: CLIENT_BYE 3"), "{text}");
         assert!(
-            text.contains("#4 \"weir-cli\" from 127.0.0.1:5000, connected"),
+            text.contains(
+                "#0000000000000004 \"weir-cli\" from 127.0.0.1:5000, connected (this request)"
+            ),
             "{text}"
         );
         assert!(
@@ -777,11 +1207,158 @@ mod tests {
             text.contains("queue: 7 messages, 0 bytes (2 in flight, 5 pending)"),
             "{text}"
         );
-        assert!(text.contains("1 more sessions not shown"), "{text}");
+        assert!(text.contains("1 more session not shown"), "{text}");
         assert!(
-            text.contains("  db  1 subscribers, 5 published, conflating\n"),
+            text.contains("  db  1 subscriber, 5 published, conflating\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_detached_session_shows_its_time_to_expiry_not_an_empty_peer() {
+        let session = SessionStats {
+            session_id: 0x2a,
+            client_name: String::from("feed"),
+            state: String::from("detached"),
+            detached_ms: Some(800),
+            expires_in_ms: Some(59_200),
+            ..SessionStats::default()
+        };
+        let text = summarize_session(&session, false);
+        assert!(
+            text.starts_with(
+                "  #000000000000002a \"feed\" detached 0.8 s ago, expires in 59.2 s\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            session_line(&session).contains("peer=- state=detached expires_in=59.2 s"),
+            "{}",
+            session_line(&session)
+        );
+    }
+
+    /// Issue 13: `-s HOST` without a port, `-h HOST -p PORT`, IPv6.
+    #[test]
+    fn the_server_address_takes_a_host_without_port_and_h_p_overrides() {
+        let addr = |server, host, port| server_address(server, host, port).unwrap();
+        assert_eq!(addr("127.0.0.1", None, None), "127.0.0.1:7400");
+        assert_eq!(addr("broker:7401", None, None), "broker:7401");
+        assert_eq!(addr("broker:7401", Some("other"), None), "other:7401");
+        assert_eq!(
+            addr("127.0.0.1:7400", Some("10.0.0.1"), Some(9)),
+            "10.0.0.1:9"
+        );
+        assert_eq!(addr("::1", None, None), "[::1]:7400");
+        assert_eq!(addr("[::1]:7401", None, None), "[::1]:7401");
+        assert_eq!(addr("x", Some("::1"), Some(1)), "[::1]:1");
+        assert!(server_address("host:http", None, None).is_err());
+        assert!(server_address("[::1", None, None).is_err());
+    }
+
+    #[test]
+    fn a_bare_h_is_help_and_h_with_a_value_is_the_host() {
+        let args = |words: &[&str]| -> Vec<String> {
+            help_for_bare_h(words.iter().map(OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(args(&["weir-cli", "-h"]), ["weir-cli", "--help"]);
+        assert_eq!(
+            args(&["weir-cli", "pub", "-h"]),
+            ["weir-cli", "pub", "--help"]
+        );
+        assert_eq!(
+            args(&["weir-cli", "-h", "-p", "1"]),
+            ["weir-cli", "--help", "-p", "1"]
+        );
+        assert_eq!(
+            args(&["weir-cli", "-h", "10.0.0.1", "stats"]),
+            ["weir-cli", "-h", "10.0.0.1", "stats"]
+        );
+    }
+
+    /// Issue 13: `pub QUEUE [EVENT] MESSAGE`, `-e`, `-l`, `--stdin`.
+    #[test]
+    fn pub_words_give_queue_event_and_message_or_stdin() {
+        let plan = |words: &[&str]| {
+            let cli = Cli::try_parse_from(["weir-cli", "pub"].iter().chain(words)).unwrap();
+            let Command::Pub(args) = cli.command else {
+                panic!("not pub")
+            };
+            PubPlan::from_args(&args)
+        };
+        let message = |queue: &str, event: &str, message: &str| PubPlan {
+            queue: queue.into(),
+            event: event.into(),
+            source: Source::Message(message.into()),
+        };
+        assert_eq!(plan(&["db", "hello"]), Ok(message("db", "", "hello")));
+        assert_eq!(
+            plan(&["db", "update", "hi"]),
+            Ok(message("db", "update", "hi"))
+        );
+        assert_eq!(
+            plan(&["-e", "update", "db", "hi"]),
+            Ok(message("db", "update", "hi"))
+        );
+        let lines = plan(&["-l", "db", "insert"]).unwrap();
+        assert_eq!(
+            (lines.event.as_str(), lines.source),
+            ("insert", Source::Lines)
+        );
+        assert_eq!(plan(&["--stdin", "db"]).unwrap().source, Source::WholeStdin);
+        for refused in [
+            &["db"][..],
+            &["-e", "x", "db"],
+            &["-e", "x", "db", "y", "z"],
+            &["-l", "a", "b", "c"],
+        ] {
+            assert!(plan(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn plain_output_escapes_newlines_and_json_output_keeps_the_bytes() {
+        let deliver = weir::client::Deliver {
+            seq: 7,
+            message_id: 42,
+            flags: weir::protocol::frame::DELIVER_REDELIVERED,
+            queue: b"db",
+            event: b"",
+            payload: b"a\nb\\c\r",
+        };
+        let mut out = Vec::new();
+        print_delivery(&mut out, Format::Plain { verbose: 0 }, &deliver).unwrap();
+        print_delivery(&mut out, Format::Plain { verbose: 1 }, &deliver).unwrap();
+        print_delivery(&mut out, Format::Plain { verbose: 2 }, &deliver).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\nb\\\\c\\r\ndb \"\" a\\nb\\\\c\\r\n\
+             db \"\" seq=7 id=42 redelivered a\\nb\\\\c\\r\n"
+        );
+        let mut out = Vec::new();
+        print_delivery(&mut out, Format::Json, &deliver).unwrap();
+        let binary = weir::client::Deliver {
+            payload: &[0xff, 0x00],
+            flags: 0,
+            ..deliver
+        };
+        print_delivery(&mut out, Format::Json, &binary).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"queue": "db", "event": "", "seq": 7, "id": 42,
+                "redelivered": true, "payload": "a\nb\\c\r", "encoding": "utf8"})
+        );
+        assert_eq!(lines[1]["payload"], "/wA=");
+        assert_eq!(lines[1]["encoding"], "base64");
+        assert_eq!(lines[1]["redelivered"], false);
     }
 
     #[test]
@@ -817,7 +1394,7 @@ mod tests {
         };
         assert_eq!(
             session_line(&session),
-            "#9 name=\"sub one\" identity=user:alice peer=127.0.0.1:5000 state=connected \
+            "#0000000000000009 name=\"sub one\" identity=user:alice peer=127.0.0.1:5000 state=connected \
              subs=db:update,jobs:* queue=7/700B in_flight=2 throttled=yes"
         );
         session.identity.clear();
@@ -825,7 +1402,7 @@ mod tests {
         session.is_throttled = false;
         assert_eq!(
             session_line(&session),
-            "#9 name=\"sub one\" peer=127.0.0.1:5000 state=connected subs=- queue=7/700B \
+            "#0000000000000009 name=\"sub one\" peer=127.0.0.1:5000 state=connected subs=- queue=7/700B \
              in_flight=2 throttled=no"
         );
     }
