@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::{accept, Item, Link, ReconnectingClient};
+use super::receive::accept;
+use super::{Item, Link, ReconnectingClient};
 use crate::client::error::CloseCause;
 use crate::client::{Client, ClientError, Event};
 use crate::protocol::frame::OUTCOME_RESUMED;
