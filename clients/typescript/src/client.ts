@@ -285,7 +285,7 @@ class Conn {
   readonly welcomed: Promise<WelcomeFrame>;
   lastReceived = Date.now();
   lastPing = 0;
-  constructor() {
+  constructor(readonly resume: boolean) {
     this.welcomed = new Promise((res, rej) => {
       this.welcome = res;
       this.refuse = rej;
@@ -614,7 +614,7 @@ export class Client extends Emitter<ClientEvents> {
   // Connection and handshake
 
   private async establish(resume: boolean): Promise<void> {
-    const conn = new Conn();
+    const conn = new Conn(resume);
     this.conn = conn;
     const handlers: TransportHandlers = {
       onData: (chunk) => this.onData(conn, chunk),
@@ -646,11 +646,8 @@ export class Client extends Emitter<ClientEvents> {
     } finally {
       clearTimeout(timer);
     }
-    if (this.state === 'closing' || this.state === 'closed') {
-      this.killConn(conn);
-      throw this.closedError();
-    }
-    this.applyWelcome(conn, welcome, resume);
+    void welcome; // applied by onFrame, before the frames that follow it in the same read
+    if (this.state === 'closed') throw this.closedError();
   }
 
   private dial(handlers: TransportHandlers, timeoutMs: number): Promise<Transport> {
@@ -793,6 +790,13 @@ export class Client extends Emitter<ClientEvents> {
     if (conn.phase === 'hello') {
       switch (f.op) {
         case Op.WELCOME:
+          if (this.state === 'closing' || this.state === 'closed' || this.conn !== conn) {
+            conn.refuse(this.closedError());
+            this.killConn(conn);
+            return;
+          }
+          // Applied at once: the frames after it in this read belong to the session.
+          this.applyWelcome(conn, f, conn.resume);
           conn.welcome(f);
           return;
         case Op.ERROR:

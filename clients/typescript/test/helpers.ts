@@ -180,15 +180,19 @@ export class ChaosProxy {
   connections = 0;
   refuse = false;
   freeze = false;
+  /** While false, no cuts are planned (so clients can be set up first). */
+  armed: boolean;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private readonly pairs = new Set<{ cutAt: number[]; counts: number[] }>();
   private readonly rand: () => number;
 
   constructor(
     private readonly targetPort: number,
-    private readonly opts: ChaosOptions,
+    private readonly opts: ChaosOptions & { armed?: boolean },
   ) {
     this.rand = prng(opts.seed);
+    this.armed = opts.armed ?? true;
     this.server = net.createServer((client) => this.onClient(client));
   }
 
@@ -201,6 +205,25 @@ export class ChaosProxy {
     });
   }
 
+  /** Starts cutting: open connections get a cut planned from where they are now. */
+  arm(): void {
+    this.armed = true;
+    for (const pair of this.pairs) if (pair.cutAt[0]! < 0) this.plan(pair);
+  }
+
+  private plan(pair: { cutAt: number[]; counts: number[] }): void {
+    if (!this.armed || this.cutsDone + this.planned() >= this.opts.cuts) return;
+    // One offset per direction; the first reached cuts.
+    const span = this.opts.maxBytes - this.opts.minBytes + 1;
+    pair.cutAt = [0, 1].map((d) => pair.counts[d]! + this.opts.minBytes + Math.floor(this.rand() * span));
+  }
+
+  private planned(): number {
+    let n = 0;
+    for (const p of this.pairs) if (p.cutAt[0]! >= 0) n++;
+    return n;
+  }
+
   private onClient(client: net.Socket): void {
     if (this.refuse) {
       client.destroy();
@@ -210,37 +233,45 @@ export class ChaosProxy {
     const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort });
     this.sockets.add(client);
     this.sockets.add(upstream);
+    const pair = { cutAt: [-1, -1], counts: [0, 0] };
+    this.pairs.add(pair);
     const cleanup = (): void => {
       client.destroy();
       upstream.destroy();
       this.sockets.delete(client);
       this.sockets.delete(upstream);
+      this.pairs.delete(pair);
     };
     client.on('error', cleanup);
     upstream.on('error', cleanup);
-    client.on('close', cleanup);
-    upstream.on('close', cleanup);
+    const dbg = process.env.WEIR_CHAOS_DEBUG ? (m: string) => console.log(`[proxy ${this.port} #${this.connections}] ${m}`) : null;
+    client.on('close', () => {
+      dbg?.(`client side closed, counts ${pair.counts}`);
+      cleanup();
+    });
+    upstream.on('close', () => {
+      dbg?.(`server side closed, counts ${pair.counts}`);
+      cleanup();
+    });
+    this.plan(pair);
 
-    let cutAt = -1;
-    let cutDir = 0;
-    if (this.cutsDone < this.opts.cuts) {
-      cutAt = this.opts.minBytes + Math.floor(this.rand() * (this.opts.maxBytes - this.opts.minBytes + 1));
-      cutDir = this.rand() < 0.5 ? 0 : 1;
-    }
-    const counts = [0, 0];
     const pipe = (from: net.Socket, to: net.Socket, dir: number): void => {
       from.on('data', (chunk: Buffer) => {
-        if (this.freeze) return;
-        if (cutAt >= 0 && dir === cutDir && counts[dir]! + chunk.length >= cutAt && this.cutsDone < this.opts.cuts) {
-          const keep = cutAt - counts[dir]!;
+        if (this.freeze || !this.pairs.has(pair)) return;
+        const count = pair.counts[dir]!;
+        const cutAt = pair.cutAt[dir]!;
+        if (cutAt >= 0 && count + chunk.length >= cutAt) {
+          const keep = cutAt - count;
           this.cutsDone++;
-          cutAt = -1;
+          pair.cutAt = [-1, -1];
+          this.pairs.delete(pair);
+          // The peer gets the bytes up to the offset (usually part of a frame), then EOF.
           to.end(chunk.subarray(0, keep));
           from.destroy();
           setTimeout(cleanup, 20);
           return;
         }
-        counts[dir]! += chunk.length;
+        pair.counts[dir] = count + chunk.length;
         to.write(chunk);
       });
     };
@@ -252,6 +283,7 @@ export class ChaosProxy {
   dropAll(): void {
     for (const s of this.sockets) s.destroy();
     this.sockets.clear();
+    this.pairs.clear();
   }
 
   close(): Promise<void> {
