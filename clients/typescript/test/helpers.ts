@@ -243,7 +243,9 @@ export class ChaosProxy {
       this.pairs.delete(pair);
     };
     client.on('error', cleanup);
-    upstream.on('error', cleanup);
+    upstream.on('error', () => {
+      if (!this.freeze) cleanup();
+    });
     const dbg = process.env.WEIR_CHAOS_DEBUG ? (m: string) => console.log(`[proxy ${this.port} #${this.connections}] ${m}`) : null;
     client.on('close', () => {
       dbg?.(`client side closed, counts ${pair.counts}`);
@@ -251,6 +253,11 @@ export class ChaosProxy {
     });
     upstream.on('close', () => {
       dbg?.(`server side closed, counts ${pair.counts}`);
+      // Frozen: the client side hears nothing, not even the close (a dead network path).
+      if (this.freeze) {
+        this.sockets.delete(upstream);
+        return;
+      }
       cleanup();
     });
     this.plan(pair);
