@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import { Client, ClosedError, ErrorCode, ServerError, WeirError } from '../src/index.js';
@@ -6,12 +7,15 @@ import { hashPassword, startServer, type ServerHandle } from './helpers.js';
 
 describe('authentication (protocol.md §Authentication)', () => {
   let server: ServerHandle;
+  const signingKey = randomBytes(32);
+  const apiToken = 'tok-' + randomBytes(12).toString('hex');
   before(async () => {
     const hash = hashPassword('s3cret');
     server = await startServer(
       [
         'allow_anonymous = false',
         'max_name_len = 16',
+        `token_signing_key = "${signingKey.toString('base64')}"`,
         '[[users]]',
         'name = "alice"',
         `password_hash = "${hash}"`,
@@ -23,6 +27,10 @@ describe('authentication (protocol.md §Authentication)', () => {
         'publish = ["*"]',
         'subscribe = ["*"]',
         'admin = true',
+        '[[users]]',
+        'name = "svc"',
+        `token_hash = "sha256$${createHash('sha256').update(apiToken).digest('hex')}"`,
+        'publish = ["svc.*"]',
         '',
       ].join('\n'),
     );
@@ -59,6 +67,26 @@ describe('authentication (protocol.md §Authentication)', () => {
     assert.equal(Number(st.server.not_authorized), 3);
     await root.close();
     await alice.close();
+  });
+
+  it('TOKEN and SIGNED_TOKEN credentials', async () => {
+    const svc = await Client.connect(endpoint(), { name: 'svc', token: apiToken });
+    assert.equal(await svc.publish('svc.jobs', 'e', 'x'), 1n);
+    await assert.rejects(svc.subscribe('svc.jobs'), /NOT_AUTHORIZED/);
+
+    // protocol.md §Authentication: base64url(payload) "." base64url(HMAC-SHA256(key, first part)).
+    const payload = Buffer.from(JSON.stringify({ subject: 'robot', exp: Math.floor(Date.now() / 1000) + 3600, subscribe: ['svc.*'], admin: true })).toString('base64url');
+    const signed = `${payload}.${createHmac('sha256', signingKey).update(payload).digest('base64url')}`;
+    const robot = await Client.connect(endpoint(), { name: 'robot', signedToken: signed });
+    const st = await robot.stats();
+    assert.ok(st.sessions.some((x) => x.identity === 'subject:robot'));
+    assert.ok(st.sessions.some((x) => x.identity === 'user:svc'));
+    await assert.rejects(
+      Client.connect(endpoint(), { signedToken: `${payload}.${'A'.repeat(43)}` }),
+      (e: unknown) => e instanceof ServerError && e.codeName === 'AUTH_FAILED',
+    );
+    await robot.close();
+    await svc.close();
   });
 
   it('a bad password is refused with AUTH_FAILED', async () => {

@@ -155,6 +155,17 @@ describe('WebSocket transport, through a bridge to the real server', () => {
     await pub.close();
   });
 
+  it('the ws package’s WebSocket works as the constructor too', async () => {
+    const c = await Client.connect(
+      { url: `ws://127.0.0.1:${bridge.port}/` },
+      { name: 'ws-pkg', webSocket: WsWebSocket as unknown as WebSocketConstructor },
+    );
+    const s = await c.subscribe('pkg');
+    await c.publish('pkg', 'e', 'via ws package');
+    assert.equal((await s.next()).value!.text(), 'via ws package');
+    await c.close();
+  });
+
   it('a server that does not agree to weir.v1 is refused', async () => {
     const plain = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => false });
     await new Promise<void>((r) => plain.once('listening', () => r()));
