@@ -771,14 +771,20 @@ export class Client extends Emitter<ClientEvents> {
     conn.lastReceived = Date.now();
     conn.decoder.push(chunk);
     try {
+      if (conn.transport?.framed) {
+        // One message, one frame: neither part of one nor more than one.
+        const f = conn.decoder.next();
+        if (!f || conn.decoder.buffered !== 0) {
+          throw new CodecError(ErrorCode.MALFORMED_FRAME, 'a WebSocket message that is not exactly one frame');
+        }
+        this.onFrame(conn, f);
+        return;
+      }
       for (;;) {
         const f = conn.decoder.next();
         if (!f) break;
         this.onFrame(conn, f);
         if ((conn.phase as Conn['phase']) === 'dead') return;
-      }
-      if (conn.transport?.framed && conn.decoder.buffered !== 0) {
-        throw new CodecError(ErrorCode.MALFORMED_FRAME, 'a WebSocket message that is not exactly one frame');
       }
     } catch (e) {
       if (!(e instanceof CodecError)) throw e;
