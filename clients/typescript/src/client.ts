@@ -157,6 +157,9 @@ export interface PublishOptions {
 
 // ---------------------------------------------------------------------------------------------
 
+/** How long an abandoned HELLO may still reach the server and take the session over. */
+const STALE_HELLO_GRACE_MS = 60_000;
+
 const textDecoder = new TextDecoder('utf-8', { fatal: false });
 const decodeText = (b: Uint8Array): string => textDecoder.decode(b);
 
@@ -471,6 +474,8 @@ export class Client extends Emitter<ClientEvents> {
   private readonly serverSubs = new Map<string, ServerSub>();
   private control = new Deque<ControlRequest>();
   private closeWaiter: (() => void) | null = null;
+  /** When an attempt last failed after sending HELLO without getting an answer. */
+  private abandonedHelloAt = 0;
 
   /** Counters, for tests and monitoring. */
   readonly counters = {
@@ -642,6 +647,9 @@ export class Client extends Emitter<ClientEvents> {
       welcome = await conn.welcomed;
     } catch (e) {
       this.killConn(conn);
+      // The server may still read this HELLO after the next attempt's and take the session
+      // over from it: a TAKEN_OVER soon after is answered with a resume (see onGoodbye).
+      if (!(e instanceof ServerError) && !(e instanceof GoodbyeError)) this.abandonedHelloAt = Date.now();
       throw e;
     } finally {
       clearTimeout(timer);
@@ -903,6 +911,12 @@ export class Client extends Emitter<ClientEvents> {
       return;
     }
     const err = new GoodbyeError(code, text);
+    if (code === ErrorCode.TAKEN_OVER && this.abandonedHelloAt > 0 && Date.now() - this.abandonedHelloAt < STALE_HELLO_GRACE_MS) {
+      // Most likely our own abandoned HELLO, arriving late, was the taker: resume once more.
+      this.abandonedHelloAt = 0;
+      this.connLost(conn, err);
+      return;
+    }
     if (code === ErrorCode.CLIENT_BYE || code === ErrorCode.TAKEN_OVER) {
       this.finish(err);
       return;
@@ -1059,7 +1073,8 @@ export class Client extends Emitter<ClientEvents> {
   private startHeartbeat(): void {
     this.stopHeartbeat();
     const info = this.info!;
-    const period = Math.max(10, Math.min(1000, Math.floor(Math.min(info.heartbeatIntervalMs, info.heartbeatTimeoutMs) / 4)));
+    const shortest = Math.min(info.heartbeatIntervalMs || 4000, info.heartbeatTimeoutMs || 4000);
+    const period = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
     this.heartbeatTimer = unrefTimer(setInterval(() => this.heartbeat(), period));
   }
 
@@ -1074,12 +1089,13 @@ export class Client extends Emitter<ClientEvents> {
     if (!conn || !info || conn.phase !== 'open' || this.state !== 'open') return;
     const now = Date.now();
     const silent = now - conn.lastReceived;
-    if (silent > info.heartbeatTimeoutMs) {
+    // 0 in WELCOME: that heartbeat is off.
+    if (info.heartbeatTimeoutMs > 0 && silent > info.heartbeatTimeoutMs) {
       this.connLost(conn, new ConnectionError(`nothing received for ${silent} ms (heartbeat_timeout_ms ${info.heartbeatTimeoutMs})`));
       return;
     }
     // The server PINGs an idle connection; ask ourselves too, so a dead one shows sooner.
-    if (silent > info.heartbeatIntervalMs && now - conn.lastPing > info.heartbeatIntervalMs) {
+    if (info.heartbeatIntervalMs > 0 && silent > info.heartbeatIntervalMs && now - conn.lastPing > info.heartbeatIntervalMs) {
       conn.lastPing = now;
       conn.send(encodePing(++this.pingNonce));
     }
