@@ -171,7 +171,7 @@ export interface ChaosOptions {
 /**
  * A TCP proxy on loopback that cuts connections mid-stream at random byte offsets (a bounded
  * number of times): it forwards the bytes up to the offset, so the peer gets part of a frame,
- * then closes both sides. `refuse` makes it drop new connections at once; `freeze` makes it
+ * then closes both sides. `refuse` makes it drop new connections at once; `freezeAll()` makes it
  * stop forwarding without closing (a dead peer).
  */
 export class ChaosProxy {
@@ -179,12 +179,11 @@ export class ChaosProxy {
   cutsDone = 0;
   connections = 0;
   refuse = false;
-  freeze = false;
   /** While false, no cuts are planned (so clients can be set up first). */
   armed: boolean;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
-  private readonly pairs = new Set<{ cutAt: number[]; counts: number[] }>();
+  private readonly pairs = new Set<{ cutAt: number[]; counts: number[]; frozen: boolean }>();
   private readonly rand: () => number;
 
   constructor(
@@ -211,7 +210,7 @@ export class ChaosProxy {
     for (const pair of this.pairs) if (pair.cutAt[0]! < 0) this.plan(pair);
   }
 
-  private plan(pair: { cutAt: number[]; counts: number[] }): void {
+  private plan(pair: { cutAt: number[]; counts: number[]; frozen: boolean }): void {
     if (!this.armed || this.cutsDone + this.planned() >= this.opts.cuts) return;
     // One offset per direction; the first reached cuts.
     const span = this.opts.maxBytes - this.opts.minBytes + 1;
@@ -233,7 +232,7 @@ export class ChaosProxy {
     const upstream = net.connect({ host: '127.0.0.1', port: this.targetPort });
     this.sockets.add(client);
     this.sockets.add(upstream);
-    const pair = { cutAt: [-1, -1], counts: [0, 0] };
+    const pair = { cutAt: [-1, -1], counts: [0, 0], frozen: false };
     this.pairs.add(pair);
     const cleanup = (): void => {
       client.destroy();
@@ -244,7 +243,7 @@ export class ChaosProxy {
     };
     client.on('error', cleanup);
     upstream.on('error', () => {
-      if (!this.freeze) cleanup();
+      if (!pair.frozen) cleanup();
     });
     const dbg = process.env.WEIR_CHAOS_DEBUG ? (m: string) => console.log(`[proxy ${this.port} #${this.connections}] ${m}`) : null;
     client.on('close', () => {
@@ -254,7 +253,7 @@ export class ChaosProxy {
     upstream.on('close', () => {
       dbg?.(`server side closed, counts ${pair.counts}`);
       // Frozen: the client side hears nothing, not even the close (a dead network path).
-      if (this.freeze) {
+      if (pair.frozen) {
         this.sockets.delete(upstream);
         return;
       }
@@ -264,7 +263,7 @@ export class ChaosProxy {
 
     const pipe = (from: net.Socket, to: net.Socket, dir: number): void => {
       from.on('data', (chunk: Buffer) => {
-        if (this.freeze || !this.pairs.has(pair)) return;
+        if (pair.frozen || !this.pairs.has(pair)) return;
         const count = pair.counts[dir]!;
         const cutAt = pair.cutAt[dir]!;
         if (cutAt >= 0 && count + chunk.length >= cutAt) {
@@ -284,6 +283,14 @@ export class ChaosProxy {
     };
     pipe(client, upstream, 0);
     pipe(upstream, client, 1);
+  }
+
+  /**
+   * The connections open now stop forwarding, in both directions, and hide the server's close
+   * from the client (a dead network path). New connections are not affected.
+   */
+  freezeAll(): void {
+    for (const pair of this.pairs) pair.frozen = true;
   }
 
   /** Closes every connection now (not counted as a cut). */
