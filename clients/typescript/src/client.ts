@@ -413,7 +413,8 @@ export class Subscription implements AsyncIterable<Delivery> {
     this.finishIfDrained();
   }
 
-  private releaseCurrent(): void {
+  /** @internal Acks the delivery last handed out by next(). */
+  releaseCurrent(): void {
     if (this.current) {
       this.client.consumed(this.current);
       this.current = null;
@@ -573,18 +574,19 @@ export class Client extends Emitter<ClientEvents> {
     }
     const sub = new Subscription(this, queue, events, options.onMessage);
     const filters = events ? events.map((e) => toBytes(e)) : [null];
-    const taken: string[] = [];
-    try {
-      for (const f of filters) {
-        const key = subKey(sub.queueBytes, f);
-        taken.push(key);
-        await this.acquireServerSub(key, sub.queueBytes, f);
-      }
-    } catch (e) {
-      for (const key of taken) this.releaseServerSub(key, false);
-      throw e;
-    }
+    // Registered before SUBSCRIBED arrives: deliveries may follow it in the same read.
     this.subs.add(sub);
+    const keys = filters.map((f) => subKey(sub.queueBytes, f));
+    const results = await Promise.allSettled(filters.map((f, i) => this.acquireServerSub(keys[i]!, sub.queueBytes, f)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      this.subs.delete(sub);
+      sub.end(null);
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') void this.releaseServerSub(keys[i]!, this.state === 'open')?.catch(() => {});
+      });
+      throw failed.reason;
+    }
     return sub;
   }
 
@@ -607,6 +609,8 @@ export class Client extends Emitter<ClientEvents> {
     if (this.state === 'open') {
       this.state = 'closing';
       const conn = this.conn!;
+      // Deliveries handed to the application count as consumed.
+      for (const sub of this.subs) sub.releaseCurrent();
       this.flushAcks();
       const goodbye = new Promise<void>((resolve) => (this.closeWaiter = resolve));
       conn.send(encodeBye());

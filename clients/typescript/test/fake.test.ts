@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Client, ProtocolError, type Transport, type TransportFactory, type TransportHandlers } from '../src/index.js';
+import { Client, ProtocolError, type Delivery, type Transport, type TransportFactory, type TransportHandlers } from '../src/index.js';
 import {
   ErrorCode,
   FrameDecoder,
@@ -13,6 +13,7 @@ import {
   encodeDeliver,
   encodePing,
   encodeReceipt,
+  encodeSubscription,
   encodeWelcome,
   type Frame,
 } from '../src/protocol.js';
@@ -22,8 +23,19 @@ function fakeServer(framed: boolean, onFrame: (f: Frame, send: (b: Uint8Array) =
   factory: TransportFactory;
   connections: number;
   sent: Frame[];
+  /** Frames received, with the connection number. */
+  log: [number, Frame][];
+  /** The server side drops connection n. */
+  kill: (n: number) => void;
 } {
-  const state = { connections: 0, sent: [] as Frame[], factory: null as unknown as TransportFactory };
+  const kills = new Map<number, () => void>();
+  const state = {
+    connections: 0,
+    sent: [] as Frame[],
+    log: [] as [number, Frame][],
+    factory: null as unknown as TransportFactory,
+    kill: (n: number) => kills.get(n)?.(),
+  };
   state.factory = async (h: TransportHandlers): Promise<Transport> => {
     const n = ++state.connections;
     const decoder = new FrameDecoder(1 << 20);
@@ -37,6 +49,7 @@ function fakeServer(framed: boolean, onFrame: (f: Frame, send: (b: Uint8Array) =
         decoder.push(frame);
         for (let f = decoder.next(); f; f = decoder.next()) {
           state.sent.push(f);
+          state.log.push([n, f]);
           if (f.op === Op.BYE) {
             send(encodeGoodbye(ErrorCode.CLIENT_BYE, new Uint8Array(0)));
             queueMicrotask(() => t.destroy());
@@ -54,6 +67,11 @@ function fakeServer(framed: boolean, onFrame: (f: Frame, send: (b: Uint8Array) =
         queueMicrotask(() => h.onClose());
       },
     };
+    kills.set(n, () => {
+      if (closed) return;
+      closed = true;
+      queueMicrotask(() => h.onClose(new Error('reset by the fake server')));
+    });
     return t;
   };
   return state;
@@ -124,5 +142,63 @@ describe('client against a scripted server', () => {
     const err = await new Promise<Error>((resolve) => c.on('disconnected', (e) => resolve(e.error)));
     assert.ok(err instanceof ProtocolError && err.codeName === 'MALFORMED_FRAME');
     await c.close();
+  });
+
+  it('resume: R and F in HELLO, resend above last_publish_seq, redeliveries deduplicated by seq', async () => {
+    const q = new TextEncoder().encode('q');
+    const deliver = (seq: bigint, flags = 0): Uint8Array =>
+      encodeDeliver({ seq, messageId: 100n + seq, flags, queue: q, event: q, payload: new TextEncoder().encode(`m${seq}`) });
+    const fake = fakeServer(false, (f, send, n) => {
+      if (f.op === Op.HELLO && n === 1) send(welcome());
+      if (f.op === Op.SUBSCRIBE && n === 1) {
+        send(encodeSubscription(Op.SUBSCRIBED, f.queue, f.event));
+        for (const seq of [1n, 2n, 3n]) send(deliver(seq));
+      }
+      if (f.op === Op.PUBLISH && n === 1 && f.seq === 1n) send(encodeReceipt(1n));
+      if (f.op === Op.HELLO && n === 2) {
+        send(
+          encodeWelcome({
+            outcome: 1, lostReason: 0, missed: 0n, sessionId: 0x1234_0000_0001n, resumeToken: new Uint8Array(16),
+            lastPublishSeq: 2n, maxFrameLen: 1000, inflightWindow: 8, heartbeatIntervalMs: 10_000,
+            heartbeatTimeoutMs: 30_000, maxQueueDepth: 100, maxQueueBytes: 1000n,
+          }),
+        );
+        send(deliver(3n, 1)); // already received: dropped
+        send(deliver(4n, 1)); // sent before, never received: delivered, flagged
+      }
+      if (f.op === Op.PUBLISH && n === 2) send(encodeReceipt(f.seq));
+    });
+    const c = await Client.connect({ host: 'fake', port: 1 }, { transport: fake.factory, reconnectDelayMs: 1 });
+    const sub = await c.subscribe('q');
+    const got: Delivery[] = [];
+    for await (const d of sub) {
+      got.push(d);
+      if (got.length === 3) break;
+    }
+    const p1 = c.publish('q', 'q', 'a');
+    const p2 = c.publish('q', 'q', 'b');
+    const p3 = c.publish('q', 'q', 'c');
+    assert.equal(await p1, 1n);
+    const resumed = new Promise<void>((resolve) => c.on('resumed', () => resolve()));
+    fake.kill(1);
+    await resumed;
+    assert.deepEqual(await Promise.all([p2, p3]), [2n, 3n]);
+    const next = (await sub.next()).value!;
+    got.push(next);
+    assert.deepEqual(got.map((d) => d.seq), [1n, 2n, 3n, 4n]);
+    assert.deepEqual(got.map((d) => d.redelivered), [false, false, false, true]);
+    assert.equal(next.text(), 'm4');
+    assert.equal(c.counters.duplicateDeliveriesDropped, 1);
+
+    const hello = fake.log.find(([n, f]) => n === 2 && f.op === Op.HELLO)![1];
+    assert.ok(hello.op === Op.HELLO && hello.resume);
+    assert.equal(hello.resume.lastDeliverySeq, 3n);
+    assert.equal(hello.resume.firstResendablePublishSeq, 2n);
+    const resent = fake.log.filter(([n, f]) => n === 2 && f.op === Op.PUBLISH).map(([, f]) => (f.op === Op.PUBLISH ? f.seq : 0n));
+    assert.deepEqual(resent, [3n]);
+    await c.close();
+    const acks = fake.log.filter(([n, f]) => n === 2 && f.op === Op.ACK);
+    const lastAck = acks[acks.length - 1]![1];
+    assert.ok(lastAck.op === Op.ACK && lastAck.upTo === 4n);
   });
 });
