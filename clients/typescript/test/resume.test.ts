@@ -130,12 +130,19 @@ describe('LOST', () => {
     );
     const s = await c.subscribe('rq');
     const lost = new Promise<LostEvent>((resolve) => c.on('lost', resolve));
+    let queued: Promise<bigint> | undefined;
+    c.on('disconnected', () => {
+      queued ??= c.publish('rq', 'e', 'sent while away');
+    });
     await server.restart();
     const l = await lost;
     assert.equal(l.reasonName, 'SERVER_RESTARTED');
     assert.equal(l.missed, null);
-    await until(() => c.connected, 'reconnected');
-    await c.publish('rq', 'e', 'hello again');
+    assert.equal(l.unreceiptedPublishes, 1);
+    // Published again on the new session (seq 1), after the subscription was made again.
+    assert.equal(await queued, 1n);
+    assert.equal((await s.next()).value!.text(), 'sent while away');
+    assert.equal(await c.publish('rq', 'e', 'hello again'), 2n);
     assert.equal((await s.next()).value!.text(), 'hello again');
     await c.close();
   });
