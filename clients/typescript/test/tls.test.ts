@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 
@@ -9,8 +9,9 @@ import { startServer, tempDir, type ServerHandle } from './helpers.js';
 
 let server: ServerHandle;
 let ca: string;
+let dir: string;
 before(async () => {
-  const dir = tempDir();
+  dir = tempDir();
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
   // A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI.
@@ -27,6 +28,7 @@ before(async () => {
 });
 after(async () => {
   await server.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 it('TLS with a self-signed certificate: pub/sub inside TLS', async () => {
