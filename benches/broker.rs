@@ -153,6 +153,7 @@ impl Bench {
             bench.broker.handle_connect(conn, peer, bench.now);
             frames.clear();
             let hello = Hello {
+                extensions: false,
                 inflight_window: if is_publisher { 0 } else { window },
                 client_name: b"bench",
                 resume: None,

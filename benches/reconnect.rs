@@ -65,6 +65,7 @@ impl Conn {
     fn hello(&mut self, resume: Option<Resume>) -> Welcome {
         let mut out = Vec::new();
         let hello = Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"reconnect-bench",
             resume,

@@ -9,8 +9,10 @@
 
 mod loop_settings;
 pub mod reload;
+mod tls_files;
 
 pub use loop_settings::{ListenerStack, LoopSettings, WebSocketSettings};
+pub use tls_files::load_tls;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -48,7 +50,8 @@ pub struct Config {
     /// Deliveries move from a session's queue into its write buffer only while the buffer
     /// holds less than this. Default 64 KiB: enough for one large write per turn.
     pub write_high_water_bytes: usize,
-    /// A write buffer past this closes the connection with SLOW_CONSUMER. Default 8 MiB.
+    /// Frames other than DELIVER and RECEIPT waiting to be written past this close the
+    /// connection with SLOW_CONSUMER. Default 8 MiB.
     pub max_write_buffer_bytes: usize,
     /// After a loop turn that had I/O, poll without blocking for this long before sleeping
     /// in epoll, so the next frame is picked up without the wake-up delay of a sleeping
@@ -435,8 +438,8 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(explain_parse_error(&e.to_string())))?;
         config.validate()?;
         config.warnings = deprecated_keys(text);
         for warning in &config.warnings {
@@ -445,9 +448,73 @@ impl Config {
         Ok(config)
     }
 
-    /// Renders the configuration as TOML (for `--print-config`).
+    /// Renders the configuration as TOML (for `--print-config`). Secrets are not shown
+    /// (`token_signing_key` becomes a comment saying it is set); optional keys left unset are
+    /// printed commented out, with what leaving them unset means.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        let is_key_set = shown.token_signing_key.take().is_some();
+        let body = match toml::to_string(&shown) {
+            Ok(body) => body,
+            Err(e) => return format!("# cannot render config: {e}\n"),
+        };
+        let mut notes = String::new();
+        if is_key_set {
+            notes += "# token_signing_key is set (a secret: not shown)\n";
+        }
+        let unset = [
+            (
+                self.http_listen.is_none(),
+                "http_listen = \"127.0.0.1:9740\"",
+                "no HTTP listener (metrics, dashboard)",
+            ),
+            (
+                self.allow_anonymous.is_none(),
+                "allow_anonymous = true",
+                "anonymous clients on loopback listeners only",
+            ),
+            (
+                !is_key_set,
+                "token_signing_key = \"BASE64\"",
+                "signed tokens refused",
+            ),
+            (
+                self.tls_cert.is_none(),
+                "tls_cert = \"/etc/weir/cert.pem\"",
+                "plain TCP",
+            ),
+            (
+                self.tls_key.is_none(),
+                "tls_key = \"/etc/weir/key.pem\"",
+                "plain TCP",
+            ),
+        ];
+        for (is_unset, example, meaning) in unset {
+            if is_unset {
+                notes += &format!("# {example}    # unset: {meaning}\n");
+            }
+        }
+        // Top-level keys go before the first table; so do these notes.
+        let at = if body.starts_with('[') {
+            0
+        } else {
+            body.find("\n[").map_or(body.len(), |i| i + 1)
+        };
+        format!("{}{notes}{}", &body[..at], &body[at..])
+    }
+
+    /// Checks what `-t` can check beyond [`Config::validate`] without binding: the trusted
+    /// proxy addresses parse, and each TLS certificate and key is readable and parses, and
+    /// they match.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the file or address and what is wrong with it.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.proxy_policies()?;
+        for (cert, key) in self.tls_paths()?.into_iter().flatten() {
+            tls_files::load_tls(&cert, &key).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Checks ranges and consistency.
@@ -775,6 +842,50 @@ fn deprecated_keys(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A serde/toml message made plainer: "did you mean" for an unknown key (the closest
+/// expected key by edit distance), and "a non-negative integer" instead of Rust type names.
+fn explain_parse_error(message: &str) -> String {
+    let mut text = message.to_owned();
+    for rust_type in ["usize", "u64", "u32", "u16", "u8"] {
+        text = text.replace(
+            &format!("expected {rust_type}"),
+            "expected a non-negative integer",
+        );
+    }
+    let unknown = message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'));
+    if let Some((field, rest)) = unknown {
+        let expected = rest.split('`').skip(1).step_by(2);
+        let best = expected
+            .map(|key| (edit_distance(field, key), key))
+            .min_by_key(|(distance, _)| *distance);
+        if let Some((distance, key)) = best {
+            if distance <= (field.len() / 3).max(2) {
+                text = text.trim_end().to_owned();
+                text += &format!("\ndid you mean `{key}`?\n");
+            }
+        }
+    }
+    text
+}
+
+/// Levenshtein distance between two keys (short ASCII strings).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,9 +898,8 @@ mod tests {
     #[test]
     fn example_weir_toml_matches_the_defaults_it_documents() {
         let text = include_str!("../weir.toml");
-        let mut config = Config::from_toml(text).unwrap();
-        // weir.toml declares example queues; everything else must equal the defaults.
-        config.queues.clear();
+        // Issue 13: the `[[queues]]` examples are comments now, so the file is the defaults.
+        let config = Config::from_toml(text).unwrap();
         assert_eq!(config, Config::default());
     }
 
@@ -797,6 +907,40 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = Config::from_toml("max_queue_dept = 5").unwrap_err();
         assert!(err.to_string().contains("max_queue_dept"), "{err}");
+    }
+
+    /// Issue 13: a suggestion for a misspelt key; no Rust type names.
+    #[test]
+    fn a_misspelt_key_gets_a_suggestion_and_types_are_named_for_people() {
+        let err = Config::from_toml("max_queue_dept = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `max_queue_depth`?"), "{err}");
+        let err = Config::from_toml("zzzzzzzzzz = 5").unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+        let err = Config::from_toml("max_connections = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a non-negative integer"), "{err}");
+        assert!(!err.contains("usize"), "{err}");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    /// Issue 13: --print-config hides the signing key and shows unset keys commented out.
+    #[test]
+    fn the_printed_config_hides_secrets_and_comments_unset_keys() {
+        let key = "a".repeat(44);
+        let config = Config {
+            token_signing_key: Some(key.clone()),
+            ..Config::default()
+        };
+        let text = config.to_toml();
+        assert!(!text.contains(&key), "{text}");
+        assert!(text.contains("# token_signing_key is set"), "{text}");
+        assert!(text.contains("# http_listen = "), "{text}");
+        assert!(text.contains("# tls_cert = "), "{text}");
+        let default = Config::default().to_toml();
+        assert!(default.contains("# token_signing_key = "), "{default}");
     }
 
     #[test]

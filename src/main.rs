@@ -21,12 +21,18 @@ struct Args {
     /// Listen address, replacing the listeners of the config file.
     #[arg(short = 'l', long = "listen", env = "WEIR_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Validate the configuration and exit (0 if valid, 78 if not).
+    /// Validate the configuration, including that TLS files are readable and parse, and exit
+    /// (0 if valid, 78 if not).
     #[arg(short = 't', long = "check-config")]
     check_config: bool,
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML and exit (secrets not shown, unset optional
+    /// keys commented out).
     #[arg(long = "print-config")]
     print_config: bool,
+    /// Write the server's process id to this file once it listens; removed at a clean exit
+    /// (for `kill -HUP "$(cat PATH)"`).
+    #[arg(long = "pid-file", value_name = "PATH", env = "WEIR_PID_FILE")]
+    pid_file: Option<PathBuf>,
     /// Read a password from stdin (one line), print its `password_hash` for [[users]], exit.
     #[arg(long = "hash-password")]
     hash_password: bool,
@@ -83,6 +89,10 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    if let Err(e) = config.check_files() {
+        eprintln!("weir-server: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if args.check_config {
         println!("configuration ok");
         return ExitCode::SUCCESS;
@@ -91,7 +101,7 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(e) => {
             eprintln!("weir-server: cannot start: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(start_failure_status(&e));
         }
     };
     if let Some(path) = args.config.clone() {
@@ -110,12 +120,41 @@ fn main() -> ExitCode {
         eprintln!("weir-server: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    match server.run() {
+    if let Some(path) = &args.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            eprintln!(
+                "weir-server: cannot write --pid-file {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let result = server.run();
+    if let Some(path) = &args.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weir-server: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit status when binding fails: 78 (bad configuration, so systemd's
+/// `RestartPreventExitStatus=78` does not restart in a loop) when the configuration cannot
+/// work on this machine as it stands: a TLS file or setting refused, an address that is not
+/// this machine's, a port it may not use. 1 for what may pass (an address in use).
+fn start_failure_status(error: &std::io::Error) -> u8 {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidInput
+        | ErrorKind::InvalidData
+        | ErrorKind::NotFound
+        | ErrorKind::AddrNotAvailable
+        | ErrorKind::PermissionDenied => EXIT_CONFIG,
+        _ => 1,
     }
 }
 

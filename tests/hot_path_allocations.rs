@@ -82,6 +82,7 @@ impl Rig {
             rig.broker.handle_connect(conn, peer, rig.now);
             rig.input.clear();
             let hello = Hello {
+                extensions: false,
                 inflight_window: 0,
                 client_name: b"alloc",
                 resume: None,

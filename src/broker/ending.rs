@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::hello::{Held, TOMBSTONE_SEQS};
+use super::hello::Held;
 use super::timers::TimerTarget;
 use super::{Broker, CloseReason, ConnId, SessionKey};
 use crate::protocol::codec::{encode_error, encode_goodbye};
@@ -19,7 +19,7 @@ use crate::protocol::ErrorCode;
 impl Broker {
     /// Sends a fatal ERROR, closes `conn` and ends its session (bad input).
     pub(super) fn fail(&mut self, conn: ConnId, code: ErrorCode, ref_seq: u64, text: &str) {
-        info!("conn {}: ERROR {}: {text}", conn.0, code.name());
+        info!("{}: ERROR {}: {text}", self.who(conn), code.name());
         self.push_control(conn, |out| {
             let _ = encode_error(code, true, ref_seq, text, out);
         });
@@ -77,7 +77,10 @@ impl Broker {
         self.timers
             .schedule(now + keep_alive, TimerTarget::Session(key.0), generation);
         self.metrics.sessions_detached += 1;
-        debug!("session {} detached for up to {keep_alive:?}", session.id);
+        debug!(
+            "session {:016x} detached for up to {keep_alive:?}",
+            session.id
+        );
     }
 
     /// A detached session's keep-alive ran out.
@@ -89,15 +92,19 @@ impl Broker {
             return;
         }
         self.metrics.sessions_expired += 1;
-        info!("session {} ({}) expired", session.id, session.client_name);
+        info!(
+            "session {:016x} ({}) expired",
+            session.id, session.client_name
+        );
         self.end_session(key, ErrorCode::SessionExpired);
     }
 
     /// The session overflowed: closed, whether connected or detached.
     pub(super) fn overflow(&mut self, key: SessionKey) {
+        self.sessions[key.0].is_ended_by_arrival = true;
         let session = &self.sessions[key.0];
         warn!(
-            "session {} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
+            "session {:016x} ({}) closed: QUEUE_OVERFLOW at depth {} / {} bytes{}",
             session.id,
             session.client_name,
             session.queue.depth(),
@@ -129,11 +136,12 @@ impl Broker {
             }
         }
         self.sessions_by_id.remove(&session.id);
-        let held = Held {
-            pending: u64::from(session.queue.pending_len()),
-            in_flight: u64::from(session.queue.in_flight()),
-            in_flight_seqs: session.queue.in_flight_seqs(TOMBSTONE_SEQS).into(),
-        };
+        // Once per session end, not per message: the seq list is bounded by the window.
+        let held = Held::new(
+            u64::from(session.queue.pending_len()),
+            &session.queue.in_flight_seqs(usize::MAX),
+            session.is_ended_by_arrival,
+        );
         let mut dropped = 0;
         let store = &mut self.store;
         session.queue.drain(&mut self.nodes, |msg| {
@@ -163,7 +171,7 @@ impl Broker {
         self.tombstones
             .insert(&session, reason, held, self.now, ttl);
         debug!(
-            "session {} ended ({}), {dropped} messages dropped",
+            "session {:016x} ended ({}), {dropped} messages dropped",
             session.id,
             reason.name()
         );

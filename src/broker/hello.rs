@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 
 use super::auth::Admission;
-use super::queue::SessionQueue;
+use super::delivery_queue::DeliveryQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
 use super::{clamp_u32, Broker, ConnId, DelayedHello, SessionKey};
@@ -38,41 +38,73 @@ pub(crate) struct Tombstone {
     pub(crate) reason: ErrorCode,
     /// What the session still held when it ended.
     pub(crate) held: Held,
+    /// The `missed` of the latest LOST answer for it; until one, what a client that received
+    /// every delivery sent missed. STATS_REPLY `closed_sessions[].missed` shows it.
+    pub(crate) missed: u64,
     pub(crate) closed_at: Instant,
 }
 
-/// In-flight seqs kept per tombstone to count exactly what a returning client missed; past
-/// this many the count is a lower bound.
-pub(crate) const TOMBSTONE_SEQS: usize = 64;
+/// Runs of consecutive in-flight seqs kept per tombstone. Each individually acked seq in the
+/// middle of the in-flight span splits a run, so 64 runs keep the count exact for any session
+/// that acked in order, and for all but the most scattered individual acks.
+pub(crate) const TOMBSTONE_RUNS: usize = 64;
 
-/// Messages a session held when it ended: never sent, and sent but unacked (by seq).
+/// Messages a session held when it ended: never sent, sent but unacked (as runs of seqs), and
+/// the message whose arrival ended it, if one did. protocol.md §LOST defines `missed` from it.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     pub(crate) pending: u64,
-    pub(crate) in_flight: u64,
-    /// The lowest `TOMBSTONE_SEQS` unacked seqs.
-    pub(crate) in_flight_seqs: Box<[u64]>,
+    /// Unacked seqs as inclusive runs `(first, last)`, lowest first, at most `TOMBSTONE_RUNS`.
+    pub(crate) in_flight_runs: Box<[(u64, u64)]>,
+    /// Unacked seqs above the last kept run (0 unless there were more runs than kept).
+    pub(crate) in_flight_rest: u64,
+    /// The message whose arrival ended the session (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for a
+    /// message too large for its listener): lost to it too.
+    pub(crate) overflowed: u64,
 }
 
 impl Held {
-    /// Everything it held.
-    pub(crate) fn total(&self) -> u64 {
-        self.pending + self.in_flight
+    /// Builds the record from the unacked seqs, lowest first.
+    pub(crate) fn new(pending: u64, in_flight: &[u64], ended_by_arrival: bool) -> Held {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut rest = 0;
+        for &seq in in_flight {
+            if let Some(run) = runs.last_mut().filter(|run| run.1 + 1 == seq) {
+                run.1 = seq;
+            } else if runs.len() < TOMBSTONE_RUNS {
+                runs.push((seq, seq));
+            } else {
+                rest += 1;
+            }
+        }
+        Held {
+            pending,
+            in_flight_runs: runs.into(),
+            in_flight_rest: rest,
+            overflowed: u64::from(ended_by_arrival),
+        }
     }
 
     /// What a client that received every delivery up to `last_received` missed: the pending
-    /// messages and the unacked deliveries after that seq. Exact when all unacked seqs were
-    /// kept, otherwise a lower bound.
+    /// messages, the unacked deliveries after that seq, and the overflowing message. Exact
+    /// unless the unacked seqs formed more than `TOMBSTONE_RUNS` runs (then a lower bound).
     pub(crate) fn missed_after(&self, last_received: u64) -> u64 {
-        let kept = self.in_flight_seqs.len() as u64;
-        let kept_after = self
-            .in_flight_seqs
-            .iter()
-            .filter(|&&seq| seq > last_received)
-            .count() as u64;
-        let unkept = self.in_flight - kept;
-        let unkept_after = if kept_after == kept { unkept } else { 0 };
-        self.pending + kept_after + unkept_after
+        let mut missed = self.pending + self.overflowed;
+        for &(first, last) in self.in_flight_runs.iter() {
+            if last > last_received {
+                missed += last - first.max(last_received + 1) + 1;
+            }
+        }
+        // Seqs past the kept runs lie above the last run: all after `last_received` when it is
+        // within the runs, unknown (not counted) when it is beyond.
+        if self
+            .in_flight_runs
+            .last()
+            .is_some_and(|&(_, last)| last_received <= last)
+        {
+            missed += self.in_flight_rest;
+        }
+        missed
     }
 }
 
@@ -105,6 +137,7 @@ impl Tombstones {
                 resume_token: session.resume_token,
                 client_name: session.client_name.clone(),
                 reason,
+                missed: held.missed_after(u64::MAX),
                 held,
                 closed_at: now,
             },
@@ -122,8 +155,8 @@ impl Tombstones {
         }
     }
 
-    pub(crate) fn get(&self, id: u64) -> Option<&Tombstone> {
-        self.by_id.get(&id)
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Tombstone> {
+        self.by_id.get_mut(&id)
     }
 
     /// Most recent first.
@@ -186,8 +219,9 @@ impl Broker {
             if owner.is_some_and(|owner| *owner != granted.identity) {
                 self.metrics.auth_failures += 1;
                 info!(
-                    "conn {}: resume by another identity ({}) refused",
-                    conn.0, granted.identity
+                    "{}: resume by another identity ({}) refused",
+                    self.who(conn),
+                    granted.identity
                 );
                 self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
                 return;
@@ -221,7 +255,7 @@ impl Broker {
             detached_at: None,
             generation: 0,
             window,
-            queue: SessionQueue::default(),
+            queue: DeliveryQueue::default(),
             subscriptions: Vec::new(),
             conflation: None,
             last_queue: None,
@@ -231,6 +265,9 @@ impl Broker {
             delivered: 0,
             acked: 0,
             conflated: 0,
+            conflated_told: 0,
+            is_ended_by_arrival: false,
+            has_extensions: hello.extensions,
             redelivered: 0,
             resumes: 0,
             grant: granted,
@@ -249,7 +286,7 @@ impl Broker {
         self.attach(conn, key, now);
         let welcome = self.welcome(key, outcome, lost_reason, missed);
         self.push_control(conn, |out| encode_welcome(&welcome, out));
-        debug!("conn {} session {id:#x} opened (window {window})", conn.0);
+        debug!("{}: session opened (window {window})", self.who(conn));
     }
 
     /// Resumes the session named in `resume` on `conn`, or says why not. On some failures the
@@ -275,7 +312,7 @@ impl Broker {
         if resume.first_resendable_publish_seq > last_publish + 1 {
             let missed = resume.first_resendable_publish_seq - 1 - last_publish;
             info!(
-                "session {:#x}: resume refused, RESEND_GAP of {missed}",
+                "session {:016x}: resume refused, RESEND_GAP of {missed}",
                 session.id
             );
             self.end_refused(key, ErrorCode::ResendGap);
@@ -283,7 +320,10 @@ impl Broker {
         }
         let received = resume.last_delivery_seq;
         if received > session.queue.last_sent_seq || received + 1 < session.queue.lowest_unacked() {
-            info!("session {:#x}: resume refused, RESUME_INVALID", session.id);
+            info!(
+                "session {:016x}: resume refused, RESUME_INVALID",
+                session.id
+            );
             self.end_refused(key, ErrorCode::ResumeInvalid);
             return Err((ErrorCode::ResumeInvalid, None));
         }
@@ -312,6 +352,7 @@ impl Broker {
         session.generation = generation;
         session.resumes += 1;
         session.is_receipt_due = false;
+        session.has_extensions = hello.extensions;
         session.queue.set_resend_from(received + 1);
         // Permissions as checked now; the publish cache may name a queue no longer allowed.
         session.grant = Arc::clone(granted);
@@ -325,8 +366,9 @@ impl Broker {
         let welcome = self.welcome(key, OUTCOME_RESUMED, None, Some(0));
         self.push_control(conn, |out| encode_welcome(&welcome, out));
         info!(
-            "session {id:#x} resumed on conn {} from seq {}",
-            conn.0,
+            "session {id:016x} resumed by {} from seq {}",
+            self.conn(conn)
+                .map_or(String::new(), |c| c.peer.to_string()),
             received + 1
         );
         Ok(())
@@ -396,8 +438,7 @@ impl Broker {
         }
         // The user name is not a secret; the secret is never logged.
         info!(
-            "conn {} from {peer}: authentication failed ({:?}, user {:?})",
-            conn.0,
+            "connection from {peer}: authentication failed ({:?}, user {:?})",
             auth.method,
             String::from_utf8_lossy(auth.user)
         );
@@ -430,10 +471,12 @@ impl Broker {
 
     /// Why a session cannot be found: tombstone, earlier server run, or unknown. A wrong
     /// token is answered exactly like an unknown id.
-    fn why_gone(&self, resume: &Resume) -> Lost {
-        if let Some(tombstone) = self.tombstones.get(resume.session_id) {
+    /// The tombstone records the `missed` it answers, so STATS_REPLY shows the same number.
+    fn why_gone(&mut self, resume: &Resume) -> Lost {
+        if let Some(tombstone) = self.tombstones.get_mut(resume.session_id) {
             if tokens_match(&tombstone.resume_token, &resume.resume_token) {
                 let missed = tombstone.held.missed_after(resume.last_delivery_seq);
+                tombstone.missed = missed;
                 return (tombstone.reason, Some(missed));
             }
             return (ErrorCode::SessionUnknown, None);
@@ -485,6 +528,9 @@ impl Broker {
         let session = &self.sessions[key.0];
         let settings = &self.listeners[session.listener];
         Welcome {
+            reconnect_keep_alive_ms: session
+                .has_extensions
+                .then(|| clamp_u32(settings.reconnect_keep_alive.as_millis())),
             outcome,
             lost_reason,
             missed,

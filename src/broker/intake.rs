@@ -21,7 +21,7 @@ impl Broker {
     /// or WebSocket layer), in order. `bytes` may end mid-frame; it may be empty, to handle
     /// input held back earlier.
     ///
-    /// Bounded work: O(bytes + held input), and at most [`TURN_DELIVERIES`] deliveries queued
+    /// Bounded work: O(bytes + held input), and at most `TURN_DELIVERIES` (65,536) deliveries queued
     /// per read of a connection before it is held back.
     pub fn handle_input(&mut self, conn: ConnId, bytes: &[u8], now: Instant) -> Intake {
         self.now = now;
@@ -100,7 +100,10 @@ impl Broker {
                 }
                 Ok(None) => return (pos, None),
                 Err(error) => {
-                    self.handle_decode_error(conn, &error);
+                    match protocol::sniff::foreign_protocol(rest) {
+                        Some(foreign) => self.handle_foreign_protocol(conn, &error, foreign),
+                        None => self.handle_decode_error(conn, &error),
+                    }
                     return (buf.len(), None);
                 }
             }

@@ -6,10 +6,32 @@
 //! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
 //! made here, so it is tested deterministically without a socket (see `tests/`).
 //!
-//! Files: `auth.rs` (failed-auth slowdown), `hello.rs` (new
-//! sessions, resume, tombstones), `publish.rs` (publish, routing,
-//! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,
-//! detaching and ending sessions), `stats.rs`.
+//! # Call order (one loop turn)
+//!
+//! 1. [`Broker::poll_timeout`] gives the deadline to sleep until (now, while a connection
+//!    waits for another read).
+//! 2. Per new connection: [`Broker::handle_accept`] (take it or refuse it), then
+//!    [`Broker::handle_connect_via`]; transport events ([`Broker::handle_proxy_header`]) as
+//!    the loop's layers report them.
+//! 3. Reads: for each readable connection and those [`Broker::poll_reads`] names,
+//!    [`Broker::handle_readable`], then [`Broker::handle_input`] per chunk while the answer
+//!    is [`Intake::More`].
+//! 4. [`Broker::handle_timeout`].
+//! 5. Flush pass: [`Broker::poll_dirty`], then [`Broker::poll_transmit`] per connection while
+//!    its socket takes bytes ([`Broker::handle_written`] counts them); then
+//!    [`Broker::handle_turn_end`].
+//! 6. Close pass: [`Broker::poll_close`]; a last `poll_transmit`; [`Broker::handle_disconnect`]
+//!    (also for EOF and I/O errors the loop saw itself).
+//!
+//! # Files
+//!
+//! `intake.rs` (bytes in, frames out), `flow.rs` (read and fan-out budgets, rate pauses,
+//! draining), `transmit.rs` (bytes out, closes), `hello.rs` (new sessions, resume,
+//! tombstones), `publish.rs` (publish, routing, enqueue, ack), `subscribe.rs`, `routes.rs`
+//! (named queues and their subscribers), `delivery_queue.rs` (a session's pending and
+//! in-flight messages), `store.rs` (payloads, stored once), `heartbeat.rs` and `timers.rs`,
+//! `ending.rs` (closing connections, detaching and ending sessions), `auth.rs` (failed-auth
+//! slowdown), `reload.rs`, `origin.rs` (time and seed from outside), `stats.rs`.
 //!
 //! Invariants:
 //! - a connection is closed only by the loop's close pass, after `poll_close` named it; until
@@ -23,6 +45,7 @@
 pub mod auth;
 mod close;
 mod dashboard;
+mod delivery_queue;
 mod ending;
 mod flow;
 mod heartbeat;
@@ -30,7 +53,6 @@ mod hello;
 mod intake;
 mod origin;
 mod publish;
-mod queue;
 mod reload;
 mod routes;
 mod session;
@@ -61,15 +83,15 @@ pub use store::MsgKey;
 use crate::config::{Config, ListenerSettings};
 use crate::credentials::{Authenticator, Grant};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_error, encode_ping};
+use crate::protocol::codec::{encode_error, encode_error_answering, encode_ping};
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
+use delivery_queue::Nodes;
 use flow::{ConnFlow, Flow, PublishBuckets};
 use hello::Tombstones;
 use origin::Entropy;
-use queue::Nodes;
 use routes::Routes;
 use session::Session;
 use store::MessageStore;
@@ -325,7 +347,7 @@ impl Broker {
             TimerTarget::Conn(conn.0),
             generation,
         );
-        debug!("conn {} accepted from {peer}", conn.0);
+        debug!("connection from {peer} accepted");
     }
 
     /// A connection arrived, before it has a `ConnId`: whether to take it. When not (at
@@ -359,7 +381,7 @@ impl Broker {
             Ok(ProxyHeader::Proxied { source }) => {
                 self.metrics.proxy_headers += 1;
                 if let Some(state) = self.conn_mut(conn) {
-                    debug!("conn {}: proxied for {source} by {}", conn.0, state.peer);
+                    debug!("connection from {}: proxied for {source}", state.peer);
                     state.peer = source;
                 }
             }
@@ -443,7 +465,8 @@ impl Broker {
             | Frame::Unsubscribed(_)
             | Frame::Error(_)
             | Frame::Goodbye(_)
-            | Frame::StatsReply(_) => {
+            | Frame::StatsReply(_)
+            | Frame::Dropped(_) => {
                 let text = "server-to-client op sent by a client";
                 self.fail(conn, ErrorCode::UnknownOp, 0, text);
             }
@@ -456,6 +479,20 @@ impl Broker {
             return;
         }
         self.fail(conn, error.code(), 0, &error.to_string());
+    }
+
+    /// As `handle_decode_error`, for bytes of another protocol (TLS, HTTP): the
+    /// ERROR's text says so.
+    fn handle_foreign_protocol(
+        &mut self,
+        conn: ConnId,
+        error: &DecodeError,
+        foreign: crate::protocol::sniff::ForeignProtocol,
+    ) {
+        if self.is_closing(conn) {
+            return;
+        }
+        self.fail(conn, error.code(), 0, foreign.server_text());
     }
 
     /// The connection is gone (or the loop finished closing it). Frees its state. If the
@@ -476,7 +513,12 @@ impl Broker {
         if let Some(session) = state.session {
             self.detach(session, now);
         }
-        debug!("conn {} from {} closed: {reason}", conn.0, state.peer);
+        let id = state
+            .session
+            .and_then(|key| self.sessions.get(key.0))
+            .map(|s| s.id);
+        let id = id.map_or(String::new(), |id| format!(" session {id:016x}"));
+        debug!("connection from {}{id} closed: {reason}", state.peer);
     }
 
     /// Runs every timer due at `now`: handshake timeouts, heartbeats, write stalls, detached
@@ -532,24 +574,46 @@ impl Broker {
         self.conns.get_mut(conn.0).and_then(Option::as_mut)
     }
 
+    /// `conn` for a log line: its peer, and its session once HELLO made one ("127.0.0.1:5000
+    /// session 000000000000002a"). The `ConnId` slot is reused, so it names nothing.
+    pub(super) fn who(&self, conn: ConnId) -> String {
+        let Some(state) = self.conn(conn) else {
+            return String::from("a closed connection");
+        };
+        match state.session.and_then(|key| self.sessions.get(key.0)) {
+            Some(session) => format!("{} session {:016x}", state.peer, session.id),
+            None => state.peer.to_string(),
+        }
+    }
+
     fn new_generation(&mut self) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
         generation
     }
 
-    /// Refuses one request with ERROR(NOT_AUTHORIZED), not fatal: the connection goes on.
-    fn deny(&mut self, conn: ConnId, ref_seq: u64, text: &str) {
+    /// Refuses one request (a frame with op `ref_op`) with ERROR(NOT_AUTHORIZED), not fatal:
+    /// the connection goes on. An EXTENSIONS client is told the op (protocol.md §ERROR).
+    fn deny(&mut self, conn: ConnId, ref_seq: u64, ref_op: Op, text: &str) {
         self.metrics.not_authorized += 1;
-        debug!("conn {}: NOT_AUTHORIZED: {text}", conn.0);
+        debug!("{}: NOT_AUTHORIZED: {text}", self.who(conn));
+        let has_extensions = self
+            .conn(conn)
+            .and_then(|state| state.session)
+            .is_some_and(|key| self.sessions[key.0].has_extensions);
         self.push_control(conn, |out| {
-            let _ = encode_error(ErrorCode::NotAuthorized, false, ref_seq, text, out);
+            let code = ErrorCode::NotAuthorized;
+            if has_extensions {
+                encode_error_answering(code, false, ref_seq, ref_op, text, out);
+            } else {
+                let _ = encode_error(code, false, ref_seq, text, out);
+            }
         });
     }
 
     fn handle_stats(&mut self, conn: ConnId, session: SessionKey) {
         if !self.sessions[session.0].grant.permissions.admin {
-            self.deny(conn, 0, "STATS needs an admin session");
+            self.deny(conn, 0, Op::Stats, "STATS needs an admin session");
             return;
         }
         let max_frame_len = self.max_frame_len(conn) as usize;

@@ -2,9 +2,9 @@
 //!
 //! Layout and rules: protocol.md §PUBLISH, §RECEIPT, §ACK, §Conflation, §Limits.
 
-use super::queue::SessionQueue;
+use super::delivery_queue::DeliveryQueue;
 use super::{Broker, ConnId, MsgKey, QueueId, SessionKey};
-use crate::protocol::{Ack, ErrorCode, Publish};
+use crate::protocol::{Ack, ErrorCode, Op, Publish};
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: &Publish<'_>) {
@@ -54,6 +54,7 @@ impl Broker {
                 self.deny(
                     conn,
                     publish.seq,
+                    Op::Publish,
                     "this session may not publish to this queue",
                 );
                 return;
@@ -131,7 +132,7 @@ impl Broker {
         let mut replaced = None;
         if let Some(hash) = conflation {
             if let Some(node) = session.conflated_node(hash) {
-                if let Some(old) = SessionQueue::node_msg(&self.nodes, node) {
+                if let Some(old) = DeliveryQueue::node_msg(&self.nodes, node) {
                     let old_message = self.store.get(old);
                     if old_message.queue == message.queue
                         && old_message.event() == message.event()
@@ -157,6 +158,7 @@ impl Broker {
             + message.payload().len();
         if deliver_len > settings.max_frame_len as usize + 8 {
             self.metrics.messages_dropped_session_closed += 1;
+            session.is_ended_by_arrival = true;
             let text = "a message is larger than this listener's max_frame_len allows";
             match session.conn {
                 Some(conn) => self.goodbye(conn, ErrorCode::LimitExceeded, text),
@@ -215,7 +217,8 @@ impl Broker {
             // `super::flow`.
             self.flow.backlogged += 1;
         }
-        if session.queue.span() < session.window {
+        // A conflation owes an EXTENSIONS client a DROPPED even when its window is full.
+        if session.queue.span() < session.window || session.is_drop_notice_due() {
             if let Some(conn) = session.conn {
                 self.mark_dirty(conn);
             }

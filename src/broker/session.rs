@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::queue::{NodeKey, SessionQueue};
+use super::delivery_queue::{DeliveryQueue, NodeKey};
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -42,7 +42,7 @@ pub(crate) struct Session {
     pub(crate) generation: u64,
     /// In-flight window in force (≤ config `in_flight_window`).
     pub(crate) window: u32,
-    pub(crate) queue: SessionQueue,
+    pub(crate) queue: DeliveryQueue,
     pub(crate) subscriptions: Vec<Subscription>,
     /// Conflation identity hash → the pending node holding the newest such message; `None`
     /// until the session first queues a conflating message (most never do), kept after that.
@@ -59,6 +59,13 @@ pub(crate) struct Session {
     pub(crate) delivered: u64,
     pub(crate) acked: u64,
     pub(crate) conflated: u64,
+    /// `conflated` as of the latest DROPPED(CONFLATED) sent (protocol.md §DROPPED).
+    pub(crate) conflated_told: u64,
+    /// The session ends because of a message's arrival (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for
+    /// a message too large for its listener): that message is missed too (protocol.md §LOST).
+    pub(crate) is_ended_by_arrival: bool,
+    /// Its latest HELLO set EXTENSIONS: WELCOME carries the keep-alive, DROPPED is sent.
+    pub(crate) has_extensions: bool,
     /// Deliveries sent again after a resume.
     pub(crate) redelivered: u64,
     /// Successful resumes.
@@ -81,8 +88,14 @@ impl Session {
     /// pending messages the window has room for.
     pub(crate) fn has_output(&self) -> bool {
         self.is_receipt_due
+            || self.is_drop_notice_due()
             || self.queue.has_redeliveries()
             || (self.queue.has_pending() && self.queue.span() < self.window)
+    }
+
+    /// Messages were conflated away since the last DROPPED, and the client takes DROPPED.
+    pub(crate) fn is_drop_notice_due(&self) -> bool {
+        self.has_extensions && self.conflated > self.conflated_told
     }
 
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {

@@ -133,7 +133,7 @@ impl Broker {
                 client_name: t.client_name.to_string(),
                 reason: t.reason.name().to_owned(),
                 closed_ms_ago: since(t.closed_at),
-                missed: t.held.total(),
+                missed: t.missed,
             })
             .collect();
         StatsReport {

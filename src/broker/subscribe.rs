@@ -24,7 +24,8 @@ impl Broker {
         }
         let permissions = &self.sessions[key.0].grant.permissions;
         if !permissions.may_subscribe(sub.queue) {
-            self.deny(conn, 0, "this session may not subscribe to this queue");
+            let text = "this session may not subscribe to this queue";
+            self.deny(conn, 0, Op::Subscribe, text);
             return;
         }
         let existing = self.routes.find(sub.queue);

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use super::{Broker, CloseReason, ConnId};
-use crate::protocol::codec::{encode_deliver, encode_receipt};
-use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::codec::{encode_deliver, encode_dropped, encode_receipt};
+use crate::protocol::frame::{Dropped, DELIVER_REDELIVERED, DROPPED_CONFLATED};
 use crate::protocol::ErrorCode;
 
 impl Broker {
@@ -44,6 +44,17 @@ impl Broker {
             if session.is_receipt_due {
                 encode_receipt(session.last_publish_seq, out);
                 session.is_receipt_due = false;
+            }
+            if session.is_drop_notice_due() {
+                let total = session.conflated;
+                let count = total - session.conflated_told;
+                let dropped = Dropped {
+                    reason: DROPPED_CONFLATED,
+                    count,
+                    total,
+                };
+                encode_dropped(&dropped, out);
+                session.conflated_told = total;
             }
             if session.queue.pending_len() > session.window
                 && session.queue.in_flight() <= session.window / 2

@@ -9,6 +9,7 @@
 
 use std::{fmt, io};
 
+use crate::protocol::sniff::{foreign_protocol, ForeignProtocol};
 use crate::protocol::{DecodeError, EncodeError, ErrorCode};
 
 /// Why a [`Client`](super::Client) call failed.
@@ -75,6 +76,9 @@ pub enum ClientError {
         /// Why the last attempt (or the connection) failed.
         last_error: String,
     },
+    /// The server answered in another protocol (a TLS listener reached without TLS, an HTTP
+    /// server): the address is wrong or needs TLS. The connection is dropped.
+    WrongProtocol(ForeignProtocol),
 }
 
 impl ClientError {
@@ -92,7 +96,8 @@ impl ClientError {
             | ClientError::GaveUp { .. }
             | ClientError::Goodbye { .. }
             | ClientError::Io(_)
-            | ClientError::UnexpectedFrame(_) => true,
+            | ClientError::UnexpectedFrame(_)
+            | ClientError::WrongProtocol(_) => true,
         }
     }
 }
@@ -137,6 +142,7 @@ impl fmt::Display for ClientError {
                 f,
                 "gave up reconnecting after {attempts} attempts; last error: {last_error}"
             ),
+            ClientError::WrongProtocol(foreign) => write!(f, "{foreign}"),
         }
     }
 }
@@ -156,6 +162,7 @@ impl std::error::Error for ClientError {
 #[derive(Clone, Debug)]
 pub(super) enum CloseCause {
     Decode(DecodeError),
+    Foreign(ForeignProtocol),
     Eof,
     Goodbye {
         code: Result<ErrorCode, u16>,
@@ -175,12 +182,22 @@ pub(super) enum CloseCause {
 }
 
 impl CloseCause {
+    /// The cause for a decode error of the stream starting with `bytes`: another protocol
+    /// when the bytes show one (a TLS alert, an HTTP response), else the decode error.
+    pub(super) fn decode(error: DecodeError, bytes: &[u8]) -> CloseCause {
+        match foreign_protocol(bytes) {
+            Some(foreign) => CloseCause::Foreign(foreign),
+            None => CloseCause::Decode(error),
+        }
+    }
+
     /// The cause behind an error that ended a connection, so that it can be reported again;
     /// `None` for the errors that leave a connection usable.
     pub(super) fn from_error(error: &ClientError) -> Option<CloseCause> {
         Some(match error {
             ClientError::Closed => CloseCause::Eof,
             ClientError::Decode(e) => CloseCause::Decode(*e),
+            ClientError::WrongProtocol(p) => CloseCause::Foreign(*p),
             ClientError::GaveUp {
                 attempts,
                 last_error,
@@ -222,6 +239,7 @@ impl CloseCause {
     pub(super) fn to_error(&self) -> ClientError {
         match self {
             CloseCause::Decode(e) => ClientError::Decode(*e),
+            CloseCause::Foreign(p) => ClientError::WrongProtocol(*p),
             CloseCause::Eof => ClientError::Closed,
             CloseCause::Goodbye { code, text } => ClientError::Goodbye {
                 code: *code,

@@ -37,10 +37,10 @@ pub enum Event {
         /// SERVER_RESTARTED, SESSION_UNKNOWN, ...); `None` for a code this crate does not
         /// know.
         reason: Option<ErrorCode>,
-        /// How many messages the server says the old session still held when it ended, if
-        /// it knows. Messages published later are not counted; deliveries sent but not yet
-        /// acked are, although this client may have received them (they came before this
-        /// event).
+        /// How many of the old session's messages this client never received, if the server
+        /// knows (protocol.md §LOST): pending ones, unacked deliveries above the last seq this
+        /// client received, and the message whose arrival ended the session. Messages
+        /// published after the session ended are not counted.
         missed: Option<u64>,
         /// The new session.
         session_id: u64,

@@ -51,8 +51,11 @@
 //! The client must not know anything about the server beyond protocol.md.
 
 mod buffer;
+mod connect;
 mod error;
 mod event;
+mod options;
+mod receive;
 mod reconnect;
 mod session;
 mod socket;
@@ -69,12 +72,13 @@ use crate::protocol::codec::{
 };
 use crate::protocol::frame::OUTCOME_RESUMED;
 use crate::protocol::{
-    decode, Auth, AuthMethod, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
+    decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
     MAX_FRAME_LEN_BEFORE_HELLO,
 };
 
 pub use self::error::ClientError;
 pub use self::event::{Delivery, Event};
+pub use self::options::{ClientOptions, Credentials, DEFAULT_TIMEOUT};
 pub use self::reconnect::{OnFull, ReconnectOptions, ReconnectStats, ReconnectingClient};
 pub use self::tls::{TlsOptions, TlsTrust};
 pub use crate::protocol::{Deliver, Resume, Welcome};
@@ -86,97 +90,6 @@ use self::socket::Socket;
 use self::transport::Deadline;
 #[cfg(test)]
 use self::transport::DRAIN_AFTER_BYTES;
-
-/// How a [`Client`] introduces itself and how long it waits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Name shown in the server's STATS report, at most 255 bytes.
-    pub name: String,
-    /// Deliveries the server may have in flight (sent, not acked) to this client; 0 asks for
-    /// the server's default. The server grants at most its own `inflight_window`; the window in
-    /// force is in [`Client::welcome`].
-    pub inflight_window: u32,
-    /// Upper bound for each blocking wait: connecting, WELCOME, SUBSCRIBED, RECEIPT, PONG,
-    /// STATS_REPLY, GOODBYE, an event in [`Client::recv`], and each socket write. `None` waits
-    /// without limit. Must not be zero.
-    pub timeout: Option<Duration>,
-    /// Credentials sent in every HELLO, resumes included; `None` connects anonymously
-    /// (protocol.md §Authentication).
-    pub auth: Option<Credentials>,
-}
-
-/// Credentials for HELLO's auth block. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// How the server checks `secret`.
-    pub method: AuthMethod,
-    /// User name for [`AuthMethod::Password`]; empty otherwise.
-    pub user: String,
-    /// Password, token or signed token (at most 2,048 bytes).
-    pub secret: String,
-}
-
-impl Credentials {
-    /// A user name and password.
-    pub fn password(user: &str, password: &str) -> Credentials {
-        Credentials {
-            method: AuthMethod::Password,
-            user: user.to_owned(),
-            secret: password.to_owned(),
-        }
-    }
-
-    /// A token configured for one user.
-    pub fn token(token: &str) -> Credentials {
-        Credentials {
-            method: AuthMethod::Token,
-            user: String::new(),
-            secret: token.to_owned(),
-        }
-    }
-
-    /// A token signed with the server's `token_signing_key`.
-    pub fn signed_token(token: &str) -> Credentials {
-        Credentials {
-            method: AuthMethod::SignedToken,
-            user: String::new(),
-            secret: token.to_owned(),
-        }
-    }
-
-    fn as_auth(&self) -> Auth<'_> {
-        Auth {
-            method: self.method,
-            user: self.user.as_bytes(),
-            secret: self.secret.as_bytes(),
-        }
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("method", &self.method)
-            .field("user", &self.user)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Default for ClientOptions {
-    fn default() -> ClientOptions {
-        ClientOptions {
-            name: String::from("weir-client"),
-            inflight_window: 0,
-            timeout: Some(DEFAULT_TIMEOUT),
-            auth: None,
-        }
-    }
-}
-
-/// Default for [`ClientOptions::timeout`]: a server on a LAN answers requests in milliseconds,
-/// and 10 s notices a dead one well before the server's own 30 s heartbeat timeout would.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection with a session on a Weir server. See the [module docs](self).
 pub struct Client {
@@ -194,131 +107,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects, sends HELLO with `options`, and waits for WELCOME.
-    ///
-    /// # Errors
-    /// [`ClientError::Io`] if no address accepts the connection; [`ClientError::Server`] if the
-    /// server refuses it (SERVER_BUSY); [`ClientError::Timeout`] if WELCOME does not arrive
-    /// within `options.timeout`; [`ClientError::Encode`] for a name over 255 bytes;
-    /// [`ClientError::InvalidArgument`] for a zero timeout; any other fatal error.
-    pub fn connect(
-        addr: impl ToSocketAddrs,
-        options: &ClientOptions,
-    ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, None, None)
-    }
-
-    /// As [`Client::connect`], over TLS: the TLS handshake (trusting what `tls` says) comes
-    /// before HELLO, both within `options.timeout`.
-    ///
-    /// # Errors
-    /// As [`Client::connect`]; a certificate the client does not trust, or a failed TLS
-    /// handshake, is [`ClientError::Io`] (`InvalidData`, wrapping the `rustls::Error`), as is
-    /// a CA file that cannot be read or holds no certificate.
-    pub fn connect_tls(
-        addr: impl ToSocketAddrs,
-        options: &ClientOptions,
-        tls: &TlsOptions,
-    ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, Some(tls), None)
-    }
-
-    /// Connects and asks to resume the session named in `resume` (HELLO with the resume block;
-    /// protocol.md §Reconnection). The outcome is in [`Client::welcome`]: `OUTCOME_RESUMED`
-    /// (same session; resend the publishes with a seq above `last_publish_seq`, with their
-    /// original seqs, in order) or `OUTCOME_LOST` (a new session; `lost_reason` and `missed` say
-    /// what happened to the old one).
-    ///
-    /// After RESUMED the client may ack deliveries up to `resume.last_delivery_seq`, and the
-    /// server resends the in-flight deliveries above it. [`ReconnectingClient`] does all this
-    /// on its own.
-    ///
-    /// # Errors
-    /// As [`Client::connect`].
-    pub fn resume(
-        addr: impl ToSocketAddrs,
-        options: &ClientOptions,
-        resume: &Resume,
-    ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, None, Some(resume))
-    }
-
-    /// As [`Client::resume`], over TLS (see [`Client::connect_tls`]).
-    ///
-    /// # Errors
-    /// As [`Client::connect_tls`].
-    pub fn resume_tls(
-        addr: impl ToSocketAddrs,
-        options: &ClientOptions,
-        tls: &TlsOptions,
-        resume: &Resume,
-    ) -> Result<Client, ClientError> {
-        Client::handshake(addr, options, Some(tls), Some(resume))
-    }
-
-    /// Connects (over TLS with `tls`), sends HELLO (resuming with `resume`), waits for WELCOME.
-    pub(super) fn handshake(
-        addr: impl ToSocketAddrs,
-        options: &ClientOptions,
-        tls: Option<&TlsOptions>,
-        resume: Option<&Resume>,
-    ) -> Result<Client, ClientError> {
-        if options.timeout == Some(Duration::ZERO) {
-            return Err(ClientError::InvalidArgument("timeout must not be zero"));
-        }
-        let deadline = Deadline::after(options.timeout);
-        let socket = Socket::connect(addr, options.timeout, tls).map_err(ClientError::Io)?;
-        let mut client = Client {
-            socket,
-            read_buf: ReadBuf::new(),
-            write_buf: WriteBuf::new(),
-            session: Session::new(),
-            timeout: options.timeout,
-            written_since_read: 0,
-            last_received_at: Instant::now(),
-        };
-        client.write_buf.push(MAX_FRAME_LEN_BEFORE_HELLO, |out| {
-            encode_hello(
-                &Hello {
-                    inflight_window: options.inflight_window,
-                    client_name: options.name.as_bytes(),
-                    resume: resume.copied(),
-                    auth: options.auth.as_ref().map(Credentials::as_auth),
-                },
-                out,
-            )
-        })?;
-        client.write_out()?;
-        let welcome = loop {
-            match decode(client.read_buf.data(), MAX_FRAME_LEN) {
-                Ok(Some((Frame::Welcome(welcome), used))) => {
-                    client.read_buf.consume(used);
-                    break welcome;
-                }
-                Ok(Some((frame @ (Frame::Error(_) | Frame::Goodbye(_)), _))) => {
-                    // Both come back as an error (SERVER_BUSY, HANDSHAKE_TIMEOUT, ...).
-                    return Err(match client.session.handle(frame, &mut client.write_buf) {
-                        Err(e) => e,
-                        Ok(_) => ClientError::UnexpectedFrame(op_name(&frame)),
-                    });
-                }
-                Ok(Some((frame, _))) => {
-                    return Err(client
-                        .session
-                        .close(CloseCause::Unexpected(op_name(&frame))))
-                }
-                Ok(None) => client.fill(deadline.remaining()?)?,
-                Err(e) => return Err(client.session.close(CloseCause::Decode(e))),
-            }
-        };
-        client.session.handle_welcome(welcome);
-        if let (Some(resume), OUTCOME_RESUMED) = (resume, welcome.outcome) {
-            // Deliveries up to it stay in flight on the server until acked.
-            client.session.last_delivery_seq = resume.last_delivery_seq;
-        }
-        Ok(client)
-    }
-
     /// The session id the server assigned.
     pub fn session_id(&self) -> u64 {
         self.session.welcome.session_id
@@ -760,73 +548,6 @@ impl Client {
                     return Ok(())
                 }
                 _ => {}
-            }
-        }
-    }
-
-    fn recv_until(&mut self, deadline: Deadline) -> Result<Event, ClientError> {
-        if self.session.is_open() {
-            self.write_out()?;
-        }
-        loop {
-            if let Some(event) = self.session.inbox.pop_front() {
-                return Ok(event);
-            }
-            self.step(deadline)?;
-        }
-    }
-
-    /// Handles one frame, reading until one is complete or `deadline` passes.
-    fn step(&mut self, deadline: Deadline) -> Result<Option<Reply>, ClientError> {
-        self.session.check_open()?;
-        loop {
-            match decode(self.read_buf.data(), self.session.decode_limit) {
-                Ok(Some((frame, used))) => {
-                    let result = self.session.handle(frame, &mut self.write_buf);
-                    self.read_buf.consume(used);
-                    return result;
-                }
-                Ok(None) => self.fill(deadline.remaining()?)?,
-                Err(e) => return Err(self.session.close(CloseCause::Decode(e))),
-            }
-        }
-    }
-
-    /// Passes the complete DELIVER frames buffered to `f` and handles the other frames, without
-    /// reading. `earlier` deliveries were already passed by this call: if a fatal error
-    /// follows them, it is left for the next call.
-    fn deliver_buffered(
-        &mut self,
-        f: &mut impl FnMut(&Deliver<'_>),
-        earlier: usize,
-    ) -> Result<usize, ClientError> {
-        let mut count = 0;
-        loop {
-            match decode(self.read_buf.data(), self.session.decode_limit) {
-                Ok(Some((Frame::Deliver(deliver), used))) => {
-                    self.session.handle_deliver(&deliver);
-                    f(&deliver);
-                    count += 1;
-                    self.read_buf.consume(used);
-                }
-                Ok(Some((frame, used))) => {
-                    let result = self.session.handle(frame, &mut self.write_buf);
-                    self.read_buf.consume(used);
-                    match result {
-                        Ok(_) => {}
-                        Err(e) if e.is_fatal() && earlier + count > 0 => return Ok(count),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(None) => return Ok(count),
-                Err(e) => {
-                    let e = self.session.close(CloseCause::Decode(e));
-                    return if earlier + count > 0 {
-                        Ok(count)
-                    } else {
-                        Err(e)
-                    };
-                }
             }
         }
     }

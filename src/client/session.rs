@@ -85,6 +85,7 @@ impl Session {
     pub(super) fn new() -> Session {
         Session {
             welcome: Welcome {
+                reconnect_keep_alive_ms: None,
                 outcome: OUTCOME_NEW,
                 lost_reason: None,
                 missed: None,
@@ -183,6 +184,8 @@ impl Session {
                     text: String::from_utf8_lossy(goodbye.text).into_owned(),
                 }))
             }
+            // Sent only after a HELLO with EXTENSIONS, which this client does not set; harmless.
+            Frame::Dropped(_) => {}
             Frame::Welcome(_)
             | Frame::Hello(_)
             | Frame::Publish(_)

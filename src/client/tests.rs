@@ -130,6 +130,7 @@ pub(super) fn options() -> ClientOptions {
 
 pub(super) fn welcome() -> Welcome {
     Welcome {
+        reconnect_keep_alive_ms: None,
         outcome: OUTCOME_NEW,
         lost_reason: None,
         missed: Some(0),
@@ -169,6 +170,7 @@ pub(super) fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
 
 fn fatal_error(code: ErrorCode, ref_seq: u64, text: &str) -> Frame<'_> {
     Frame::Error(ErrorFrame {
+        ref_op: None,
         code: Ok(code),
         fatal: true,
         ref_seq,

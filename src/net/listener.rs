@@ -11,10 +11,10 @@ use log::{error, info};
 use mio::net::{TcpListener, TcpStream};
 
 use super::transport::proxy::ProxyPrefix;
-use super::transport::tls::{load_tls, Tls};
+use super::transport::tls::Tls;
 use super::transport::websocket::WebSocketLayer;
 use super::transport::{Layer, Transport};
-use crate::config::ListenerStack;
+use crate::config::{load_tls, ListenerStack};
 use crate::protocol::proxy::IpNet;
 
 /// One listener, indexed like the broker's listeners.

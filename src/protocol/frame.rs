@@ -12,6 +12,11 @@ use super::{ErrorCode, RESUME_TOKEN_LEN};
 pub const HELLO_RESUME: u8 = 0x01;
 /// HELLO flag: the body carries an [`Auth`] block (after the resume block, if any).
 pub const HELLO_AUTH: u8 = 0x02;
+/// HELLO flag: the client understands the extensions of protocol.md §Extensions (WELCOME's
+/// `reconnect_keep_alive_ms`, the DROPPED frame). No body bytes of its own.
+pub const HELLO_EXTENSIONS: u8 = 0x04;
+/// DROPPED reason: messages replaced in the session's queue by conflation.
+pub const DROPPED_CONFLATED: u16 = 0x0001;
 /// Longest secret (password, token or signed token) in a HELLO auth block, in bytes.
 pub const MAX_AUTH_SECRET_LEN: usize = 2_048;
 /// PUBLISH flag: the body carries a conflation key.
@@ -22,6 +27,8 @@ pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
 pub const DELIVER_REDELIVERED: u8 = 0x01;
 /// ERROR flag: the server closes the connection after this frame.
 pub const ERROR_FATAL: u8 = 0x01;
+/// ERROR flag: a `ref_op` byte follows `ref_seq` (sent only after a HELLO with EXTENSIONS).
+pub const ERROR_REF_OP: u8 = 0x02;
 
 /// WELCOME outcome: a new session was created.
 pub const OUTCOME_NEW: u8 = 0x00;
@@ -68,6 +75,8 @@ pub enum Frame<'a> {
     Goodbye(Goodbye<'a>),
     /// STATS_REPLY: a UTF-8 JSON document (server → client).
     StatsReply(&'a [u8]),
+    /// DROPPED (server → client, EXTENSIONS only).
+    Dropped(Dropped),
 }
 
 impl Frame<'_> {
@@ -91,6 +100,7 @@ impl Frame<'_> {
             Frame::Error(_) => Op::Error,
             Frame::Goodbye(_) => Op::Goodbye,
             Frame::StatsReply(_) => Op::StatsReply,
+            Frame::Dropped(_) => Op::Dropped,
         }
     }
 }
@@ -106,6 +116,8 @@ pub struct Hello<'a> {
     pub resume: Option<Resume>,
     /// Present when the client authenticates (AUTH flag).
     pub auth: Option<Auth<'a>>,
+    /// The EXTENSIONS flag: the client accepts what protocol.md §Extensions adds.
+    pub extensions: bool,
 }
 
 /// How an [`Auth`] block's secret is to be checked. Layout: protocol.md §HELLO.
@@ -259,7 +271,8 @@ pub struct Welcome {
     pub max_frame_len: u32,
     /// Max deliveries sent and not yet acknowledged.
     pub inflight_window: u32,
-    /// The server sends PING after this many ms without sending anything.
+    /// The server sends PING after this many ms without sending, or without receiving,
+    /// anything (protocol.md §Heartbeats).
     pub heartbeat_interval_ms: u32,
     /// The server closes a connection it has received nothing from for this many ms.
     pub heartbeat_timeout_ms: u32,
@@ -267,6 +280,20 @@ pub struct Welcome {
     pub max_queue_depth: u32,
     /// Max payload bytes queued for the session (in flight included).
     pub max_queue_bytes: u64,
+    /// How long the server keeps the session after its connection ends, in ms; present
+    /// (4 more body bytes) exactly when the HELLO set EXTENSIONS.
+    pub reconnect_keep_alive_ms: Option<u32>,
+}
+
+/// DROPPED body. Layout: protocol.md §DROPPED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// Why: [`DROPPED_CONFLATED`], or a reason this crate does not know (kept as sent).
+    pub reason: u16,
+    /// Messages dropped for this reason since the previous DROPPED with this reason.
+    pub count: u64,
+    /// Messages dropped for this reason over the session's life (`count` included).
+    pub total: u64,
 }
 
 /// DELIVER body. Layout: protocol.md §DELIVER.
@@ -295,6 +322,8 @@ pub struct ErrorFrame<'a> {
     pub fatal: bool,
     /// The publish sequence number the error refers to, or 0.
     pub ref_seq: u64,
+    /// The op code of the request the error answers (REF_OP flag), kept as sent.
+    pub ref_op: Option<u8>,
     /// Human-readable UTF-8 text.
     pub text: &'a [u8],
 }

@@ -100,6 +100,9 @@ ops! {
     Goodbye = 0x87 "GOODBYE",
     /// Server answers STATS.
     StatsReply = 0x88 "STATS_REPLY",
+    /// Server tells a session that messages queued for it were dropped without closing it
+    /// (sent only to a client whose HELLO set EXTENSIONS).
+    Dropped = 0x89 "DROPPED",
 }
 
 /// A checked frame header: the length field has been bounded, the version and op are known.

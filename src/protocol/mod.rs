@@ -22,6 +22,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod proxy;
+pub mod sniff;
 pub mod stats;
 
 pub use codec::{decode, fuzz_decode, EncodeError};

@@ -31,7 +31,8 @@ pub struct StatsReport {
 /// A session that ended recently: what a client resuming it will be told.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClosedSessionStats {
-    /// Session id.
+    /// Session id; in JSON a string of 16 lowercase hex digits (ids exceed 2^53).
+    #[serde(with = "hex_id")]
     pub session_id: u64,
     /// Client name from its last HELLO.
     pub client_name: String,
@@ -133,7 +134,8 @@ pub struct ServerStats {
 /// One session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionStats {
-    /// Session id.
+    /// Session id; in JSON a string of 16 lowercase hex digits (ids exceed 2^53).
+    #[serde(with = "hex_id")]
     pub session_id: u64,
     /// Client name from HELLO.
     pub client_name: String,
@@ -215,4 +217,79 @@ pub struct QueueStats {
     /// DELIVERs sent of its messages (first deliveries; a fan-out to n sessions counts n).
     #[serde(default)]
     pub delivered: u64,
+}
+
+/// Session ids in JSON: a string of 16 lowercase hex digits, the one printed form of an id
+/// everywhere (logs, weir-cli). A string because ids exceed 2^53, which JSON readers that use
+/// doubles (JavaScript, jq) round. Reading also accepts a plain integer (older servers).
+pub mod hex_id {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    /// `id` as 16 lowercase hex digits.
+    pub fn format(id: u64) -> String {
+        format!("{id:016x}")
+    }
+
+    /// Serializes `id` as its 16-digit hex string.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(id: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*id))
+    }
+
+    /// Reads a hex string (with or without `0x`) or an integer.
+    ///
+    /// # Errors
+    /// A value that is neither.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_any(IdVisitor)
+    }
+
+    struct IdVisitor;
+
+    impl Visitor<'_> for IdVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a session id: a string of hex digits or an integer")
+        }
+
+        fn visit_u64<E: de::Error>(self, id: u64) -> Result<u64, E> {
+            Ok(id)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+            let digits = text.strip_prefix("0x").unwrap_or(text);
+            u64::from_str_radix(digits, 16)
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(text), &self))
+        }
+    }
+
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    mod tests {
+        use crate::protocol::stats::SessionStats;
+
+        #[test]
+        fn session_ids_are_16_hex_digit_strings_in_json() {
+            let session = SessionStats {
+                session_id: 0x5a3c_91e2_0000_0007,
+                ..SessionStats::default()
+            };
+            let json = serde_json::to_value(&session).unwrap();
+            assert_eq!(json["session_id"], "5a3c91e200000007");
+            let back: SessionStats = serde_json::from_value(json).unwrap();
+            assert_eq!(back, session);
+            let mut old = serde_json::to_value(&session).unwrap();
+            old["session_id"] = serde_json::json!(7);
+            assert_eq!(
+                serde_json::from_value::<SessionStats>(old)
+                    .unwrap()
+                    .session_id,
+                7
+            );
+        }
+    }
 }

@@ -90,6 +90,7 @@ fn a_frame_truncated_then_silent_is_closed_by_the_handshake_timeout() {
     let mut bystander = Bystander::new(&server);
     let mut hello = Vec::new();
     let frame = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"slowloris",
         resume: None,

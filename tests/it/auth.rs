@@ -252,6 +252,7 @@ fn repeated_failures_from_one_source_are_slowed_while_a_good_client_keeps_workin
     // The sixth is held: counted as throttled, not checked yet.
     let mut hello = Vec::new();
     let frame = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"guesser",
         resume: None,
@@ -407,4 +408,72 @@ fn a_reconnecting_client_with_credentials_resumes_after_a_cut_and_keeps_its_perm
     assert_eq!(session_stats.state, "connected");
     assert_eq!(stats.server.sessions_resumed, 1);
     assert_eq!(stats.server.auth_failures, 0);
+}
+
+/// Issue 13: a NOT_AUTHORIZED with ref_seq 0 could not be matched to the SUBSCRIBE or STATS
+/// that caused it. Answers keep the order of the requests, and a HELLO with EXTENSIONS also
+/// gets the op of the refused request (ERROR flag REF_OP, protocol.md §ERROR).
+#[test]
+fn not_authorized_names_the_op_it_answers_for_a_client_with_extensions() {
+    use weir::protocol::codec::{encode_empty, encode_subscription};
+    use weir::protocol::frame::{ERROR_REF_OP, HELLO_EXTENSIONS};
+    use weir::protocol::{Op, Subscription};
+
+    let server = TestServer::with_config(auth_config());
+    for extensions in [false, true] {
+        let mut conn = RawConn::connect(server.addr);
+        let mut out = Vec::new();
+        let hello = Hello {
+            extensions,
+            inflight_window: 0,
+            client_name: b"bot",
+            resume: None,
+            auth: Some(Auth {
+                method: AuthMethod::Token,
+                user: b"",
+                secret: b"bot-token-123",
+            }),
+        };
+        encode_hello(&hello, &mut out).unwrap();
+        assert_eq!(out[6] & HELLO_EXTENSIONS != 0, extensions);
+        // SUBSCRIBE allowed, SUBSCRIBE denied, STATS denied (not admin), SUBSCRIBE allowed.
+        for queue in ["bot.a", "orders.eu"] {
+            let sub = Subscription {
+                queue: queue.as_bytes(),
+                event: None,
+            };
+            encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
+        }
+        encode_empty(Op::Stats, &mut out);
+        let sub = Subscription {
+            queue: b"bot.b",
+            event: None,
+        };
+        encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
+        conn.send(&out);
+        let ops: Vec<(u8, Option<u8>)> = (0..5)
+            .map(|_| conn.read_frame().expect("an answer"))
+            .map(|frame| {
+                let ref_op = (frame.op == Op::Error as u8).then(|| {
+                    assert_eq!(frame.code(), ErrorCode::NotAuthorized as u16);
+                    // Layout: code u16, flags u8, ref_seq u64, [ref_op u8], text.
+                    (frame.body[2] & ERROR_REF_OP != 0).then(|| frame.body[11])
+                });
+                (frame.op, ref_op.flatten())
+            })
+            .collect();
+        let (error, subscribed) = (Op::Error as u8, Op::Subscribed as u8);
+        let expected_ref = |op: Op| extensions.then_some(op as u8);
+        assert_eq!(
+            ops,
+            [
+                (Op::Welcome as u8, None),
+                (subscribed, None),
+                (error, expected_ref(Op::Subscribe)),
+                (error, expected_ref(Op::Stats)),
+                (subscribed, None),
+            ],
+            "extensions: {extensions}"
+        );
+    }
 }

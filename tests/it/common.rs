@@ -79,6 +79,33 @@ impl TestServer {
         }
     }
 
+    /// A server whose reloads (`handle.reload()`) load the configuration `load` returns, as
+    /// SIGHUP does with the config file.
+    pub fn with_reload(
+        mut config: Config,
+        load: impl Fn() -> Result<Config, weir::config::ConfigError> + Send + 'static,
+    ) -> TestServer {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let mut server = Server::bind(config).expect("server binds");
+        server.reload_with(load);
+        let handle = server.handle();
+        let thread = std::thread::Builder::new()
+            .name("weir-loop".into())
+            .spawn(move || server.run())
+            .expect("loop thread");
+        TestServer {
+            addr: handle.local_addr(),
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Reloads and waits until the loop has applied it (commands are handled in order).
+    pub fn reload(&self) {
+        self.handle.reload().expect("reload");
+        let _ = self.stats();
+    }
+
     pub fn stats(&self) -> StatsReport {
         self.handle.stats().expect("stats")
     }
@@ -153,6 +180,7 @@ impl RawConn {
     pub fn hello(&mut self, name: &str) -> RawFrame {
         let mut out = Vec::new();
         let hello = Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,

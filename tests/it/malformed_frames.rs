@@ -18,6 +18,7 @@ fn frame(len: u32, version: u8, op: u8, body: &[u8]) -> Vec<u8> {
 fn hello_bytes() -> Vec<u8> {
     let mut out = Vec::new();
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"bad",
         resume: None,
@@ -101,6 +102,19 @@ fn cases() -> Vec<Case> {
             after_hello: true,
             bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
             expected: ErrorCode::UnknownOp,
+        },
+        // Issue 13: the header check comes first, even before HELLO.
+        Case {
+            name: "unknown op before HELLO",
+            after_hello: false,
+            bytes: frame(2, 0x01, 0x7F, &[]),
+            expected: ErrorCode::UnknownOp,
+        },
+        Case {
+            name: "server op before HELLO",
+            after_hello: false,
+            bytes: frame(10, 0x01, Op::Receipt as u8, &[0; 8]),
+            expected: ErrorCode::HelloRequired,
         },
         Case {
             name: "frame before HELLO",
@@ -215,4 +229,31 @@ fn random_garbage_never_takes_the_server_down() {
     let mut good = RawConn::connect(server.addr);
     good.hello("after-garbage");
     server.wait_for("garbage connections closed", |s| s.server.connections == 1);
+}
+
+/// Issue 13: a TLS ClientHello or an HTTP request sent to a plain Weir listener gets an ERROR
+/// whose text says what is wrong, not "frame length 369295616 exceeds the limit".
+#[test]
+fn tls_and_http_sent_to_a_plain_listener_are_named_in_the_error_text() {
+    let server = TestServer::start();
+    let client_hello = [
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+    ];
+    for (bytes, named) in [
+        (&client_hello[..], "looks like TLS"),
+        (
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            "looks like HTTP",
+        ),
+    ] {
+        let mut conn = RawConn::connect(server.addr);
+        conn.send(bytes);
+        let frames = conn.read_until_close();
+        let error = frames
+            .iter()
+            .find(|f| f.op == Op::Error as u8)
+            .expect("an ERROR before the close");
+        let text = String::from_utf8_lossy(&error.body);
+        assert!(text.contains(named), "{text}");
+    }
 }

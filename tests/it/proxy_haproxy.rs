@@ -136,6 +136,7 @@ fn a_trusted_peer_without_a_proxy_header_is_refused() {
     let mut conn = RawConn::connect(server.addr);
     let mut hello = Vec::new();
     let frame = weir::protocol::Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"no-header",
         resume: None,
@@ -173,4 +174,47 @@ fn junk_instead_of_a_proxy_header_is_refused() {
     conn.send(&endless);
     conn.expect_error_and_close(ErrorCode::ProxyRejected);
     assert_eq!(server.stats().server.proxy_rejected, 4);
+}
+
+#[test]
+fn tls_behind_a_proxy_header_works_through_haproxy_passing_tls_through() {
+    // Issue 9: the PROXY prefix and TLS are layers that compose; HAProxy in TCP mode sends
+    // its PROXY v2 header in clear, then relays the client's TLS bytes untouched.
+    let cert = crate::tls::certificate("proxy-tls");
+    let mut config = proxy_listener(&["127.0.0.1"]);
+    config.listeners[0].tls_cert = Some(cert.dir.join("cert.pem"));
+    config.listeners[0].tls_key = Some(cert.dir.join("key.pem"));
+    let server = TestServer::with_config(config);
+    let Some(haproxy) = start_haproxy(server.addr) else {
+        return;
+    };
+    let tls = weir::client::TlsOptions::pinned("localhost", cert.der.to_vec());
+    let options = |name: &str| ClientOptions {
+        name: name.to_owned(),
+        ..ClientOptions::default()
+    };
+    let mut subscriber =
+        Client::connect_tls(haproxy.addr, &options("tls-behind-proxy"), &tls).expect("connect");
+    subscriber.subscribe_all("db").unwrap();
+    let mut publisher = Client::connect_tls(haproxy.addr, &options("pub"), &tls).unwrap();
+    for n in 0..50u32 {
+        publisher.publish("db", "update", n.to_be_bytes()).unwrap();
+    }
+    publisher.wait_receipt(50).unwrap();
+    let mut received = Vec::new();
+    while received.len() < 50 {
+        if let Event::Deliver(d) = subscriber.recv().unwrap() {
+            received.push(u32::from_be_bytes(d.payload[..4].try_into().unwrap()));
+            subscriber.ack(d.seq).unwrap();
+        }
+    }
+    assert_eq!(received, (0..50).collect::<Vec<_>>());
+    let stats = server.stats();
+    let session = stats
+        .sessions
+        .iter()
+        .find(|s| s.client_name == "tls-behind-proxy")
+        .unwrap();
+    assert_eq!(session.peer, subscriber.local_addr().unwrap().to_string());
+    assert_eq!(stats.server.proxy_rejected, 0);
 }

@@ -322,3 +322,137 @@ fn hash_password_and_sign_token_make_credentials_the_server_accepts() {
     assert!(identities.contains(&"subject:svc"), "{identities:?}");
     assert!(identities.contains(&"user:alice"), "{identities:?}");
 }
+
+/// Issue 13: `-t` reads and parses the TLS files, and a start with a TLS file that does not
+/// work exits 78 (a config error systemd does not restart on), like every config error.
+#[test]
+fn check_config_and_start_refuse_missing_or_bad_tls_files_with_78() {
+    let dir = TempDir::new("tls-check");
+    let not_pem = dir.file("not-a-cert.pem", "hello\n");
+    let missing = dir.0.join("missing.pem");
+    for (cert, key) in [(&missing, &missing), (&not_pem, &not_pem)] {
+        let text = format!(
+            "listen = \"{}\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+            free_addr(),
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+        let path = dir.file("tls.toml", &text);
+        assert_eq!(check(&path), 78, "{text}");
+        let start = Command::new(SERVER)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(start.status.code(), Some(78), "{text}");
+        let stderr = String::from_utf8_lossy(&start.stderr);
+        assert!(stderr.contains(&cert.display().to_string()), "{stderr}");
+    }
+}
+
+/// Issue 13: --pid-file is written once the server listens and removed at a clean exit.
+#[test]
+fn the_pid_file_is_written_at_start_and_removed_at_a_clean_exit() {
+    let dir = TempDir::new("pid-file");
+    let path = dir.file("weir.toml", &format!("listen = \"{}\"\n", free_addr()));
+    let pid_file = dir.0.join("weir.pid");
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let child = Command::new(SERVER)
+        .arg("-c")
+        .arg(&path)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    assert_eq!(next_notification(&notify), "READY=1");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid, format!("{}\n", server.0.id()));
+    signal(&server.0, "TERM");
+    assert_eq!(server.0.wait().unwrap().code(), Some(0));
+    assert!(!pid_file.exists(), "removed at a clean exit");
+}
+
+/// Issue 13: --print-config does not show token_signing_key and lists unset keys as comments;
+/// an unknown key gets a suggestion.
+#[test]
+fn print_config_hides_the_signing_key_and_typos_get_a_suggestion() {
+    let dir = TempDir::new("print-config");
+    let key = "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=";
+    let path = dir.file("weir.toml", &format!("token_signing_key = \"{key}\"\n"));
+    let printed = succeeded(
+        Command::new(SERVER)
+            .arg("--print-config")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap(),
+    );
+    assert!(!printed.contains(key), "{printed}");
+    assert!(printed.contains("# token_signing_key is set"), "{printed}");
+    assert!(printed.contains("# http_listen = "), "{printed}");
+    let typo = Command::new(SERVER)
+        .arg("-t")
+        .arg("-c")
+        .arg(dir.file("typo.toml", "max_queue_dept = 10\n"))
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("did you mean `max_queue_depth`?"),
+        "{stderr}"
+    );
+}
+
+/// Issue 13: log lines name a connection by its peer address and its session (16 hex
+/// digits), not by a reused slot number.
+#[test]
+fn log_lines_name_the_peer_and_the_session_in_hex() {
+    let dir = TempDir::new("log-lines");
+    let addr = free_addr();
+    let path = dir.file("weir.toml", &format!("listen = \"{addr}\"\n"));
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let child = Command::new(SERVER)
+        .arg("-c")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    assert_eq!(next_notification(&notify), "READY=1");
+    let options = ClientOptions {
+        timeout: Some(WAIT),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(addr, &options).unwrap();
+    let peer = client.local_addr().unwrap();
+    let session = format!("{:016x}", client.session_id());
+    client.bye().unwrap();
+    signal(&server.0, "TERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(server.0.wait().unwrap().code(), Some(0));
+    assert!(
+        stderr.contains(&format!("{peer} session {session}: session opened")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("connection from {peer} closed: CLIENT_BYE")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("conn 0"), "{stderr}");
+}

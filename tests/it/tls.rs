@@ -26,6 +26,7 @@ impl Drop for Certificate {
     }
 }
 
+/// A self-signed certificate for "localhost", in `cert.pem` and `key.pem` of its own directory.
 pub(crate) fn certificate(name: &str) -> Certificate {
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
@@ -101,6 +102,7 @@ impl TlsConn {
     fn hello(&mut self, name: &str) {
         let mut out = Vec::new();
         let hello = Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: name.as_bytes(),
             resume: None,
@@ -171,6 +173,7 @@ fn a_plaintext_client_on_a_tls_listener_gets_no_session_and_others_are_unaffecte
     plain.set_read_timeout(Some(WAIT)).unwrap();
     let mut out = Vec::new();
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"plain",
         resume: None,
@@ -317,4 +320,16 @@ fn a_reconnecting_client_over_tls_resumes_after_a_cut() {
     assert_eq!(server.stats().server.sessions_resumed, 1);
     let stats = subscriber.stats();
     assert_eq!((stats.resumes, stats.losses), (1, 0));
+}
+
+/// Issue 13: a plain client at a TLS listener is told so ("the server answered with TLS"),
+/// not "frame length 352518912 exceeds the limit".
+#[test]
+fn a_plain_client_at_a_tls_listener_is_told_that_the_server_speaks_tls() {
+    let cert = certificate("plain-client");
+    let server = tls_server(&cert);
+    let error = Client::connect(server.addr, &client_options("plain")).unwrap_err();
+    // rustls answers the plaintext HELLO with an alert record (0x15 0x03 0x03 ...).
+    assert!(matches!(error, ClientError::WrongProtocol(_)), "{error:?}");
+    assert!(error.to_string().contains("answered with TLS"), "{error}");
 }

@@ -109,6 +109,7 @@ impl<S: Read + Write> WsConn<S> {
             client_name: name.as_bytes(),
             resume,
             auth: None,
+            extensions: false,
         };
         encode_hello(&hello, &mut out).unwrap();
         self.send(&out);
@@ -406,6 +407,7 @@ fn frames_split_across_messages_and_pings_are_fine_and_bye_ends_with_close_1000(
         client_name: b"splitter",
         resume: None,
         auth: None,
+        extensions: false,
     };
     encode_hello(&hello, &mut out).unwrap();
     let sub = Subscription {

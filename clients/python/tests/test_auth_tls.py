@@ -53,7 +53,7 @@ async def test_password_accepted_and_identity(auth_server) -> None:
         await c.publish("any", "e", b"ok")
         assert (await sub.get(timeout=10)).payload == b"ok"
         st = await c.stats()
-        me = [s for s in st["sessions"] if s["session_id"] == c.session_id][0]
+        me = [s for s in st["sessions"] if int(s["session_id"], 16) == c.session_id][0]
         assert me["identity"] == "user:alice"
 
 
@@ -100,7 +100,7 @@ async def test_signed_token(auth_server) -> None:
         await c.publish("s.1", "e", b"signed")
         assert (await sub.get(timeout=10)).payload == b"signed"
         st = await c.stats()
-        me = [s for s in st["sessions"] if s["session_id"] == c.session_id][0]
+        me = [s for s in st["sessions"] if int(s["session_id"], 16) == c.session_id][0]
         assert me["identity"] == "subject:svc"
         with pytest.raises(weir.NotAuthorized):
             await c.publish("other", "e", b"no")

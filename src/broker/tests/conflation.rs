@@ -1,7 +1,9 @@
 //! Conflation: a newer message replaces an older unsent one with the same (queue, event, key).
 
-use super::harness::{Harness, CONFLATING_QUEUE};
+use super::harness::{Harness, Received, CONFLATING_QUEUE};
 use crate::broker::ConnId;
+use crate::protocol::frame::DROPPED_CONFLATED;
+use crate::protocol::Hello;
 
 const PUBLISHER: ConnId = ConnId(1);
 const SUBSCRIBER: ConnId = ConnId(2);
@@ -150,4 +152,61 @@ fn conflations_are_counted_for_the_session_and_the_server() {
     assert_eq!(receive_all(&mut h, SUBSCRIBER), ["4"]);
     h.ack_all(SUBSCRIBER);
     h.assert_store_is_empty();
+}
+
+// ---- DROPPED (issue 13): the subscriber is told how many messages conflation removed ----
+
+/// [`subscriber_holding_one`], but the subscriber's HELLO sets `extensions`.
+fn extended_subscriber_holding_one() -> Harness {
+    let mut h = Harness::new();
+    h.hello(PUBLISHER);
+    h.connect(SUBSCRIBER);
+    h.handshake(
+        SUBSCRIBER,
+        Hello {
+            inflight_window: 1,
+            client_name: b"sub",
+            resume: None,
+            auth: None,
+            extensions: true,
+        },
+    );
+    h.subscribe(SUBSCRIBER, "db", None);
+    h.publish(PUBLISHER, "db", "e", "hold");
+    assert_eq!(h.payloads(SUBSCRIBER), ["hold"]);
+    h.discard(SUBSCRIBER);
+    h
+}
+
+#[test]
+fn a_subscriber_with_extensions_is_told_how_many_messages_conflation_removed() {
+    let mut h = extended_subscriber_holding_one();
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a1");
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a2");
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a3");
+    // Two replacements in that turn: one DROPPED with the count and the running total.
+    assert_eq!(
+        h.frames(SUBSCRIBER),
+        [Received::Dropped(DROPPED_CONFLATED, 2, 2)]
+    );
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a4");
+    assert_eq!(
+        h.frames(SUBSCRIBER),
+        [Received::Dropped(DROPPED_CONFLATED, 1, 3)]
+    );
+    assert_eq!(
+        h.session(SUBSCRIBER).conflated,
+        3,
+        "the same count as STATS"
+    );
+    assert_eq!(receive_all(&mut h, SUBSCRIBER), ["a4"]);
+}
+
+#[test]
+fn a_subscriber_without_extensions_gets_no_dropped_frame() {
+    let mut h = subscriber_holding_one();
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a1");
+    h.publish_keyed(PUBLISHER, "db", "price", "AAPL", "a2");
+    assert_eq!(h.frames(SUBSCRIBER), []);
+    assert_eq!(h.session(SUBSCRIBER).conflated, 1);
 }

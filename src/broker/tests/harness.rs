@@ -96,6 +96,8 @@ pub(super) enum Received {
     Ping(u64),
     Pong(u64),
     StatsReply(Box<StatsReport>),
+    /// DROPPED: reason, count, total.
+    Dropped(u16, u64, u64),
     /// Not a frame: the close pass named this connection and the harness disconnected it.
     Closed(CloseReason),
 }
@@ -158,10 +160,15 @@ impl Harness {
     }
 
     pub(super) fn with_config(config: Config) -> Harness {
+        Harness::with_seed(config, 7)
+    }
+
+    /// A harness whose broker's random seed is `seed` repeated (tokens, epoch, hash key).
+    pub(super) fn with_seed(config: Config, seed: u8) -> Harness {
         config.validate().expect("test configs are valid");
         let epoch = Instant::now();
         Harness {
-            broker: Broker::new(config, Origin::fixed(epoch, 7)),
+            broker: Broker::new(config, Origin::fixed(epoch, seed)),
             now: epoch,
             epoch,
             clients: BTreeMap::new(),
@@ -196,6 +203,7 @@ impl Harness {
         self.handshake(
             conn,
             Hello {
+                extensions: false,
                 inflight_window: window,
                 client_name: name.as_bytes(),
                 resume: None,
@@ -556,6 +564,7 @@ fn subscription<'a>(queue: &'a str, event: Option<&'a str>) -> Subscription<'a> 
 /// A HELLO asking to resume a session the server cannot know.
 pub(super) fn resume_hello() -> Hello<'static> {
     Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"resumer",
         resume: Some(Resume {
@@ -634,6 +643,7 @@ fn received(frame: Frame<'_>) -> Received {
         Frame::Goodbye(g) => Received::Goodbye(code(g.code)),
         Frame::Ping(nonce) => Received::Ping(nonce),
         Frame::Pong(nonce) => Received::Pong(nonce),
+        Frame::Dropped(d) => Received::Dropped(d.reason, d.count, d.total),
         Frame::StatsReply(json) => Received::StatsReply(Box::new(
             serde_json::from_slice(json).expect("STATS_REPLY is a StatsReport in JSON"),
         )),

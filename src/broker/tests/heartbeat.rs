@@ -1,5 +1,6 @@
-//! Heartbeats: PING after an interval of sending nothing, GOODBYE(HEARTBEAT_TIMEOUT) after a
-//! timeout of receiving nothing. Time moves only through the harness clock.
+//! Heartbeats: PING after an interval of sending nothing or of receiving nothing,
+//! GOODBYE(HEARTBEAT_TIMEOUT) after a timeout of receiving nothing. Time moves only through
+//! the harness clock.
 
 use std::time::Duration;
 
@@ -93,6 +94,35 @@ fn a_client_that_only_receives_is_pinged_after_an_interval_of_its_own_silence() 
     assert_eq!(h.frames(CLIENT), []);
     run_until(&mut h, interval());
     assert_eq!(h.frames(CLIENT), [Received::Ping(1)]);
+}
+
+/// Issue 13: protocol.md once said both "after sending nothing" and "either direction idle".
+/// The rule is the second: a client that receives a message every second but sends nothing
+/// is PINGed an interval after it last sent, and by answering it stays connected.
+#[test]
+fn a_client_receiving_steadily_is_still_pinged_an_interval_after_its_last_frame() {
+    let mut h = Harness::new();
+    h.hello(CLIENT);
+    h.hello(PUBLISHER);
+    h.subscribe(CLIENT, "db", None);
+    h.discard(CLIENT);
+    let mut pings = Vec::new();
+    for second in 1..=25 {
+        run_until(&mut h, ms(second * 1_000));
+        h.send(PUBLISHER, &Frame::Pong(0)); // the publisher is not what is tested
+        h.publish(PUBLISHER, "db", "e", "x");
+        for frame in h.frames(CLIENT) {
+            if let Received::Ping(nonce) = frame {
+                pings.push((second, nonce));
+            }
+        }
+    }
+    // Its SUBSCRIBE at 0 s was its last frame: PINGs at 10 s and 20 s, though the server
+    // sent it something every second.
+    assert_eq!(pings, [(10, 1), (20, 2)]);
+    h.send(CLIENT, &Frame::Pong(2));
+    run_until(&mut h, ms(25_000) + timeout() - ms(1));
+    assert_eq!(h.stats().server.heartbeat_timeouts, 0);
 }
 
 #[test]

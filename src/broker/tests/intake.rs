@@ -20,6 +20,7 @@ fn hello_bytes(name: &[u8]) -> Vec<u8> {
         client_name: name,
         resume: None,
         auth: None,
+        extensions: false,
     };
     codec::encode(&Frame::Hello(hello), &mut bytes).unwrap();
     bytes

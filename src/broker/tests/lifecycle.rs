@@ -56,6 +56,37 @@ fn hello_resuming_a_session_of_another_server_run_gets_lost_server_restarted() {
     assert_eq!(h.payloads(CLIENT), ["x"]);
 }
 
+/// Issue 13: the keep-alive was not in WELCOME. A HELLO with EXTENSIONS gets it as WELCOME's
+/// trailing field; a HELLO without gets the 71-byte WELCOME old decoders expect.
+#[test]
+fn welcome_carries_the_keep_alive_only_when_hello_set_extensions() {
+    let config = Config {
+        reconnect_keep_alive_ms: 45_000,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config);
+    let plain = h.hello(CLIENT);
+    assert_eq!(plain.reconnect_keep_alive_ms, None);
+    h.connect(OTHER);
+    let extended = h.handshake(
+        OTHER,
+        Hello {
+            inflight_window: 0,
+            client_name: b"ext",
+            resume: None,
+            auth: None,
+            extensions: true,
+        },
+    );
+    assert_eq!(extended.reconnect_keep_alive_ms, Some(45_000));
+    let mut bytes = Vec::new();
+    crate::protocol::codec::encode_welcome(&plain, &mut bytes);
+    assert_eq!(bytes.len(), 6 + 71);
+    bytes.clear();
+    crate::protocol::codec::encode_welcome(&extended, &mut bytes);
+    assert_eq!(bytes.len(), 6 + 75);
+}
+
 #[test]
 fn a_frame_before_hello_is_hello_required() {
     let mut h = Harness::new();
@@ -65,11 +96,26 @@ fn a_frame_before_hello_is_hello_required() {
     assert_eq!(h.stats().server.connections, 0);
 }
 
+/// Issue 13: the header checks of protocol.md §Framing come first, so an op code not in the
+/// op table is UNKNOWN_OP even before HELLO; a known op other than HELLO, a server-to-client
+/// one included, is HELLO_REQUIRED.
+#[test]
+fn an_unknown_op_before_hello_is_unknown_op_and_a_known_one_is_hello_required() {
+    let mut h = Harness::new();
+    h.connect(CLIENT);
+    h.send_bytes(CLIENT, &[0, 0, 0, 2, 0x01, 0x7F]);
+    assert_eq!(h.frames(CLIENT), failed_with(ErrorCode::UnknownOp));
+    h.connect(OTHER);
+    h.send(OTHER, &Frame::Receipt(1));
+    assert_eq!(h.frames(OTHER), failed_with(ErrorCode::HelloRequired));
+}
+
 #[test]
 fn a_second_hello_is_duplicate_hello_and_ends_the_session() {
     let mut h = Harness::new();
     h.hello(CLIENT);
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: b"again",
         resume: None,
@@ -109,6 +155,7 @@ fn the_frame_limit_is_smaller_until_hello_is_accepted() {
     let welcome = h.handshake(
         CLIENT,
         Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"c",
             resume: None,
@@ -141,6 +188,7 @@ fn hello_just_before_the_deadline_is_accepted_and_not_timed_out() {
     h.handshake(
         CLIENT,
         Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"late",
             resume: None,
@@ -292,3 +340,42 @@ fn a_client_that_never_reads_its_replies_is_closed_as_a_slow_consumer() {
 
 /// Length prefix, version, op, nonce.
 const PING_FRAME_LEN: usize = 4 + 2 + 8;
+
+// ---- replay (issue 9: time and randomness are passed in) ----
+
+/// Everything two clients receive in a short scenario, run on a broker seeded with `seed`.
+fn scenario(seed: u8) -> Vec<Received> {
+    let mut h = Harness::with_seed(super::harness::test_config(), seed);
+    let mut seen = Vec::new();
+    for conn in [ConnId(1), ConnId(2)] {
+        seen.push(Received::Welcome(h.hello(conn)));
+    }
+    h.subscribe(ConnId(2), "db", None);
+    h.publish(ConnId(1), "db", "e", "one");
+    h.advance(Duration::from_secs(11));
+    seen.extend(h.frames(ConnId(1)));
+    seen.extend(h.frames(ConnId(2)));
+    seen
+}
+
+#[test]
+fn the_same_seed_and_inputs_replay_the_same_output_and_another_seed_gives_other_tokens() {
+    let first = scenario(3);
+    assert_eq!(first, scenario(3), "a run replays exactly");
+    let other = scenario(4);
+    let tokens = |run: &[Received]| -> Vec<[u8; crate::protocol::RESUME_TOKEN_LEN]> {
+        run.iter()
+            .filter_map(|r| match r {
+                Received::Welcome(w) => Some(w.resume_token),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(tokens(&first).len(), 2);
+    assert_ne!(tokens(&first), tokens(&other), "tokens come from the seed");
+    assert_ne!(
+        tokens(&first)[0],
+        tokens(&first)[1],
+        "each session its own token"
+    );
+}

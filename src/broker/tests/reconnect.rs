@@ -13,6 +13,7 @@ const SUBSCRIBER_AGAIN: ConnId = ConnId(3);
 
 fn resume(welcome: &Welcome, last_delivery_seq: u64, first_resendable: u64) -> Hello<'static> {
     Hello {
+        extensions: false,
         inflight_window: 3,
         client_name: b"",
         resume: Some(Resume {
@@ -279,6 +280,7 @@ fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
     h.send(
         ConnId(7),
         &Frame::Hello(Hello {
+            extensions: false,
             inflight_window: 0,
             client_name: b"third",
             resume: None,
@@ -301,4 +303,75 @@ fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
     h.disconnect(PUBLISHER, CloseReason::PeerClosed);
     let (resumed, _) = resume_on(&mut h, ConnId(8), resume(&first, 0, 1));
     assert_eq!(resumed.outcome, OUTCOME_RESUMED);
+}
+
+/// Issue 13: WELCOME said 2,001 and STATS 2,004 for the same session. `missed` is defined
+/// once (protocol.md §LOST) and STATS_REPLY shows the number the LOST answer carried.
+#[test]
+fn lost_missed_and_stats_missed_are_the_same_number() {
+    let mut h = Harness::with_config(reconnect_config());
+    let welcome = subscriber_with_five(&mut h);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    // Before any resume: what a client that received everything sent would miss (the two
+    // never sent).
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.stats().closed_sessions[0].missed, 2);
+    h.connect(SUBSCRIBER_AGAIN);
+    // The client received only seq 1: seqs 2 and 3 in flight and the two unsent are missed.
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 1, 1));
+    assert_eq!(lost.missed, Some(4));
+    assert_eq!(h.stats().closed_sessions[0].missed, 4, "as WELCOME said");
+}
+
+/// Issue 13: `missed` was a lower bound past 64 unacked deliveries; it is exact for any
+/// number of them as long as they form few runs.
+#[test]
+fn lost_missed_is_exact_with_many_deliveries_in_flight() {
+    let mut h = Harness::with_config(crate::config::Config {
+        in_flight_window: 1_000,
+        max_queue_depth: 1_000,
+        max_queue_bytes: 1_000_000,
+        max_queue_depth_detached: 1_000,
+        max_queue_bytes_detached: 1_000_000,
+        ..reconnect_config()
+    });
+    h.hello(PUBLISHER);
+    let welcome = h.hello(SUBSCRIBER);
+    h.subscribe(SUBSCRIBER, "db", None);
+    for n in 0..300 {
+        h.publish(PUBLISHER, "db", "e", &format!("m{n}"));
+    }
+    assert_eq!(h.deliveries(SUBSCRIBER).len(), 300);
+    // Acked: up to 10, and 20 individually.
+    h.ack(SUBSCRIBER, 10, &[20]);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    h.advance(Duration::from_secs(61));
+    h.connect(SUBSCRIBER_AGAIN);
+    // Received up to 250: unacked seqs 251..=300 missed.
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 250, 1));
+    assert_eq!(lost.missed, Some(50));
+    assert_eq!(h.stats().closed_sessions[0].missed, 50);
+}
+
+/// Issue 13: the message whose arrival overflowed the session is missed too.
+#[test]
+fn lost_missed_counts_the_message_that_overflowed_the_session() {
+    let mut h = Harness::with_config(reconnect_config());
+    h.hello(PUBLISHER);
+    let welcome = h.hello(SUBSCRIBER);
+    h.subscribe(SUBSCRIBER, "db", None);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    let limit = reconnect_config().max_queue_depth_detached;
+    for n in 0..=limit {
+        h.publish(PUBLISHER, "db", "e", &format!("{n}"));
+    }
+    assert_eq!(h.stats().closed_sessions[0].reason, "QUEUE_OVERFLOW");
+    h.connect(SUBSCRIBER_AGAIN);
+    let lost = h.handshake(SUBSCRIBER_AGAIN, resume(&welcome, 0, 1));
+    assert_eq!(lost.lost_reason, Some(ErrorCode::QueueOverflow));
+    assert_eq!(
+        lost.missed,
+        Some(u64::from(limit) + 1),
+        "the held ones and the one too many"
+    );
 }

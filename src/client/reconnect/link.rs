@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::{accept, Item, Link, ReconnectingClient};
+use super::receive::accept;
+use super::{Item, Link, ReconnectingClient};
 use crate::client::error::CloseCause;
 use crate::client::{Client, ClientError, Event};
 use crate::protocol::frame::OUTCOME_RESUMED;
@@ -324,10 +325,11 @@ impl ReconnectingClient {
         if let Link::Up(client) = std::mem::replace(&mut self.link, down) {
             let client = *client;
             debug!(
-                "session {:#x}: connection lost ({why}); reconnecting",
+                "session {:016x}: connection lost ({why}); reconnecting",
                 self.welcome.session_id
             );
             self.stats.disconnects += 1;
+            self.lost_because = Some(why);
             self.salvage(client);
         }
     }
@@ -377,7 +379,9 @@ pub(super) fn recovery(error: &ClientError) -> Recovery {
         // HEARTBEAT_TIMEOUT and SLOW_CONSUMER only detach the session; for QUEUE_OVERFLOW,
         // SERVER_SHUTDOWN and codes unknown here, the resume's WELCOME tells what is left.
         ClientError::Goodbye { .. } => Recovery::Reconnect,
-        ClientError::Server { fatal: true, .. } | ClientError::GaveUp { .. } => Recovery::End,
+        ClientError::Server { fatal: true, .. }
+        | ClientError::GaveUp { .. }
+        | ClientError::WrongProtocol(_) => Recovery::End,
         ClientError::Server { fatal: false, .. }
         | ClientError::Encode(_)
         | ClientError::FrameTooLarge { .. }

@@ -12,11 +12,10 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::protocol::frame::DELIVER_REDELIVERED;
-use crate::protocol::{Deliver, EncodeError, Op, Resume, Welcome, MAX_NAME_LEN};
+use crate::protocol::{EncodeError, Op, Resume, Welcome, MAX_NAME_LEN};
 
 use self::backoff::Backoff;
-use self::link::{heartbeat_interval, inner_timeout, recovery, Recovery};
+use self::link::{inner_timeout, recovery, Recovery};
 pub use self::options::{OnFull, ReconnectOptions, ReconnectStats};
 use self::outbound::{publish_size, Outbound};
 use super::error::CloseCause;
@@ -26,6 +25,7 @@ mod backoff;
 mod link;
 mod options;
 mod outbound;
+mod receive;
 #[cfg(test)]
 mod tests;
 
@@ -119,6 +119,8 @@ pub struct ReconnectingClient {
     last_ping_at: Instant,
     /// When an attempt last gave up waiting for WELCOME after sending HELLO.
     abandoned_hello_at: Option<Instant>,
+    /// Why the last connection was lost (for [`ReconnectingClient::disconnect_reason`]).
+    lost_because: Option<String>,
     stats: ReconnectStats,
 }
 
@@ -208,6 +210,7 @@ impl ReconnectingClient {
             backoff: Backoff::new(options.initial_backoff, options.max_backoff, options.jitter),
             last_ping_at: Instant::now(),
             abandoned_hello_at: None,
+            lost_because: None,
             stats: ReconnectStats::default(),
         })
     }
@@ -239,6 +242,15 @@ impl ReconnectingClient {
     /// True while a connection is up (as far as the client knows without reading).
     pub fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up(_))
+    }
+
+    /// While there is no connection (it was lost and the client is reconnecting): why it was
+    /// lost, e.g. "the server ended the session: SERVER_SHUTDOWN". `None` while connected.
+    pub fn disconnect_reason(&self) -> Option<&str> {
+        match self.link {
+            Link::Down { .. } => self.lost_because.as_deref(),
+            _ => None,
+        }
     }
 
     /// The highest delivery seq received in the session in force (0 for none).
@@ -568,94 +580,6 @@ impl ReconnectingClient {
         }
     }
 
-    /// Takes in, without waiting, what has arrived (receipts, PINGs, deliveries).
-    fn take_in(&mut self) -> Result<(), ClientError> {
-        let Link::Up(client) = &mut self.link else {
-            return self.ensure_up(Some(Instant::now())).map(|_| ());
-        };
-        let (inbox, stats) = (&mut self.inbox, &mut self.stats);
-        let result = client.poll_deliveries(Some(Duration::ZERO), |d| accept(inbox, stats, d));
-        self.take_receipts();
-        match result {
-            Ok(_) => Ok(()),
-            Err(ClientError::Timeout) => {
-                self.lose_link(String::from("a write made no progress"));
-                Ok(())
-            }
-            Err(e) => self.recover(e),
-        }
-    }
-
-    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>, ClientError> {
-        loop {
-            if let Some(event) = self.pop_event() {
-                return Ok(Some(event));
-            }
-            if !self.ensure_up(deadline)? {
-                return Ok(None);
-            }
-            if !self.inbox.items.is_empty() {
-                continue;
-            }
-            let Link::Up(client) = &mut self.link else {
-                continue;
-            };
-            let mut result = Ok(0);
-            if self.consumed_seq > self.acked_seq {
-                result = client.ack(self.consumed_seq).map(|()| 0);
-                if result.is_ok() {
-                    self.acked_seq = self.consumed_seq;
-                }
-            }
-            if result.is_ok() {
-                let now = Instant::now();
-                let mut wait = heartbeat_interval(&self.welcome).map(|i| i / 4);
-                if let Some(deadline) = deadline {
-                    let left = deadline.saturating_duration_since(now);
-                    wait = Some(wait.map_or(left, |w| w.min(left)));
-                }
-                let wait = wait.map(|w| if w.is_zero() { w } else { w.max(MIN_WAIT) });
-                let (inbox, stats) = (&mut self.inbox, &mut self.stats);
-                result = client.poll_deliveries(wait, |d| accept(inbox, stats, d));
-            }
-            self.take_receipts();
-            match result {
-                Ok(_) => {}
-                Err(ClientError::Timeout) => {
-                    self.lose_link(String::from("a write made no progress"));
-                }
-                Err(e) => self.recover(e)?,
-            }
-            if self.inbox.items.is_empty() {
-                self.check_liveness()?;
-                if deadline.is_some_and(|at| Instant::now() >= at) {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-
-    fn take_receipts(&mut self) {
-        if let Link::Up(client) = &self.link {
-            self.outbound.receipted(client.last_receipt());
-        }
-    }
-
-    fn pop_event(&mut self) -> Option<Event> {
-        Some(match self.inbox.items.pop_front()? {
-            Item::Deliver {
-                delivery,
-                generation,
-            } => {
-                if generation == self.inbox.generation {
-                    self.consumed_seq = self.consumed_seq.max(delivery.seq);
-                }
-                Event::Deliver(delivery)
-            }
-            Item::Notice(event) => event,
-        })
-    }
-
     fn deadline(&self) -> Option<Instant> {
         self.client_options
             .timeout
@@ -676,25 +600,18 @@ impl fmt::Debug for ReconnectingClient {
     }
 }
 
-/// Takes one DELIVER into the inbox unless its seq was received before.
-fn accept(inbox: &mut Inbox, stats: &mut ReconnectStats, deliver: &Deliver<'_>) {
-    stats.deliveries += 1;
-    if deliver.flags & DELIVER_REDELIVERED != 0 {
-        stats.redelivered += 1;
+fn named_event(event: &[u8]) -> Result<&[u8], ClientError> {
+    if event.is_empty() {
+        Err(ClientError::InvalidArgument(
+            "event name is empty; the _all variant covers every event",
+        ))
+    } else {
+        Ok(event)
     }
-    if deliver.seq <= inbox.last_delivery_seq {
-        stats.duplicates_dropped += 1;
-        return;
-    }
-    if deliver.seq != inbox.last_delivery_seq + 1 {
-        stats.seq_gaps += 1;
-    }
-    inbox.last_delivery_seq = deliver.seq;
-    inbox.items.push_back(Item::Deliver {
-        delivery: Delivery::from_deliver(deliver),
-        generation: inbox.generation,
-    });
 }
+
+/// Shortest blocking read: below this a timed read costs more than it saves.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// Refuses locally what the server would refuse (and what could never be resent).
 fn check_publish(
@@ -722,16 +639,3 @@ fn check_publish(
     }
     Ok(())
 }
-
-fn named_event(event: &[u8]) -> Result<&[u8], ClientError> {
-    if event.is_empty() {
-        Err(ClientError::InvalidArgument(
-            "event name is empty; the _all variant covers every event",
-        ))
-    } else {
-        Ok(event)
-    }
-}
-
-/// Shortest blocking read: below this a timed read costs more than it saves.
-const MIN_WAIT: Duration = Duration::from_millis(1);

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use super::support::{decode_all, example_welcome, repo_path, Owned, EXAMPLE_TOKEN};
+use super::support::{
+    decode_all, example_welcome, repo_path, Owned, OwnedError, OwnedHello, EXAMPLE_TOKEN,
+};
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
-    AuthMethod, Frame, Resume, Welcome, DELIVER_REDELIVERED, OUTCOME_LOST, OUTCOME_NEW,
-    OUTCOME_RESUMED,
+    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
+    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
@@ -149,6 +151,36 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
     }
 }
 
+/// Issue 13: the example had `n` for numbers and `...`, so a client author could not paste it
+/// into a test. It must parse, as a `StatsReport` too, and name exactly the documented fields.
+#[test]
+fn stats_reply_example_in_protocol_md_is_valid_json() {
+    let doc = protocol_md();
+    let section = doc
+        .split("\n## STATS_REPLY\n")
+        .nth(1)
+        .expect("a STATS_REPLY section");
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a json block in STATS_REPLY");
+    let value: serde_json::Value = serde_json::from_str(example).expect("valid JSON");
+    let report: StatsReport = serde_json::from_value(value.clone()).expect("a StatsReport");
+    assert_eq!(report.sessions.len(), 2);
+    let mut from_example = Vec::new();
+    json_fields(&value, "", &mut from_example);
+    let mut from_example: Vec<String> = from_example.into_iter().map(|(name, _)| name).collect();
+    from_example.sort();
+    let rows = markdown_table_with_columns(&doc, "## STATS_REPLY", &["field", "type", "meaning"]);
+    let mut from_doc: Vec<String> = rows.iter().map(|row| row[0].clone()).collect();
+    from_doc.sort();
+    assert_eq!(
+        from_example, from_doc,
+        "the example shows every documented field"
+    );
+}
+
 /// Flattens a JSON value into (path, JSON type) rows the way protocol.md's STATS_REPLY table
 /// lists them: `a.b` for object members, `a[]` for an array and then its first element's
 /// members under `a[].`; a map of counters (`closes`) is one `object` row.
@@ -257,6 +289,37 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             "ERROR",
             Owned::error(ErrorCode::PublishSeqGap, 5, b"expected 3"),
         ),
+        // Extensions (issue 13).
+        ("HELLO with EXTENSIONS", hello_with_extensions()),
+        ("WELCOME with the keep-alive", {
+            let Owned::Welcome(welcome) =
+                example_welcome(OUTCOME_NEW, None, Some(0), EXAMPLE_SESSION_ID, 1024)
+            else {
+                unreachable!()
+            };
+            Owned::Welcome(Welcome {
+                reconnect_keep_alive_ms: Some(60_000),
+                ..welcome
+            })
+        }),
+        (
+            "DROPPED",
+            Owned::Dropped(Dropped {
+                reason: DROPPED_CONFLATED,
+                count: 2,
+                total: 7,
+            }),
+        ),
+        (
+            "ERROR with REF_OP",
+            Owned::Error(OwnedError {
+                code: Ok(ErrorCode::NotAuthorized),
+                fatal: false,
+                ref_seq: 0,
+                ref_op: Some(Op::Subscribe as u8),
+                text: b"no subscribe to orders.eu".to_vec(),
+            }),
+        ),
         // Authentication.
         (
             "HELLO with AUTH",
@@ -272,6 +335,16 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             Owned::error_nonfatal(ErrorCode::NotAuthorized, 2, b"no publish to px"),
         ),
     ]
+}
+
+fn hello_with_extensions() -> Owned {
+    let Owned::Hello(hello) = Owned::hello(0, b"demo", None) else {
+        unreachable!()
+    };
+    Owned::Hello(OwnedHello {
+        extensions: true,
+        ..hello
+    })
 }
 
 /// The session id of the main worked example: the server's per-run epoch `0x5a3c91e2` in the

@@ -172,8 +172,8 @@ fn malformed_cases() -> Vec<MalformedCase> {
             => frame(0x0A, &[]);
         "unknown-op-80.bin" UnknownOp MAX "op 0x80, below WELCOME"
             => frame(0x80, &[]);
-        "unknown-op-89.bin" UnknownOp MAX "op 0x89, after STATS_REPLY"
-            => frame(0x89, &[]);
+        "unknown-op-8a.bin" UnknownOp MAX "op 0x8A, after DROPPED"
+            => frame(0x8A, &[]);
         "unknown-op-ff.bin" UnknownOp MAX "op 0xFF with a body"
             => frame(0xFF, &[0; 8]);
         // HELLO.
@@ -240,6 +240,10 @@ fn malformed_cases() -> Vec<MalformedCase> {
         // Server-to-client frames.
         "welcome-one-byte-short.bin" MalformedFrame MAX "WELCOME body of 70 bytes"
             => frame(0x81, &welcome[..70]);
+        "welcome-extension-truncated.bin" MalformedFrame MAX "WELCOME body of 73 bytes"
+            => frame(0x81, &cat(&[&welcome, &[0x00, 0x00]]));
+        "welcome-extension-trailing-bytes.bin" MalformedFrame MAX "WELCOME body of 76 bytes"
+            => frame(0x81, &cat(&[&welcome, &[0x00; 5]]));
         "welcome-trailing-bytes.bin" MalformedFrame MAX "WELCOME body of 72 bytes"
             => frame(0x81, &cat(&[&welcome, &[0x00]]));
         "deliver-truncated-event-name.bin" MalformedFrame MAX "DELIVER event length 6, 3 bytes"
@@ -248,6 +252,8 @@ fn malformed_cases() -> Vec<MalformedCase> {
             => frame(0x82, &cat(&[&u64(1), &u64(1)]));
         "receipt-trailing-bytes.bin" MalformedFrame MAX "RECEIPT body of 9 bytes"
             => frame(0x83, &cat(&[&u64(1), &[0x00]]));
+        "error-ref-op-missing.bin" MalformedFrame MAX "ERROR flags REF_OP, ends after ref_seq"
+            => frame(0x86, &cat(&[&[0x00, 0x1C, 0x02], &u64(0)]));
         "error-truncated-ref-seq.bin" MalformedFrame MAX "ERROR ends inside ref_seq"
             => frame(0x86, &[0x00, 0x0A, 0x01, 0, 0, 0, 0]);
         "goodbye-one-byte-body.bin" MalformedFrame MAX "GOODBYE body of 1 byte"

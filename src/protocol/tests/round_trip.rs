@@ -8,9 +8,9 @@ use super::support::{
     publish, subscription, welcome, Owned,
 };
 use crate::protocol::codec::{
-    decode, encode, encode_ack, encode_deliver, encode_empty, encode_error, encode_goodbye,
-    encode_hello, encode_ping, encode_publish, encode_receipt, encode_subscription, encode_welcome,
-    EncodeError, MAX_TEXT_LEN, WELCOME_BODY_LEN,
+    decode, encode, encode_ack, encode_deliver, encode_dropped, encode_empty, encode_error,
+    encode_goodbye, encode_hello, encode_ping, encode_publish, encode_receipt, encode_subscription,
+    encode_welcome, EncodeError, MAX_TEXT_LEN, WELCOME_BODY_LEN,
 };
 use crate::protocol::frame::{
     Ack, AckSeqs, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription, OUTCOME_NEW,
@@ -111,6 +111,7 @@ proptest! {
             )
             .unwrap(),
             Owned::Receipt(seq) => encode_receipt(*seq, &mut specific),
+            Owned::Dropped(d) => encode_dropped(d, &mut specific),
             // ERROR and GOODBYE have typed encoders taking &str: see the next test.
             Owned::Error(_) | Owned::Goodbye(_) | Owned::StatsReply(_) => {
                 encode(&frame, &mut specific).unwrap();
@@ -128,7 +129,7 @@ proptest! {
     ) {
         let mut typed = Vec::new();
         encode_error(code, fatal, ref_seq, &text, &mut typed).unwrap();
-        let error = ErrorFrame { code: Ok(code), fatal, ref_seq, text: text.as_bytes() };
+        let error = ErrorFrame { ref_op: None, code: Ok(code), fatal, ref_seq, text: text.as_bytes() };
         prop_assert_eq!(&typed, &encoded(&Frame::Error(error)));
 
         typed.clear();
@@ -168,6 +169,7 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
     let ok = [b'x'; MAX_NAME_LEN];
     let mut out = vec![0xEE];
     let hello = Hello {
+        extensions: false,
         inflight_window: 0,
         client_name: &long,
         resume: None,

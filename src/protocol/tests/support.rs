@@ -7,8 +7,9 @@ use proptest::test_runner::RngSeed;
 
 use crate::protocol::codec::{decode, encode, MAX_TEXT_LEN};
 use crate::protocol::frame::{
-    Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
-    Subscription, Welcome, MAX_AUTH_SECRET_LEN, OUTCOME_LOST, OUTCOME_NEW,
+    Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
+    Resume, Subscription, Welcome, DROPPED_CONFLATED, MAX_AUTH_SECRET_LEN, OUTCOME_LOST,
+    OUTCOME_NEW,
 };
 use crate::protocol::header::Op;
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN, MAX_NAME_LEN, RESUME_TOKEN_LEN, VERSION};
@@ -34,6 +35,7 @@ pub(super) enum Owned {
     Error(OwnedError),
     Goodbye(OwnedGoodbye),
     StatsReply(Vec<u8>),
+    Dropped(Dropped),
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +45,7 @@ pub(super) struct OwnedHello {
     pub(super) resume: Option<Resume>,
     /// (method, user, secret)
     pub(super) auth: Option<(AuthMethod, Vec<u8>, Vec<u8>)>,
+    pub(super) extensions: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,7 @@ pub(super) struct OwnedError {
     pub(super) code: Result<ErrorCode, u16>,
     pub(super) fatal: bool,
     pub(super) ref_seq: u64,
+    pub(super) ref_op: Option<u8>,
     pub(super) text: Vec<u8>,
 }
 
@@ -126,6 +130,7 @@ impl Owned {
             }),
             Owned::Receipt(seq) => Frame::Receipt(*seq),
             Owned::Error(e) => Frame::Error(ErrorFrame {
+                ref_op: e.ref_op,
                 code: e.code,
                 fatal: e.fatal,
                 ref_seq: e.ref_seq,
@@ -136,6 +141,7 @@ impl Owned {
                 text: &g.text,
             }),
             Owned::StatsReply(json) => Frame::StatsReply(json),
+            Owned::Dropped(dropped) => Frame::Dropped(*dropped),
         }
     }
 
@@ -149,6 +155,7 @@ impl Owned {
             client_name: client_name.to_vec(),
             resume,
             auth: None,
+            extensions: false,
         })
     }
 
@@ -164,6 +171,7 @@ impl Owned {
             client_name: client_name.to_vec(),
             resume,
             auth: Some((method, user.to_vec(), secret.to_vec())),
+            extensions: false,
         })
     }
 
@@ -221,6 +229,7 @@ impl Owned {
             code: Ok(code),
             fatal: true,
             ref_seq,
+            ref_op: None,
             text: text.to_vec(),
         })
     }
@@ -231,6 +240,7 @@ impl Owned {
             code: Ok(code),
             fatal: false,
             ref_seq,
+            ref_op: None,
             text: text.to_vec(),
         })
     }
@@ -246,6 +256,7 @@ impl Owned {
 impl OwnedHello {
     pub(super) fn frame(&self) -> Hello<'_> {
         Hello {
+            extensions: self.extensions,
             inflight_window: self.inflight_window,
             client_name: &self.client_name,
             resume: self.resume,
@@ -356,13 +367,15 @@ pub(super) fn hello() -> impl Strategy<Value = Owned> {
         name_bytes(),
         prop::option::of(resume()),
         prop::option::of(auth()),
+        any::<bool>(),
     )
-        .prop_map(|(inflight_window, client_name, resume, auth)| {
+        .prop_map(|(inflight_window, client_name, resume, auth, extensions)| {
             Owned::Hello(OwnedHello {
                 inflight_window,
                 client_name,
                 resume,
                 auth,
+                extensions,
             })
         })
 }
@@ -424,11 +437,16 @@ pub(super) fn welcome() -> impl Strategy<Value = Owned> {
         any::<u64>(),
         any::<[u32; 5]>(),
         any::<u64>(),
+        prop::option::of(any::<u32>()),
     );
     (head, tail).prop_map(
-        |((outcome, lost_reason, missed, session_id), (resume_token, last, limits, bytes))| {
+        |(
+            (outcome, lost_reason, missed, session_id),
+            (resume_token, last, limits, bytes, keep),
+        )| {
             let [max_frame_len, inflight_window, interval, timeout, depth] = limits;
             Owned::Welcome(Welcome {
+                reconnect_keep_alive_ms: keep,
                 outcome,
                 lost_reason,
                 missed,
@@ -473,13 +491,15 @@ pub(super) fn error_frame() -> impl Strategy<Value = Owned> {
         wire_code(),
         any::<bool>(),
         any::<u64>(),
+        prop::option::of(any::<u8>()),
         bytes(0..=MAX_TEXT_LEN),
     )
-        .prop_map(|(code, fatal, ref_seq, text)| {
+        .prop_map(|(code, fatal, ref_seq, ref_op, text)| {
             Owned::Error(OwnedError {
                 code,
                 fatal,
                 ref_seq,
+                ref_op,
                 text,
             })
         })
@@ -506,6 +526,13 @@ pub(super) fn any_frame() -> impl Strategy<Value = Owned> {
         error_frame(),
         goodbye(),
         bytes(0..=256).prop_map(Owned::StatsReply),
+        (any::<u16>(), any::<u64>(), any::<u64>()).prop_map(|(reason, count, total)| {
+            Owned::Dropped(Dropped {
+                reason,
+                count,
+                total,
+            })
+        }),
     ]
 }
 
@@ -526,6 +553,7 @@ pub(super) fn example_welcome(
     inflight_window: u32,
 ) -> Owned {
     Owned::Welcome(Welcome {
+        reconnect_keep_alive_ms: None,
         outcome,
         lost_reason,
         missed,
@@ -567,6 +595,11 @@ pub(super) fn one_of_each_op() -> Vec<Owned> {
         Owned::error(ErrorCode::UnknownAckSeq, 0, b"seq 9 was never sent"),
         Owned::goodbye(ErrorCode::QueueOverflow, b"max_queue_depth"),
         Owned::StatsReply(br#"{"server":{"connections":1}}"#.to_vec()),
+        Owned::Dropped(Dropped {
+            reason: DROPPED_CONFLATED,
+            count: 2,
+            total: 7,
+        }),
     ]
 }
 

@@ -65,7 +65,8 @@ mod ws_target;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::{Map, Value};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,6 +108,13 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = Cli::command();
+    let matches = command.clone().get_matches();
+    let _ = scenario::RUN_CONFIGURATION.set(configuration(&command, &matches));
+    if let Err(e) = catch_signals() {
+        eprintln!("weir-bench: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.scenario {
         Scenario::Throughput(args) => throughput::main(args, false),
         Scenario::Fanout(args) => throughput::main(args, true),
@@ -116,6 +124,10 @@ fn main() -> ExitCode {
         Scenario::Hiccups(args) => hiccups::main(args),
     };
     match result {
+        // 128 + the signal, the shell's convention, after the partial summary.
+        Ok(_) if scenario::interrupted().is_some() => {
+            ExitCode::from(128 + scenario::interrupted().unwrap_or(0) as u8)
+        }
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -123,6 +135,69 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGINT and SIGTERM stop the run under way (links closed cleanly, partial summary); a
+/// second one ends the process at once.
+fn catch_signals() -> std::io::Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        let again = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&again))?;
+        signal_hook::flag::register(signal, again)?;
+        let caught = Arc::clone(&scenario::INTERRUPTED);
+        signal_hook::flag::register_usize(signal, caught, signal as usize)?;
+    }
+    Ok(())
+}
+
+/// The scenario's flags with their values, defaults included, for the JSON document.
+/// Credentials in target URLs (`password=`, `token=`, `signed_token=`) are removed.
+fn configuration(command: &clap::Command, matches: &clap::ArgMatches) -> Value {
+    let Some((scenario, args)) = matches.subcommand() else {
+        return Value::Null;
+    };
+    let Some(subcommand) = command.find_subcommand(scenario) else {
+        return Value::Null;
+    };
+    let mut flags = Map::new();
+    for id in subcommand.get_arguments().map(clap::Arg::get_id) {
+        let Some(values) = args.get_raw(id.as_str()) else {
+            continue;
+        };
+        let values: Vec<Value> = values
+            .map(|v| Value::from(redact(&v.to_string_lossy())))
+            .collect();
+        let value = match <[Value; 1]>::try_from(values) {
+            Ok([one]) => one,
+            Err(many) => Value::from(many),
+        };
+        flags.insert(id.to_string(), value);
+    }
+    serde_json::json!({
+        "scenario": scenario,
+        "flags": flags,
+    })
+}
+
+/// `text` with the values of `password=`, `token=` and `signed_token=` replaced by `REDACTED`.
+fn redact(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = ["password=", "token="]
+        .iter()
+        .filter_map(|key| rest.find(key).map(|i| i + key.len()))
+        .min()
+    {
+        out += &rest[..at];
+        out += "REDACTED";
+        rest = &rest[at..];
+        rest = rest.find('&').map_or("", |end| &rest[end..]);
+    }
+    out + rest
 }
 
 fn per_sec(count: u64, elapsed: Duration) -> f64 {
@@ -164,6 +239,20 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_target_urls_are_redacted() {
+        assert_eq!(
+            redact("weir://h:1?user=a&password=pw&pid=3"),
+            "weir://h:1?user=a&password=REDACTED&pid=3"
+        );
+        assert_eq!(
+            redact("weir://h:1?signed_token=x.y"),
+            "weir://h:1?signed_token=REDACTED"
+        );
+        assert_eq!(redact("weir://h:1?token=t"), "weir://h:1?token=REDACTED");
+        assert_eq!(redact("nats://h:1"), "nats://h:1");
+    }
 
     #[test]
     fn thousands_are_grouped_by_three() {

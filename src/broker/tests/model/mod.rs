@@ -271,6 +271,7 @@ fn apply(h: &mut Harness, m: &mut Model, op: &Op) {
                 return;
             };
             let hello = Hello {
+                extensions: false,
                 inflight_window: window,
                 client_name: b"model",
                 resume: None,
@@ -380,6 +381,7 @@ fn resume(h: &mut Harness, m: &mut Model, by: &ResumeOp, now: Duration) {
         return;
     };
     let hello = Hello {
+        extensions: false,
         inflight_window: by.window,
         client_name: b"model",
         resume: Some(Resume {
@@ -392,7 +394,7 @@ fn resume(h: &mut Harness, m: &mut Model, by: &ResumeOp, now: Duration) {
     };
     h.send(conn, &Frame::Hello(hello));
     let lost = match live.filter(|key| m.sessions[key].token == resume_token) {
-        None => Some(m.why_gone(session_id, &resume_token)),
+        None => Some(m.why_gone(session_id, &resume_token, received)),
         Some(key) => {
             let session = &m.sessions[&key];
             let accepted = session.last_publish_seq;

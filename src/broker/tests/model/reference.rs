@@ -211,7 +211,20 @@ pub(super) struct Client {
 pub(super) struct Tombstone {
     pub(super) token: Token,
     pub(super) reason: ErrorCode,
+    /// Messages never sent, plus the one that overflowed the session (QUEUE_OVERFLOW).
+    pub(super) unsent: u64,
+    /// Unacked delivery seqs when it ended.
+    pub(super) in_flight: Vec<u64>,
+    /// What STATS shows: the latest LOST answer's `missed`, or `unsent` before one
+    /// (protocol.md §LOST, issue 13).
     pub(super) missed: u64,
+}
+
+impl Tombstone {
+    /// protocol.md §LOST: held messages the client did not receive.
+    fn missed_after(&self, received: u64) -> u64 {
+        self.unsent + self.in_flight.iter().filter(|&&seq| seq > received).count() as u64
+    }
 }
 
 /// Server counters the model predicts, named as in STATS.
@@ -398,6 +411,7 @@ impl Model {
         let config = &self.config;
         let session = &self.sessions[&key];
         Welcome {
+            reconnect_keep_alive_ms: None,
             outcome: match lost {
                 None => OUTCOME_NEW,
                 Some(_) => OUTCOME_LOST,
@@ -426,9 +440,15 @@ impl Model {
     }
 
     /// Why a resume found no session: (reason, missed).
-    pub(super) fn why_gone(&self, id: u64, token: &Token) -> (ErrorCode, Option<u64>) {
-        if let Some(tombstone) = self.tombstones.get(&id) {
+    pub(super) fn why_gone(
+        &mut self,
+        id: u64,
+        token: &Token,
+        received: u64,
+    ) -> (ErrorCode, Option<u64>) {
+        if let Some(tombstone) = self.tombstones.get_mut(&id) {
             if tombstone.token == *token {
+                tombstone.missed = tombstone.missed_after(received);
                 return (tombstone.reason, Some(tombstone.missed));
             }
             return (ErrorCode::SessionUnknown, None);
@@ -502,12 +522,15 @@ impl Model {
         } else {
             self.counters.messages_dropped_session_closed += dropped;
         }
+        let unsent = session.pending.len() as u64 + u64::from(reason == ErrorCode::QueueOverflow);
         self.tombstones.insert(
             session.id,
             Tombstone {
                 token: session.token,
                 reason,
-                missed: dropped,
+                unsent,
+                in_flight: session.in_flight.keys().copied().collect(),
+                missed: unsent,
             },
         );
     }

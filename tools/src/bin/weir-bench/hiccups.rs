@@ -73,7 +73,8 @@ impl Stalls {
     }
 }
 
-/// Spins for `duration`, reading the clock, and keeps the gaps longer than `threshold`.
+/// Spins for `duration` (or until SIGINT/SIGTERM), reading the clock, and keeps the gaps
+/// longer than `threshold`.
 pub(crate) fn measure(duration: Duration, threshold: Duration) -> Stalls {
     let threshold_ns = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
     let start = Instant::now();
@@ -86,7 +87,8 @@ pub(crate) fn measure(duration: Duration, threshold: Duration) -> Stalls {
             gaps_ns.push(gap);
         }
         last = now;
-        if now - start >= duration {
+        // SIGINT/SIGTERM: report what was measured so far (one relaxed load per reading).
+        if now - start >= duration || crate::scenario::interrupted().is_some() {
             return Stalls {
                 gaps_ns,
                 measured: now - start,

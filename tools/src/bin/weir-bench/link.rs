@@ -28,6 +28,8 @@ pub(crate) struct Link {
     pub(crate) is_writable: bool,
     /// TLS session, for `weirs://` targets.
     tls: Option<Box<rustls::ClientConnection>>,
+    /// [`Link::shut_write`] has begun (close_notify queued).
+    is_closing: bool,
 }
 
 /// What one [`Link::read`] did.
@@ -75,6 +77,7 @@ impl Link {
             is_readable: true,
             is_writable: false,
             tls,
+            is_closing: false,
         })
     }
 
@@ -216,6 +219,26 @@ impl Link {
         self.out.clear();
         self.sent = 0;
         Ok(())
+    }
+
+    /// Ends the sending side once everything buffered is written: TLS close_notify, then
+    /// FIN. Returns false while bytes are still waiting (call again when writable).
+    ///
+    /// # Errors
+    /// A socket error other than "would block".
+    pub(crate) fn shut_write(&mut self) -> io::Result<bool> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if !self.is_closing {
+                tls.send_close_notify();
+            }
+        }
+        self.is_closing = true;
+        self.flush()?;
+        if self.unsent() > 0 {
+            return Ok(false);
+        }
+        self.stream.shutdown(std::net::Shutdown::Write)?;
+        Ok(true)
     }
 
     /// Bytes buffered and not yet written.

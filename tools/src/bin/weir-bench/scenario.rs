@@ -5,9 +5,10 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -106,10 +107,14 @@ pub(crate) fn run_rounds(
     let rounds = common
         .rounds
         .unwrap_or(if targets.len() > 1 { 3 } else { 1 });
+    let started_at = SystemTime::now();
     let mut outcomes: Vec<Outcome> = Vec::new();
-    for round in 1..=rounds {
+    'rounds: for round in 1..=rounds {
         for target in &targets {
-            let outcome = run_once(target)?;
+            if interrupted().is_some() {
+                break 'rounds;
+            }
+            let outcome = run_once(target).map_err(|e| name_address(e, &target.address))?;
             if !common.json {
                 if rounds > 1 || targets.len() > 1 {
                     println!("round {round}/{rounds}:");
@@ -120,6 +125,11 @@ pub(crate) fn run_rounds(
             outcomes.push(outcome);
         }
     }
+    if let Some(signal) = interrupted() {
+        eprintln!(
+            "weir-bench: interrupted by signal {signal}: the summary covers what was measured"
+        );
+    }
     let summaries: Vec<Summary> = targets
         .iter()
         .map(|target| Summary::of(target, &outcomes))
@@ -127,6 +137,10 @@ pub(crate) fn run_rounds(
     let is_clean = outcomes.iter().all(|o| o.is_clean);
     let ratios = ratios(&summaries, headline);
     let out = json!({
+            "weir_bench_version": env!("CARGO_PKG_VERSION"),
+            "started_at": utc_timestamp(started_at),
+            "configuration": RUN_CONFIGURATION.get().cloned().unwrap_or(Value::Null),
+            "interrupted_by_signal": interrupted(),
             "scenario": scenario,
             "rounds": rounds,
             "headline": headline,
@@ -337,6 +351,56 @@ pub(crate) fn format_value(value: f64, decimals: usize) -> String {
     }
 }
 
+/// The command line of this process with every default filled in (secrets removed), for the
+/// JSON document: what the run measured is only comparable with its configuration.
+pub(crate) static RUN_CONFIGURATION: OnceLock<Value> = OnceLock::new();
+
+/// SIGINT or SIGTERM received (its number; 0 for none): the run under way stops, with its
+/// links closed cleanly (BYE), and the summary covers what was measured.
+pub(crate) static INTERRUPTED: LazyLock<Arc<AtomicUsize>> =
+    LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
+
+/// The signal that interrupted the run, if any.
+pub(crate) fn interrupted() -> Option<usize> {
+    match INTERRUPTED.load(Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// An error of a run, with the target's address when the OS error does not name it
+/// ("Connection refused" alone says nothing of where).
+fn name_address(error: io::Error, address: &str) -> io::Error {
+    if error.to_string().contains(address) {
+        return error;
+    }
+    io::Error::new(error.kind(), format!("{address}: {error}"))
+}
+
+/// `time` as an RFC 3339 UTC timestamp, e.g. "2026-12-06T21:08:28Z".
+pub(crate) fn utc_timestamp(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
 /// A unique name per run: the prefix, this process, a counter.
 pub(crate) fn run_topic(prefix: &str) -> String {
     static RUNS: AtomicU32 = AtomicU32::new(0);
@@ -437,7 +501,7 @@ pub(crate) fn watch(
         if let Some(rss) = meters.server_rss() {
             watched.peak_rss = Some(watched.peak_rss.map_or(rss, |peak| peak.max(rss)));
         }
-        if !last_stop_check && should_stop(&run.shared, elapsed) {
+        if !last_stop_check && (interrupted().is_some() || should_stop(&run.shared, elapsed)) {
             last_stop_check = true;
             run.stop();
         }
@@ -504,6 +568,28 @@ mod tests {
         };
         assert_eq!(format_stats(one, 1), "2.5");
         assert_eq!(format_value(-3.0, 0), "-3");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs| utc_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_591_308), "2026-12-06T21:08:28Z");
+    }
+
+    #[test]
+    fn a_refused_connection_names_the_address() {
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(
+            name_address(refused, "127.0.0.1:1").to_string(),
+            "127.0.0.1:1: Connection refused"
+        );
+        let named = io::Error::other("127.0.0.1:1: Connection refused");
+        assert_eq!(
+            name_address(named, "127.0.0.1:1").to_string(),
+            "127.0.0.1:1: Connection refused"
+        );
     }
 
     #[test]

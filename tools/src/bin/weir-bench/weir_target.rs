@@ -62,6 +62,7 @@ impl WeirAdapter {
 impl Adapter for WeirAdapter {
     fn open(&mut self, out: &mut Vec<u8>, _events: &mut dyn FnMut(Event<'_>)) {
         let hello = Hello {
+            extensions: false,
             inflight_window: self.window,
             client_name: self.name.as_bytes(),
             resume: None,

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     /// Per subscriber: messages received, or `u64::MAX` if it does not (or no longer)
     /// hold the publishers back.
     pub(crate) received: Vec<AtomicU64>,
+    /// Per subscriber: messages received so far (final once it ended), for progress; unlike
+    /// `received`, never reset when a subscriber ends.
+    pub(crate) delivered: Vec<AtomicU64>,
     /// Links set up (handshake and subscription done), over all workers.
     pub(crate) established: AtomicUsize,
     /// Set by the main thread: subscribers and publishers end now.
@@ -131,10 +134,9 @@ impl Shared {
     }
 
     pub(crate) fn total_received(&self) -> u64 {
-        self.received
+        self.delivered
             .iter()
             .map(|r| r.load(Ordering::Relaxed))
-            .filter(|&r| r != u64::MAX)
             .sum()
     }
 
@@ -239,6 +241,9 @@ impl Run {
                     });
                     AtomicU64::new(if counts { 0 } else { u64::MAX })
                 })
+                .collect(),
+            delivered: (0..settings.subscribers)
+                .map(|_| AtomicU64::new(0))
                 .collect(),
             established: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -563,6 +568,7 @@ impl Worker {
                 }
             }
             if self.slots.iter().all(|slot| slot.ended.is_some()) {
+                self.linger();
                 return;
             }
             if let Err(error) = self.poll.poll(&mut events, Some(wait)) {
@@ -573,6 +579,52 @@ impl Worker {
                     return;
                 }
             }
+            mark_ready(&mut self.slots, &events);
+        }
+    }
+
+    /// Once every link has ended: sends what the open ones still hold, above all the BYE
+    /// queued behind a stopped publisher's unsent messages, then shuts the sending side
+    /// (every broker closes on that EOF) and reads, discarding, until the broker
+    /// closes, for at most [`LINGER`]. Without this the broker may see a reset instead of the
+    /// BYE (closing a socket with unread input sends RST, which discards what it had not
+    /// delivered) and keep the session detached, counted as a subscriber.
+    fn linger(&mut self) {
+        let until = Instant::now() + LINGER;
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut is_done: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                slot.ended
+                    .as_ref()
+                    .is_none_or(|e| e.is_closed_by_broker() || matches!(e, Ended::Failed(_)))
+            })
+            .collect();
+        let mut is_shut = vec![false; self.slots.len()];
+        while is_done.iter().any(|done| !done) && Instant::now() < until {
+            let slots = self.slots.iter_mut().zip(&mut is_done).zip(&mut is_shut);
+            for ((slot, is_done), is_shut) in slots {
+                if *is_done {
+                    continue;
+                }
+                let mut result = Ok(false);
+                if !*is_shut {
+                    match slot.link.shut_write() {
+                        Ok(is_sent) => *is_shut = is_sent,
+                        Err(e) => result = Err(e),
+                    }
+                }
+                if result.is_ok() && slot.link.is_readable {
+                    result = slot
+                        .link
+                        .read(READ_BUDGET_BYTES, &mut |_| {})
+                        .map(|read| read.is_eof);
+                }
+                // EOF: the broker closed after its GOODBYE; an error: nothing more to do.
+                *is_done = result.unwrap_or(true);
+            }
+            let _ = self.poll.poll(&mut events, Some(LINGER_POLL));
             mark_ready(&mut self.slots, &events);
         }
     }
@@ -667,6 +719,7 @@ impl Slot {
                 let received = receiving.tracker.tally.received;
                 if received > before {
                     receiving.last_message_at = Some(now - start);
+                    shared.delivered[receiving.spec.index].store(received, Ordering::Relaxed);
                     if receiving.spec.counts_for_lag {
                         shared.received[receiving.spec.index].store(received, Ordering::Relaxed);
                     }
@@ -872,6 +925,14 @@ const LAG_POLL: Duration = Duration::from_millis(1);
 /// Longest sleep in poll, so stops and timeouts are seen promptly.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// How long a worker keeps sending the last bytes (BYE) of its links after the run: enough
+/// for a publisher's unsent backlog (at most `MAX_UNSENT_BYTES`) to drain into a broker that
+/// reads at all.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Each wait of the linger for the broker's close.
+const LINGER_POLL: Duration = Duration::from_millis(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,6 +954,7 @@ mod tests {
             publishers_done: AtomicUsize::new(0),
             // The only subscriber has received nothing yet.
             received: vec![AtomicU64::new(0)],
+            delivered: vec![AtomicU64::new(0)],
             established: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             setup_error: Mutex::new(None),

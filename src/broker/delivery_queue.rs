@@ -1,7 +1,8 @@
-//! Per-session queue: pending messages in an intrusive list, in-flight ones in a window.
+//! A session's delivery queue (not a named queue: those are `routes.rs`): pending messages in
+//! an intrusive list, in-flight ones in a window.
 //!
 //! Pending (unsent) messages are nodes in one `Slab<QueueNode>` shared by every session; a
-//! session's [`SessionQueue`] holds only `head`, `tail` and counts, and the links are slab keys
+//! session's [`DeliveryQueue`] holds only `head`, `tail` and counts, and the links are slab keys
 //! (mosquitto's per-client message list, in safe code). Removing a conflated node from the
 //! middle is O(1).
 //!
@@ -43,7 +44,7 @@ pub(crate) type Nodes = Slab<QueueNode>;
 
 /// One session's queue.
 #[derive(Debug)]
-pub(crate) struct SessionQueue {
+pub(crate) struct DeliveryQueue {
     head: usize,
     tail: usize,
     pending_len: u32,
@@ -62,9 +63,9 @@ pub(crate) struct SessionQueue {
     redeliveries_left: u32,
 }
 
-impl Default for SessionQueue {
-    fn default() -> SessionQueue {
-        SessionQueue {
+impl Default for DeliveryQueue {
+    fn default() -> DeliveryQueue {
+        DeliveryQueue {
             head: NIL,
             tail: NIL,
             pending_len: 0,
@@ -79,7 +80,7 @@ impl Default for SessionQueue {
     }
 }
 
-impl SessionQueue {
+impl DeliveryQueue {
     /// Messages held: pending plus in flight.
     pub(crate) fn depth(&self) -> u32 {
         self.pending_len + self.in_flight
@@ -305,7 +306,7 @@ mod tests {
     #[test]
     fn pending_messages_are_sent_in_order_with_consecutive_seqs() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..3 {
             q.push_back(&mut nodes, msg(n), 10);
         }
@@ -321,7 +322,7 @@ mod tests {
     #[test]
     fn removing_a_middle_node_keeps_the_list_linked() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         q.push_back(&mut nodes, msg(0), 1);
         let middle = q.push_back(&mut nodes, msg(1), 1);
         q.push_back(&mut nodes, msg(2), 1);
@@ -335,7 +336,7 @@ mod tests {
     #[test]
     fn individual_and_cumulative_acks_free_the_right_slots() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..5 {
             q.push_back(&mut nodes, msg(n), 1);
             q.send_next(&mut nodes);
@@ -359,7 +360,7 @@ mod tests {
     #[test]
     fn redelivery_walks_unacked_seqs_from_the_resume_point_once() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..5 {
             q.push_back(&mut nodes, msg(n), 1);
             q.send_next(&mut nodes);
@@ -379,7 +380,7 @@ mod tests {
     #[test]
     fn acks_of_seqs_still_to_redeliver_leave_nothing_to_redeliver() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..4 {
             q.push_back(&mut nodes, msg(n), 1);
             q.send_next(&mut nodes);
@@ -401,7 +402,7 @@ mod tests {
     #[test]
     fn the_span_counts_from_the_oldest_unacked_seq() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..4 {
             q.push_back(&mut nodes, msg(n), 1);
             q.send_next(&mut nodes);
@@ -418,7 +419,7 @@ mod tests {
     #[test]
     fn drain_releases_pending_and_in_flight() {
         let mut nodes = Nodes::new();
-        let mut q = SessionQueue::default();
+        let mut q = DeliveryQueue::default();
         for n in 0..4 {
             q.push_back(&mut nodes, msg(n), 1);
         }
