@@ -78,18 +78,31 @@ async function waitFor(what, condition, detail = () => "") {
   throw new Error(`timed out waiting for ${what}\n${detail()}`);
 }
 
-/** A raw Weir connection over TCP: sends frames, collects received ones. */
-async function tcpClient(port, name) {
+/**
+ * A raw Weir connection over TCP: sends frames, keeps the op of each received one. With
+ * `ackLag`, it acknowledges deliveries but keeps that many in flight (so the page shows some).
+ */
+async function tcpClient(port, name, ackLag = undefined) {
   const socket = connect(port, "127.0.0.1");
   await new Promise((ok, fail) => socket.once("connect", ok).once("error", fail));
-  const client = { socket, frames: [], buffer: new Uint8Array(0) };
+  const client = { socket, frames: [], buffer: new Uint8Array(0), delivered: 0n, acked: 0n };
   socket.on("data", (chunk) => {
     const joined = new Uint8Array(client.buffer.length + chunk.length);
     joined.set(client.buffer);
     joined.set(chunk, client.buffer.length);
     const [frames, rest] = weir.decodeFrames(joined);
-    client.frames.push(...frames);
+    for (const f of frames) {
+      if (f.op === 0x82) {
+        client.delivered = new DataView(f.body.buffer, f.body.byteOffset).getBigUint64(0);
+      } else if (client.frames.length < 100) {
+        client.frames.push({ op: f.op });
+      }
+    }
     client.buffer = Uint8Array.from(rest);
+    if (ackLag !== undefined && client.delivered - BigInt(ackLag) > client.acked) {
+      client.acked = client.delivered - BigInt(ackLag);
+      socket.write(weir.ack(client.acked));
+    }
   });
   socket.write(weir.hello(name));
   await waitFor(`WELCOME for ${name}`, () => client.frames.some((f) => f.op === 0x81));
@@ -133,7 +146,8 @@ async function launch(viewport, bypassCSP = false) {
 
 test("the dashboard shows live sessions, queues and moving charts", async () => {
   const server = await startServer();
-  const subscriber = await tcpClient(server.tcpPort, "node-subscriber");
+  // Acks all but the last 200 deliveries: its in-flight count stays in view, its queue bounded.
+  const subscriber = await tcpClient(server.tcpPort, "node-subscriber", 200);
   subscriber.socket.write(weir.subscribeAll("orders"));
   await waitFor("SUBSCRIBED", () => subscriber.frames.some((f) => f.op === 0x84));
   const publisher = await tcpClient(server.tcpPort, "node-publisher");
@@ -218,7 +232,7 @@ test("the dashboard shows live sessions, queues and moving charts", async () => 
     assert.ok(client.wholeFrames, "each message held exactly one whole frame");
     assert.deepEqual(client.ops.slice(0, 2), [0x81, 0x84]);
 
-    // The node subscriber never acks: its depth and in-flight show on the page.
+    // The node subscriber holds 200 unacked: its in-flight count shows on the page.
     await waitInPage(page, "in-flight deliveries of the node subscriber", () => {
       const row = document.querySelector('#sessions tr[data-client="node-subscriber"]');
       return row && Number(row.children[7].textContent.replace("k", "e3")) > 0;
