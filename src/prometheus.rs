@@ -101,6 +101,7 @@ mod tests {
                 subscribers: 2,
                 published: 9,
                 conflate: false,
+                ..QueueStats::default()
             }],
             ..StatsReport::default()
         }

@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod chaos_proxy;
 mod common;
+mod durable;
 mod extensions;
 mod malformed_frames;
 mod metrics_endpoint;

@@ -1181,6 +1181,7 @@ mod tests {
                 conflate: true,
                 subscribers: 1,
                 published: 5,
+                ..QueueStats::default()
             }],
             sessions_omitted: 1,
             closed_sessions: Vec::new(),
