@@ -413,8 +413,8 @@ impl Broker {
         };
         let skipped = oldest.saturating_sub(asked);
         let first = asked.clamp(oldest, next);
-        // Positions are consecutive in `retained`.
-        let from_index = (first - oldest) as usize;
+        // Positions increase along `retained` (with gaps only after a refused batch).
+        let from_index = durable.retained.partition_point(|r| r.position < first);
         let keys: Vec<MsgKey> = durable
             .retained
             .range(from_index.min(durable.retained.len())..)

@@ -105,9 +105,9 @@ impl QueueLog {
         for (number, &base) in bases.iter().enumerate() {
             let is_newest = number + 1 == bases.len();
             let path = log.log_path(base);
-            if base != log.next_position {
+            if base < log.next_position {
                 return Err(StoreError::new(format!(
-                    "{}: starts at position {base}, expected {} (a segment is missing)",
+                    "{}: starts at position {base}, before {} (segments overlap)",
                     path.display(),
                     log.next_position
                 )));
@@ -123,9 +123,10 @@ impl QueueLog {
             while offset < bytes.len() {
                 match record::decode(&bytes[offset..]) {
                     Ok((record, len)) => {
-                        if record.position != log.next_position {
+                        // Increasing; a gap is a batch the disk refused (ENOSPC), never written.
+                        if record.position < log.next_position || record.position < base {
                             return Err(StoreError::new(format!(
-                                "{} at byte {offset}: position {}, expected {}",
+                                "{} at byte {offset}: position {}, expected at least {}",
                                 path.display(),
                                 record.position,
                                 log.next_position
@@ -135,7 +136,7 @@ impl QueueLog {
                             segment.index.push((record.position, offset as u64));
                             last_indexed = Some(offset as u64);
                         }
-                        log.next_position += 1;
+                        log.next_position = record.position + 1;
                         offset += len;
                         records.push(record);
                         report.records += 1;
@@ -186,7 +187,7 @@ impl QueueLog {
     }
 
     /// Appends encoded records `bytes` holding `count` records starting at `first_position`
-    /// (which must be [`Self::next_position`]); rolls to a new segment first when the newest
+    /// (at least [`Self::next_position`]); rolls to a new segment first when the newest
     /// is full. `offsets` are the records' starts within `bytes`, for the index.
     ///
     /// # Errors
@@ -197,7 +198,8 @@ impl QueueLog {
         first_position: u64,
         offsets: &[usize],
     ) -> io::Result<()> {
-        if first_position != self.next_position {
+        // After a batch the disk refused, positions go on past it (a gap, never a reuse).
+        if first_position < self.next_position {
             return Err(io::Error::other(format!(
                 "append at position {first_position}, the log is at {}",
                 self.next_position
@@ -233,7 +235,7 @@ impl QueueLog {
             }
         }
         segment.len += bytes.len() as u64;
-        self.next_position += offsets.len() as u64;
+        self.next_position = first_position + offsets.len() as u64;
         self.is_dirty = true;
         if !entries.is_empty() {
             // Derived data: a failure here costs nothing recovery does not rebuild.

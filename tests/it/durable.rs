@@ -426,3 +426,88 @@ fn a_durable_publish_is_receipted_after_its_fsync_and_fsyncs_are_grouped() {
     assert_eq!((queue.retained, queue.next_position), (800, 801));
     drop(server);
 }
+
+/// A full disk (a 1 MiB tmpfs the test mounts, as root): durable publishes get
+/// ERROR(STORAGE_FAILED) and no RECEIPT, other queues go on, and once there is room again
+/// durable publishes are receipted and survive a restart. Skipped with a message when not root
+/// outside CI.
+#[test]
+fn a_full_disk_refuses_durable_publishes_with_storage_failed_and_recovers_when_space_returns() {
+    let dir = TempDir::new("durable-full");
+    let mount_point = dir.0.join("small");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount_point)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: mount must work"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount_point.clone());
+    let addr = free_addr();
+    let text = format!(
+        "listen = \"{addr}\"\ndata_dir = \"{}\"\nsegment_bytes = 65536\n\
+         [[queues]]\nname = \"{QUEUE}\"\ndurable = true\n",
+        mount_point.join("data").display()
+    );
+    let path = dir.file("weir.toml", &text);
+    let server = Durable::start(&path, addr);
+    let payload = "x".repeat(16 * 1024);
+    let mut client = Client::connect(addr, &client_options("filler")).unwrap();
+    let mut refused_at = None;
+    let mut receipted = 0;
+    for _ in 0..200 {
+        let seq = match client.publish(QUEUE, "e", payload.as_str()) {
+            Ok(seq) => seq,
+            Err(_) => break,
+        };
+        match client.wait_receipt(seq) {
+            Ok(()) => receipted = seq,
+            Err(e) => {
+                assert!(e.to_string().contains("STORAGE_FAILED"), "{e}");
+                refused_at = Some(seq);
+                break;
+            }
+        }
+    }
+    let refused_at = refused_at.expect("a 1 MiB disk fills up");
+    // Non-durable traffic goes on.
+    let mut other = Client::connect(addr, &client_options("other")).unwrap();
+    let seq = other.publish("plain", "e", "still here").unwrap();
+    other.wait_receipt(seq).unwrap();
+    // Space returns.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&mount_point)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    publish_durably(addr, ["after".to_owned()]);
+    server.kill();
+    let server = Durable::start(&path, addr);
+    let (_, got) = replay(addr, start(START_OLDEST, 0), 1000);
+    assert_eq!(
+        got.len() as u64,
+        receipted + 1,
+        "every receipted message, and no refused one"
+    );
+    assert_eq!(got.last().map(|g| g.1.as_str()), Some("after"));
+    eprintln!(
+        "durable disk full: {receipted} receipted on 1 MiB, publish {refused_at} refused with \
+         STORAGE_FAILED, plain queue unaffected, recovered after the tmpfs grew"
+    );
+    drop(server);
+}
