@@ -164,6 +164,7 @@ impl Bench {
                 let sub = Subscription {
                     queue: QUEUE,
                     event: None,
+                    start: None,
                 };
                 encode_subscription(Op::Subscribe, &sub, &mut frames)
                     .expect("SUBSCRIBE is within limits");

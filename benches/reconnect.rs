@@ -106,6 +106,7 @@ fn main() {
     let sub = Subscription {
         queue: b"bench",
         event: None,
+        start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
     subscriber.send(&out);

@@ -140,6 +140,15 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Pre-declared queues with their settings.
     pub queues: Vec<QueueConfig>,
+    /// Directory of the durable queues' segment files (created if its parent exists; an
+    /// empty directory is initialised; anything else must be a Weir store of this version).
+    /// Default none: no storage, nothing is written, and `durable = true` is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Size at which a durable queue's segment file is closed and the next one started;
+    /// retention deletes whole segments. Default 64 MiB (large enough that a segment roll,
+    /// which syncs the directory, is rare; small enough that retention frees space in steps).
+    pub segment_bytes: u64,
     /// Warnings about the file this was loaded from (deprecated key names), each logged once
     /// at load. Not a config key.
     #[serde(skip)]
@@ -344,6 +353,64 @@ pub struct QueueConfig {
     /// `max_frame_len`.
     #[serde(default)]
     pub max_payload_len: Option<u32>,
+    /// Messages are kept in `data_dir` and survive a restart or a crash; a RECEIPT is sent
+    /// only once they are on disk. Needs `data_dir`. Default false.
+    #[serde(default)]
+    pub durable: bool,
+    /// When a durable queue's RECEIPT is sent: `"always"` (the default) after the fdatasync
+    /// that covers the message. Omit it to use `fsync_interval_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    /// Instead of `fsync = "always"`: the RECEIPT is sent once the message is written (in the
+    /// OS page cache), and the files are synced every this many ms: a crash of the machine
+    /// (not of the server) may lose up to this window of receipted messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Most messages a durable queue retains; older ones are dropped, whole segments deleted.
+    /// Default 1,000,000 (the retained messages are also held in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    /// Most payload bytes a durable queue retains, same rule. Default 1 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// When a durable queue's messages are synced to disk (`fsync` / `fsync_interval_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fdatasync before the RECEIPT (group commit).
+    Always,
+    /// RECEIPT after the write; fdatasync every this many ms.
+    Interval(u64),
+}
+
+/// Default of a durable queue's `max_messages`.
+pub const DEFAULT_MAX_MESSAGES: u64 = 1_000_000;
+/// Default of a durable queue's `max_bytes`.
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+impl QueueConfig {
+    /// A queue declaration with every setting at its default.
+    pub fn new(name: &str) -> QueueConfig {
+        QueueConfig {
+            name: name.to_owned(),
+            conflate: false,
+            max_payload_len: None,
+            durable: false,
+            fsync: None,
+            fsync_interval_ms: None,
+            max_messages: None,
+            max_bytes: None,
+        }
+    }
+
+    /// The queue's sync policy (validated: `fsync` is `"always"` or absent).
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        match self.fsync_interval_ms {
+            Some(ms) if self.fsync.is_none() => FsyncPolicy::Interval(ms),
+            _ => FsyncPolicy::Always,
+        }
+    }
 }
 
 impl Default for Config {
@@ -385,6 +452,8 @@ impl Default for Config {
             users: Vec::new(),
             listeners: Vec::new(),
             queues: Vec::new(),
+            data_dir: None,
+            segment_bytes: 64 * 1024 * 1024,
             warnings: Vec::new(),
         }
     }
@@ -551,6 +620,7 @@ impl Config {
             ("max_subscriptions", self.max_subscriptions as u64),
             ("max_name_len", self.max_name_len as u64),
             ("max_sessions", self.max_sessions as u64),
+            ("segment_bytes", self.segment_bytes),
         ] {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));
@@ -645,6 +715,44 @@ impl Config {
             if queue.max_payload_len == Some(0) {
                 return invalid(format!(
                     "queue {:?}: max_payload_len must be > 0",
+                    queue.name
+                ));
+            }
+            if queue.durable && self.data_dir.is_none() {
+                return invalid(format!(
+                    "queue {:?} is durable but no data_dir is configured",
+                    queue.name
+                ));
+            }
+            let is_durable_key = queue.fsync.is_some()
+                || queue.fsync_interval_ms.is_some()
+                || queue.max_messages.is_some()
+                || queue.max_bytes.is_some();
+            if is_durable_key && !queue.durable {
+                return invalid(format!(
+                    "queue {:?}: fsync, fsync_interval_ms, max_messages and max_bytes need \
+                     durable = true",
+                    queue.name
+                ));
+            }
+            if queue.fsync.as_deref().is_some_and(|f| f != "always") {
+                return invalid(format!(
+                    "queue {:?}: fsync must be \"always\" (or use fsync_interval_ms)",
+                    queue.name
+                ));
+            }
+            if queue.fsync.is_some() && queue.fsync_interval_ms.is_some() {
+                return invalid(format!(
+                    "queue {:?}: fsync = \"always\" and fsync_interval_ms exclude each other",
+                    queue.name
+                ));
+            }
+            if queue.fsync_interval_ms == Some(0)
+                || queue.max_messages == Some(0)
+                || queue.max_bytes == Some(0)
+            {
+                return invalid(format!(
+                    "queue {:?}: fsync_interval_ms, max_messages and max_bytes must be > 0",
                     queue.name
                 ));
             }

@@ -20,6 +20,9 @@
 //! - `net` (private): the only code that touches sockets or mio; it moves bytes. The event
 //!   loop (a checklist), listeners, transport layers (PROXY prefix, TLS over TCP), the HTTP
 //!   listener, commands and signals.
+//! - `storage` (private): durable queues' segment files, recovery, and the journal thread;
+//!   it talks to the loop only through a channel and the loop's waker
+//!   (`broker::journal` is the core's side: records to persist, receipts that wait).
 //! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop, reads the clock and the OS
 //!   random source once for the broker; [`ServerHandle`] stops it, reloads it or reads stats
 //!   from another thread (via [`control`]).
@@ -53,6 +56,7 @@ pub mod notify;
 pub mod prometheus;
 pub mod protocol;
 pub mod server;
+pub(crate) mod storage;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle};

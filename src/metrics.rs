@@ -236,6 +236,21 @@ declare_metrics! {
             "HELLOs held back by the failed-authentication slowdown.";
         not_authorized = "weir_not_authorized_total", Count,
             "PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.";
+        messages_journaled = "weir_messages_journaled_total", Count,
+            "Messages of durable queues handed to the journal thread.";
+        messages_refused_storage = "weir_messages_refused_storage_total", Count,
+            "Sessions ended with STORAGE_FAILED: their durable publishes could not be written.";
+        messages_replayed = "weir_messages_replayed_total", Count,
+            "Retained messages of durable queues queued again by a SUBSCRIBE with START.";
+        journal_failed_batches = "weir_journal_failed_batches_total", Count,
+            "Journal batches (one per loop turn) that could not be written or synced.";
+        journal_fsyncs = "weir_journal_fsyncs_total", Count,
+            "fdatasync calls of the journal thread (group commit: one per file per group).";
+        journal_synced_messages = "weir_journal_synced_messages_total", Count,
+            "Messages of fsync = always queues made durable; divided by journal_fsyncs, the \
+             messages per fsync.";
+        journal_written_bytes = "weir_journal_written_bytes_total", Bytes,
+            "Bytes the journal thread wrote to segment files.";
         bytes_in = "weir_read_bytes_total", Bytes,
             "Bytes read from client sockets.";
         bytes_out = "weir_written_bytes_total", Bytes,

@@ -70,11 +70,27 @@ impl Server {
         }
         let metrics_addr = http.as_ref().map(|h| h.socket.local_addr()).transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
+        let (mut handle, commands) = ServerHandle::new(Arc::clone(&waker), local_addrs);
         handle.set_metrics_addr(metrics_addr);
-        let broker = Broker::new(config, system_origin()?);
+        let storage = match config.data_dir {
+            // Refused with a message naming the file: InvalidData, exit 78 from weir-server.
+            Some(_) => Some(crate::storage::open(&config)?),
+            None => None,
+        };
+        let mut broker = Broker::new(config, system_origin()?);
+        let mut journal = None;
+        if let Some((store, recovered)) = storage {
+            for queue in recovered {
+                broker.handle_recovered(queue);
+            }
+            journal = Some(crate::storage::JournalThread::spawn(
+                store,
+                Arc::clone(&waker),
+            )?);
+        }
         let mut event_loop = EventLoop::new(poll, listeners, broker, settings, commands);
         event_loop.http = http;
+        event_loop.journal = journal;
         Ok(Server { event_loop, handle })
     }
 
@@ -141,7 +157,12 @@ impl Server {
             info!("metrics on http://{addr}/metrics");
         }
         crate::notify::notify("READY=1");
-        self.event_loop.run()
+        let result = self.event_loop.run();
+        if let Some(journal) = self.event_loop.journal.take() {
+            // Every batch sent is written and synced before the server exits.
+            journal.finish();
+        }
+        result
     }
 }
 

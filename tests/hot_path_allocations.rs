@@ -93,6 +93,7 @@ impl Rig {
                 let sub = Subscription {
                     queue: b"db",
                     event: Some(b"update"),
+                    start: None,
                 };
                 encode_subscription(Op::Subscribe, &sub, &mut rig.input).unwrap();
             }

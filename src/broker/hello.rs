@@ -261,6 +261,7 @@ impl Broker {
             last_queue: None,
             last_publish_seq: 0,
             is_receipt_due: false,
+            receipt_holds: std::collections::VecDeque::new(),
             published: 0,
             delivered: 0,
             acked: 0,
@@ -536,7 +537,9 @@ impl Broker {
             missed,
             session_id: session.id,
             resume_token: session.resume_token,
-            last_publish_seq: session.last_publish_seq,
+            // What is durable: publishes still waiting for the journal are resent by the
+            // client and taken as duplicates, never routed twice.
+            last_publish_seq: session.receipt_seq(),
             max_frame_len: settings.max_frame_len,
             inflight_window: session.window,
             heartbeat_interval_ms: clamp_u32(settings.heartbeat_interval.as_millis()),

@@ -51,6 +51,7 @@ mod flow;
 mod heartbeat;
 mod hello;
 mod intake;
+pub mod journal;
 mod origin;
 mod publish;
 mod reload;
@@ -151,6 +152,8 @@ pub struct Broker {
     /// What every anonymous session is granted, shared: `[0]` on other listeners, `[1]` (with
     /// STATS) on loopback ones.
     anonymous_grants: [Arc<Grant>; 2],
+    /// Durable queues' records for the journal thread, and the receipts that wait for it.
+    journal: journal::Journal,
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
     /// time then), from [`Origin`] and [`Broker::set_wall_clock`].
     wall_clock: (Instant, SystemTime),
@@ -207,6 +210,7 @@ impl Broker {
     /// seed, read by the caller: the core reads neither).
     pub fn new(config: Config, origin: Origin) -> Broker {
         let routes = Routes::new(&config.queues);
+        let has_storage = config.data_dir.is_some();
         let listeners = config.listener_settings();
         let mut entropy = Entropy::new(origin.seed);
         let conflation_hasher = foldhash::quality::FixedState::with_seed(entropy.next_u64());
@@ -247,6 +251,11 @@ impl Broker {
                 Arc::new(Grant::anonymous(true)),
             ],
             wall_clock: (origin.now, origin.unix),
+            journal: journal::Journal {
+                is_enabled: has_storage,
+                open_mark: journal::JournalMark(1),
+                ..journal::Journal::default()
+            },
             conflation_hasher,
             is_shutting_down: false,
         }

@@ -3,6 +3,7 @@
 //! Layout and rules: protocol.md §PUBLISH, §RECEIPT, §ACK, §Conflation, §Limits.
 
 use super::delivery_queue::DeliveryQueue;
+use super::journal::DurableMessage;
 use super::{Broker, ConnId, MsgKey, QueueId, SessionKey};
 use crate::protocol::{Ack, ErrorCode, Op, Publish};
 
@@ -82,23 +83,45 @@ impl Broker {
         }
         queue.published += 1;
         let conflates = queue.conflate || publish.key.is_some();
+        // A durable queue's message id is its position in the queue (protocol.md §DELIVER).
+        let position = queue
+            .durable
+            .as_ref()
+            .filter(|_| self.journal.is_enabled)
+            .map(|durable| durable.next_position);
         let session = &mut self.sessions[key.0];
         session.last_publish_seq = publish.seq;
         session.published += 1;
-        session.is_receipt_due = true;
-        self.mark_dirty(conn);
         self.metrics.messages_published += 1;
-        let message_id = self.next_message_id;
-        self.next_message_id += 1;
-        self.route(queue_id, message_id, conflates, publish);
+        let Some(position) = position else {
+            session.is_receipt_due = true;
+            self.mark_dirty(conn);
+            let message_id = self.next_message_id;
+            self.next_message_id += 1;
+            self.route(queue_id, message_id, conflates, publish, false);
+            return;
+        };
+        // The RECEIPT waits for the journal (`handle_durable` marks it due).
+        let msg = self.route(queue_id, position, conflates, publish, true);
+        let message = DurableMessage::new(publish.event, publish.key, publish.payload);
+        self.journal_publish(queue_id, key, publish.seq, msg, message);
     }
 
-    /// Queues one accepted message for every matching session.
-    fn route(&mut self, queue: QueueId, message_id: u64, conflates: bool, publish: &Publish<'_>) {
+    /// Queues one accepted message for every matching session. With `keep`, the message is
+    /// stored even without a target and its key returned unreleased (the caller retains it).
+    fn route(
+        &mut self,
+        queue: QueueId,
+        message_id: u64,
+        conflates: bool,
+        publish: &Publish<'_>,
+        keep: bool,
+    ) -> Option<MsgKey> {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.routes.targets(queue, publish.event, &mut targets);
-        if !targets.is_empty() {
+        let mut kept = None;
+        if !targets.is_empty() || keep {
             let key = publish.key.unwrap_or_default();
             let conflation = conflates.then(|| {
                 std::hash::BuildHasher::hash_one(
@@ -117,14 +140,19 @@ impl Broker {
             for &session in &targets {
                 self.enqueue(session, msg);
             }
-            self.store.release_if_unused(msg);
+            if keep {
+                kept = Some(msg);
+            } else {
+                self.store.release_if_unused(msg);
+            }
         }
         self.targets = targets;
+        kept
     }
 
     /// Queues `msg` for one session: conflation first, then the depth and byte limits in force
     /// (the larger, disconnected ones while the session is detached).
-    fn enqueue(&mut self, key: SessionKey, msg: MsgKey) {
+    pub(super) fn enqueue(&mut self, key: SessionKey, msg: MsgKey) {
         let message = self.store.get(msg);
         let bytes = message.queue_bytes();
         let conflation = message.conflation;

@@ -16,7 +16,7 @@ impl Broker {
     /// needs a restart holds its running values). Never drops a connection.
     pub fn handle_reload(&mut self, new: Config) {
         for declared in &new.queues {
-            self.routes.declare(declared);
+            self.routes.declare(declared, false);
         }
         for stale in self
             .config

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
+use super::journal::DurableQueue;
 use super::SessionKey;
-use crate::config::QueueConfig;
+use crate::config::{QueueConfig, DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES};
 
 /// Index of a queue in [`Routes`]. Queues are never removed, so ids are stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +31,9 @@ pub(crate) struct Queue {
     pub(crate) published: u64,
     /// DELIVERs sent of its messages, first deliveries only (a fan-out to n sessions counts n).
     pub(crate) delivered: u64,
+    /// Positions, retained messages and sync policy of a durable queue; `None` for the
+    /// others (every queue without a `data_dir`).
+    pub(crate) durable: Option<Box<DurableQueue>>,
     /// Sessions subscribed to every event.
     all_events: SessionList,
     /// Sessions subscribed to a named event and not to ALL_EVENTS; `None` until the first
@@ -57,20 +61,47 @@ impl Routes {
     pub(crate) fn new(declared: &[QueueConfig]) -> Routes {
         let mut routes = Routes::default();
         for q in declared {
-            routes.declare(q);
+            routes.declare(q, true);
         }
         routes
     }
 
     /// Applies a queue declaration from the config (at startup or reload), creating the
-    /// queue if needed; never refused by `max_queues`.
-    pub(crate) fn declare(&mut self, declared: &QueueConfig) {
+    /// queue if needed; never refused by `max_queues`. Durability starts only at startup
+    /// (the journal's files are opened then); a reload changes a durable queue's sync policy
+    /// and retention.
+    pub(crate) fn declare(&mut self, declared: &QueueConfig, is_startup: bool) {
         let id = self
             .find(declared.name.as_bytes())
             .unwrap_or_else(|| self.create(declared.name.as_bytes()));
         let queue = &mut self.queues[id.0 as usize];
         queue.conflate = declared.conflate;
         queue.max_payload_len = declared.max_payload_len;
+        let max_messages = declared.max_messages.unwrap_or(DEFAULT_MAX_MESSAGES);
+        let max_bytes = declared.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+        match &mut queue.durable {
+            Some(durable) => {
+                durable.fsync = declared.fsync_policy();
+                durable.max_messages = max_messages;
+                durable.max_bytes = max_bytes;
+            }
+            None if declared.durable && is_startup => {
+                queue.durable = Some(Box::new(DurableQueue {
+                    fsync: declared.fsync_policy(),
+                    next_position: 1,
+                    retained: std::collections::VecDeque::new(),
+                    retained_bytes: 0,
+                    max_messages,
+                    max_bytes,
+                    trimmed_below: 1,
+                }));
+            }
+            None if declared.durable => log::warn!(
+                "queue {:?}: durable = true takes effect at the next restart",
+                declared.name
+            ),
+            None => {}
+        }
     }
 
     /// A declaration was removed from the config: the queue stays, with default settings.
@@ -116,6 +147,7 @@ impl Routes {
             max_payload_len: None,
             published: 0,
             delivered: 0,
+            durable: None,
             all_events: SessionList::Empty,
             by_event: None,
             subscribers: 0,

@@ -5,12 +5,13 @@
 //! `reconnect_keep_alive`, queuing under the disconnected limits, until the client resumes it
 //! or it expires. Sequence numbers in both directions live here, not on the connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::delivery_queue::{DeliveryQueue, NodeKey};
+use super::journal::ReceiptHold;
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -53,8 +54,13 @@ pub(crate) struct Session {
     pub(crate) last_queue: Option<QueueId>,
     /// Highest client publish seq accepted (0 = none).
     pub(crate) last_publish_seq: u64,
-    /// A RECEIPT for `last_publish_seq` has not been sent yet.
+    /// A RECEIPT for `last_publish_seq` (or, while publishes wait for the journal, for
+    /// [`Session::receipt_seq`]) has not been sent yet.
     pub(crate) is_receipt_due: bool,
+    /// Publishes to durable queues whose batch is not durable yet, oldest first: the RECEIPT
+    /// stays below the oldest (`broker::journal`). Empty, without allocation, for a session
+    /// that never publishes to a durable queue.
+    pub(crate) receipt_holds: VecDeque<ReceiptHold>,
     pub(crate) published: u64,
     pub(crate) delivered: u64,
     pub(crate) acked: u64,
@@ -82,6 +88,12 @@ impl Session {
     /// timing tells an attacker nothing about how many bytes matched.
     pub(crate) fn is_token(&self, token: &[u8; RESUME_TOKEN_LEN]) -> bool {
         tokens_match(&self.resume_token, token)
+    }
+
+    /// The highest publish seq a RECEIPT may name now: `last_publish_seq`, or just below the
+    /// oldest publish still waiting for the journal.
+    pub(crate) fn receipt_seq(&self) -> u64 {
+        super::journal::receipt_seq(&self.receipt_holds, self.last_publish_seq)
     }
 
     /// Something for its connection beyond control frames: a RECEIPT, redeliveries, or

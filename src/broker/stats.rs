@@ -122,6 +122,12 @@ impl Broker {
                 subscribers: u64::from(q.subscribers),
                 published: q.published,
                 delivered: q.delivered,
+                durable: q.durable.is_some(),
+                retained: q.durable.as_ref().map_or(0, |d| d.retained.len() as u64),
+                first_position: q.durable.as_ref().map_or(0, |d| {
+                    d.retained.front().map_or(d.next_position, |r| r.position)
+                }),
+                next_position: q.durable.as_ref().map_or(0, |d| d.next_position),
             })
             .collect();
         let closed_sessions = self

@@ -63,8 +63,15 @@ impl Broker {
                 self.routes.queue_mut(queue).subscribers += 1;
             }
         }
+        let mut answer = *sub;
+        if let Some(start) = sub.start {
+            // Found or created above.
+            if let Some(queue) = self.routes.find(sub.queue) {
+                answer.start = Some(self.replay(key, queue, sub.event, start));
+            }
+        }
         self.push_control(conn, |out| {
-            let _ = encode_subscription(Op::Subscribed, sub, out);
+            let _ = encode_subscription(Op::Subscribed, &answer, out);
         });
     }
 

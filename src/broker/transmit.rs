@@ -42,7 +42,11 @@ impl Broker {
         if let (None, Some(key)) = (state.close, state.session) {
             let session = &mut self.sessions[key.0];
             if session.is_receipt_due {
-                encode_receipt(session.last_publish_seq, out);
+                let seq = session.receipt_seq();
+                // While every new publish waits for the journal, nothing new is receipted.
+                if seq > 0 {
+                    encode_receipt(seq, out);
+                }
                 session.is_receipt_due = false;
             }
             if session.is_drop_notice_due() {

@@ -72,7 +72,7 @@ use crate::protocol::codec::{
 };
 use crate::protocol::frame::OUTCOME_RESUMED;
 use crate::protocol::{
-    decode, ErrorCode, Frame, Hello, Op, Publish, Subscription, MAX_FRAME_LEN,
+    decode, ErrorCode, Frame, Hello, Op, Publish, Start, Subscription, MAX_FRAME_LEN,
     MAX_FRAME_LEN_BEFORE_HELLO,
 };
 
@@ -198,7 +198,8 @@ impl Client {
         event: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
         let event = named_event(event.as_ref())?;
-        self.request_subscription(Op::Subscribe, queue.as_ref(), Some(event))
+        self.request_subscription(Op::Subscribe, queue.as_ref(), Some(event), None)
+            .map(|_| ())
     }
 
     /// Subscribes to every event of `queue` (ALL_EVENTS) and waits for SUBSCRIBED.
@@ -206,7 +207,24 @@ impl Client {
     /// # Errors
     /// As [`Client::subscribe`].
     pub fn subscribe_all(&mut self, queue: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.request_subscription(Op::Subscribe, queue.as_ref(), None)
+        self.request_subscription(Op::Subscribe, queue.as_ref(), None, None)
+            .map(|_| ())
+    }
+
+    /// Subscribes to every event of durable queue `queue`, starting in its retained messages
+    /// at `start` (its `from` and `value`; protocol.md §SUBSCRIBE), and waits for SUBSCRIBED.
+    /// Returns SUBSCRIBED's start block: the first position replayed and how many asked for
+    /// are no longer retained.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe`].
+    pub fn subscribe_all_from(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        start: Start,
+    ) -> Result<Start, ClientError> {
+        let answer = self.request_subscription(Op::Subscribe, queue.as_ref(), None, Some(start))?;
+        Ok(answer.unwrap_or(start))
     }
 
     /// Removes the subscription to one event of `queue` and waits for UNSUBSCRIBED. Messages
@@ -220,7 +238,8 @@ impl Client {
         event: impl AsRef<[u8]>,
     ) -> Result<(), ClientError> {
         let event = named_event(event.as_ref())?;
-        self.request_subscription(Op::Unsubscribe, queue.as_ref(), Some(event))
+        self.request_subscription(Op::Unsubscribe, queue.as_ref(), Some(event), None)
+            .map(|_| ())
     }
 
     /// Removes the ALL_EVENTS subscription to `queue` (not the named-event ones) and waits for
@@ -229,7 +248,8 @@ impl Client {
     /// # Errors
     /// As [`Client::subscribe`].
     pub fn unsubscribe_all(&mut self, queue: impl AsRef<[u8]>) -> Result<(), ClientError> {
-        self.request_subscription(Op::Unsubscribe, queue.as_ref(), None)
+        self.request_subscription(Op::Unsubscribe, queue.as_ref(), None, None)
+            .map(|_| ())
     }
 
     /// Returns the next delivery or receipt, waiting up to [`ClientOptions::timeout`].
@@ -526,13 +546,18 @@ impl Client {
         op: Op,
         queue: &[u8],
         event: Option<&[u8]>,
-    ) -> Result<(), ClientError> {
+        start: Option<Start>,
+    ) -> Result<Option<Start>, ClientError> {
         self.session.check_open()?;
         if queue.is_empty() {
             return Err(ClientError::InvalidArgument("queue name is empty"));
         }
         let deadline = self.deadline();
-        let sub = Subscription { queue, event };
+        let sub = Subscription {
+            queue,
+            event,
+            start,
+        };
         self.write_buf.push(self.session.max_frame_len, |out| {
             encode_subscription(op, &sub, out)
         })?;
@@ -540,12 +565,12 @@ impl Client {
         loop {
             match self.step(deadline)? {
                 Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(queue, event) => {
-                    return Ok(())
+                    return Ok(echo.start)
                 }
                 Some(Reply::Unsubscribed(echo))
                     if op == Op::Unsubscribe && echo.is(queue, event) =>
                 {
-                    return Ok(())
+                    return Ok(None)
                 }
                 _ => {}
             }

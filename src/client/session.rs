@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use crate::protocol::codec::encode_ping;
 use crate::protocol::frame::OUTCOME_NEW;
 use crate::protocol::{
-    Deliver, Frame, Op, Subscription, Welcome, MAX_FRAME_LEN, MAX_FRAME_LEN_BEFORE_HELLO,
+    Deliver, Frame, Op, Start, Subscription, Welcome, MAX_FRAME_LEN, MAX_FRAME_LEN_BEFORE_HELLO,
     RESUME_TOKEN_LEN,
 };
 
@@ -63,6 +63,8 @@ pub(super) enum Reply {
 pub(super) struct OwnedSubscription {
     queue: Vec<u8>,
     event: Option<Vec<u8>>,
+    /// SUBSCRIBED's START block, when the SUBSCRIBE had one.
+    pub(super) start: Option<Start>,
 }
 
 impl OwnedSubscription {
@@ -70,6 +72,7 @@ impl OwnedSubscription {
         OwnedSubscription {
             queue: sub.queue.to_vec(),
             event: sub.event.map(<[u8]>::to_vec),
+            start: sub.start,
         }
     }
 

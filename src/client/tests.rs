@@ -158,7 +158,11 @@ pub(super) fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
 }
 
 pub(super) fn subscribed<'a>(queue: &'a [u8], event: Option<&'a [u8]>) -> Frame<'a> {
-    Frame::Subscribed(Subscription { queue, event })
+    Frame::Subscribed(Subscription {
+        queue,
+        event,
+        start: None,
+    })
 }
 
 pub(super) fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
@@ -418,7 +422,8 @@ fn deliveries_arriving_before_subscribed_are_kept_for_recv() {
                 frame,
                 Frame::Subscribe(Subscription {
                     queue: b"db",
-                    event: None
+                    event: None,
+                    start: None
                 })
             );
         });
@@ -447,7 +452,8 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 frame,
                 Frame::Subscribe(Subscription {
                     queue: b"db",
-                    event: Some(b"update")
+                    event: Some(b"update"),
+                    start: None
                 })
             );
         });
@@ -459,13 +465,15 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 frame,
                 Frame::Unsubscribe(Subscription {
                     queue: b"db",
-                    event: Some(b"update")
+                    event: Some(b"update"),
+                    start: None
                 })
             );
         });
         peer.send(Frame::Unsubscribed(Subscription {
             queue: b"db",
             event: Some(b"update"),
+            start: None,
         }));
         // The client must not have read past its reply: this PONG answers its PING.
         peer.next(|frame| assert_eq!(frame, Frame::Ping(1)));

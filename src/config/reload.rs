@@ -28,8 +28,10 @@ pub struct ReloadPlan {
 /// Keys bound to sockets or read once by the loop.
 const RESTART_KEYS: &[&str] = &[
     "busy_poll_us",
+    "data_dir",
     "listen",
     "http_listen",
+    "segment_bytes",
     "write_budget_bytes",
     "write_high_water_bytes",
 ];
@@ -74,6 +76,9 @@ pub fn plan(old: &Config, mut new: Config) -> Result<ReloadPlan, ConfigError> {
     new.listen = old.listen;
     new.http_listen = old.http_listen;
     new.busy_poll_us = old.busy_poll_us;
+    // The journal thread's files are opened once, at startup.
+    new.data_dir.clone_from(&old.data_dir);
+    new.segment_bytes = old.segment_bytes;
     new.write_budget_bytes = old.write_budget_bytes;
     new.write_high_water_bytes = old.write_high_water_bytes;
     if !same_sockets {

@@ -11,9 +11,13 @@
 //!    broker's `handle_readable` says whether to read, `handle_input` takes the bytes and
 //!    says whether to read more;
 //! 5. `handle_timeout`;
-//! 6. flush pass over the connections the broker marked, each up to its write budget, then
+//! 6. journal pass: this turn's durable records (`poll_journal`) go to the journal thread as
+//!    one batch, before replies are written (Redis writes its AOF once per turn, before
+//!    replies); its reports arrive through the waker and go to `handle_durable`, which
+//!    releases the RECEIPTs they cover;
+//! 7. flush pass over the connections the broker marked, each up to its write budget, then
 //!    `handle_turn_end`;
-//! 7. close pass: final bytes, lingering close, slab removal (only here, so a key is never
+//! 8. close pass: final bytes, lingering close, slab removal (only here, so a key is never
 //!    reused while events for the old connection are still pending).
 //!
 //! Streams are registered once for READABLE | WRITABLE (edge-triggered); readiness is kept in
@@ -92,6 +96,8 @@ pub(crate) struct EventLoop {
     /// one to compare it with.
     pub(crate) reload: Option<(ReloadFn, crate::config::Config)>,
     pub(crate) commands: Receiver<Command>,
+    /// The journal thread, when a `data_dir` is configured.
+    pub(crate) journal: Option<crate::storage::JournalThread>,
     pub(crate) signals: Option<signal_hook_mio::v1_0::Signals>,
     conns: Slab<Connection>,
     scratch: Box<[u8]>,
@@ -137,6 +143,7 @@ impl EventLoop {
             broker,
             settings,
             commands,
+            journal: None,
             signals: None,
             conns: Slab::new(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
@@ -182,7 +189,10 @@ impl EventLoop {
             self.reads.clear();
             for event in events.iter() {
                 match event.token() {
-                    WAKER => self.drain_commands(),
+                    WAKER => {
+                        self.drain_journal(now);
+                        self.drain_commands();
+                    }
                     SIGNALS => self.drain_signals(),
                     HTTP_LISTENER => {
                         if let Some(http) = &mut self.http {
@@ -227,6 +237,7 @@ impl EventLoop {
                 }
             }
             self.broker.handle_timeout(now);
+            self.journal_pass();
             self.flush_pass(now);
             self.broker.handle_turn_end(now);
             self.close_pass(now);
@@ -383,6 +394,28 @@ impl EventLoop {
         if conn.transport.has_unsent() {
             // A layer has handshake bytes the socket did not take yet.
             queue_flush(&mut self.flush_list, conn, id);
+        }
+    }
+
+    /// Hands this turn's durable records to the journal thread (one message per turn).
+    fn journal_pass(&mut self) {
+        while let Some(batch) = self.broker.poll_journal() {
+            let Some(journal) = &self.journal else {
+                return;
+            };
+            if journal.batches.send(batch).is_err() {
+                error!("the journal thread is gone: durable publishes are not receipted");
+            }
+        }
+    }
+
+    /// Passes the journal thread's reports to the broker.
+    fn drain_journal(&mut self, now: Instant) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        while let Ok(progress) = journal.progress.try_recv() {
+            self.broker.handle_durable(progress, now);
         }
     }
 

@@ -73,6 +73,7 @@ errors! {
     AuthRequired(0x001A) "AUTH_REQUIRED" "this listener requires authentication and HELLO carried none",
     AuthFailed(0x001B) "AUTH_FAILED" "the credentials were not accepted",
     NotAuthorized(0x001C) "NOT_AUTHORIZED" "the session may not publish to / subscribe to this queue, or use STATS",
+    StorageFailed(0x001D) "STORAGE_FAILED" "a durable queue's journal could not write a published message (disk full, I/O error); it was not receipted",
 }
 
 impl fmt::Display for ErrorCode {

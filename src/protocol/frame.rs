@@ -23,6 +23,15 @@ pub const MAX_AUTH_SECRET_LEN: usize = 2_048;
 pub const PUBLISH_CONFLATE: u8 = 0x01;
 /// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: every event of the queue.
 pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
+/// SUBSCRIBE / SUBSCRIBED flag: a start block follows the event name (durable queues,
+/// protocol.md §SUBSCRIBE).
+pub const SUBSCRIBE_START: u8 = 0x02;
+/// SUBSCRIBE start: from the position given.
+pub const START_POSITION: u8 = 0x01;
+/// SUBSCRIBE start: from the oldest retained message.
+pub const START_OLDEST: u8 = 0x02;
+/// SUBSCRIBE start: the last N retained messages.
+pub const START_LAST: u8 = 0x03;
 /// DELIVER flag: this sequence number was sent before on an earlier connection.
 pub const DELIVER_REDELIVERED: u8 = 0x01;
 /// ERROR flag: the server closes the connection after this frame.
@@ -202,6 +211,24 @@ pub struct Subscription<'a> {
     pub queue: &'a [u8],
     /// `None` for every event of the queue (ALL_EVENTS flag), else one event name.
     pub event: Option<&'a [u8]>,
+    /// The START block (SUBSCRIBE and SUBSCRIBED only): where the subscription begins in a
+    /// durable queue's retained messages. `None`: new messages only.
+    pub start: Option<Start>,
+}
+
+/// Where a subscription to a durable queue starts, and (in SUBSCRIBED) where it did.
+/// Layout: protocol.md §SUBSCRIBE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// [`START_POSITION`], [`START_OLDEST`] or [`START_LAST`].
+    pub from: u8,
+    /// The position for POSITION, the count for LAST, 0 for OLDEST.
+    pub value: u64,
+    /// SUBSCRIBED only: the position of the first message replayed (the queue's next
+    /// position when none is; 0 for a queue that is not durable).
+    pub first_position: u64,
+    /// SUBSCRIBED only: positions asked for that are no longer retained.
+    pub skipped: u64,
 }
 
 /// ACK body. Layout: protocol.md §ACK.

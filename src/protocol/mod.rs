@@ -29,7 +29,7 @@ pub use codec::{decode, fuzz_decode, EncodeError};
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume,
-    Subscription, Welcome, MAX_AUTH_SECRET_LEN,
+    Start, Subscription, Welcome, MAX_AUTH_SECRET_LEN,
 };
 pub use header::{Op, HEADER_LEN, LEN_PREFIX_LEN};
 

@@ -123,6 +123,27 @@ pub struct ServerStats {
     /// PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.
     #[serde(default)]
     pub not_authorized: u64,
+    /// Messages of durable queues handed to the journal thread.
+    #[serde(default)]
+    pub messages_journaled: u64,
+    /// Sessions ended with STORAGE_FAILED.
+    #[serde(default)]
+    pub messages_refused_storage: u64,
+    /// Retained messages queued again by a SUBSCRIBE with START.
+    #[serde(default)]
+    pub messages_replayed: u64,
+    /// Journal batches that could not be written or synced.
+    #[serde(default)]
+    pub journal_failed_batches: u64,
+    /// fdatasync calls of the journal thread.
+    #[serde(default)]
+    pub journal_fsyncs: u64,
+    /// Messages of `fsync = "always"` queues made durable by those calls.
+    #[serde(default)]
+    pub journal_synced_messages: u64,
+    /// Bytes written to segment files.
+    #[serde(default)]
+    pub journal_written_bytes: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.
@@ -217,6 +238,18 @@ pub struct QueueStats {
     /// DELIVERs sent of its messages (first deliveries; a fan-out to n sessions counts n).
     #[serde(default)]
     pub delivered: u64,
+    /// Durable (`durable = true` with a `data_dir`): its messages are kept in segment files.
+    #[serde(default)]
+    pub durable: bool,
+    /// Durable queues: messages retained now.
+    #[serde(default)]
+    pub retained: u64,
+    /// Durable queues: position of the oldest retained message (= `next_position` when none).
+    #[serde(default)]
+    pub first_position: u64,
+    /// Durable queues: position the next message gets.
+    #[serde(default)]
+    pub next_position: u64,
 }
 
 /// Session ids in JSON: a string of 16 lowercase hex digits, the one printed form of an id

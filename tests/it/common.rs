@@ -198,6 +198,7 @@ impl RawConn {
         let sub = Subscription {
             queue: queue.as_bytes(),
             event: event.map(str::as_bytes),
+            start: None,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
         self.send(&out);

@@ -8,6 +8,7 @@ mod auth;
 mod chaos_proxy;
 mod common;
 mod dashboard;
+mod durable;
 mod extensions;
 mod malformed_frames;
 mod metrics_endpoint;

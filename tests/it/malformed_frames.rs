@@ -54,6 +54,7 @@ fn cases() -> Vec<Case> {
     let sub = Subscription {
         queue: b"q",
         event: None,
+        start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut subscribe_first).unwrap();
     let mut ack_unsent = Vec::new();

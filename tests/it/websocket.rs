@@ -126,6 +126,7 @@ impl<S: Read + Write> WsConn<S> {
         let sub = Subscription {
             queue: queue.as_bytes(),
             event: None,
+            start: None,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
         self.send(&out);
@@ -413,6 +414,7 @@ fn frames_split_across_messages_and_pings_are_fine_and_bye_ends_with_close_1000(
     let sub = Subscription {
         queue: b"db",
         event: None,
+        start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
     // HELLO and SUBSCRIBE cut at odd places across three messages, a ping between.

@@ -86,6 +86,7 @@ class ErrorCode(enum.IntEnum):
     AUTH_REQUIRED = 0x001A
     AUTH_FAILED = 0x001B
     NOT_AUTHORIZED = 0x001C
+    STORAGE_FAILED = 0x001D
 
 
 Code = Union[ErrorCode, int]

@@ -56,12 +56,12 @@ pub(super) fn test_config() -> Config {
             QueueConfig {
                 name: CONFLATING_QUEUE.to_owned(),
                 conflate: true,
-                max_payload_len: None,
+                ..QueueConfig::new(CONFLATING_QUEUE)
             },
             QueueConfig {
                 name: SMALL_QUEUE.to_owned(),
-                conflate: false,
                 max_payload_len: Some(SMALL_QUEUE_MAX_PAYLOAD_LEN),
+                ..QueueConfig::new(SMALL_QUEUE)
             },
         ],
         ..Config::default()
@@ -558,6 +558,7 @@ fn subscription<'a>(queue: &'a str, event: Option<&'a str>) -> Subscription<'a> 
     Subscription {
         queue: queue.as_bytes(),
         event: event.map(str::as_bytes),
+        start: None,
     }
 }
 

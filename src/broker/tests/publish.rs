@@ -144,6 +144,7 @@ fn an_empty_event_name_without_all_events_is_invalid_name() {
         &Frame::Subscribe(Subscription {
             queue: b"db",
             event: Some(b""),
+            start: None,
         }),
     );
     assert_eq!(h.frames(SUBSCRIBER), failed_with(ErrorCode::InvalidName));

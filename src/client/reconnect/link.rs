@@ -207,7 +207,7 @@ impl ReconnectingClient {
         client.set_timeout(inner_timeout(self.client_options.timeout, &self.welcome))?;
         if self.resubscribe {
             for (queue, event) in &self.subscriptions {
-                client.request_subscription(Op::Subscribe, queue, event.as_deref())?;
+                client.request_subscription(Op::Subscribe, queue, event.as_deref(), None)?;
             }
             self.resubscribe = false;
         }

@@ -472,7 +472,9 @@ impl ReconnectingClient {
         }
         let deadline = self.deadline();
         self.with_link(deadline, |client| {
-            client.request_subscription(op, queue, event)
+            client
+                .request_subscription(op, queue, event, None)
+                .map(|_| ())
         })?;
         // Recorded once the server confirmed it; a LOST during the wait re-subscribes the
         // others and the retry above makes this one.

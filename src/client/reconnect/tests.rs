@@ -208,6 +208,7 @@ fn sub_all() -> Subscription<'static> {
     Subscription {
         queue: b"db",
         event: None,
+        start: None,
     }
 }
 

@@ -4,8 +4,9 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
-    Resume, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
-    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Resume, Start, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
+    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, START_LAST, START_OLDEST, START_POSITION,
+    SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_START,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{DecodeError, ErrorCode, RESUME_TOKEN_LEN};
@@ -177,9 +178,31 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             })
         }
         Op::Subscribe | Op::Unsubscribe | Op::Subscribed | Op::Unsubscribed => {
-            let flags = r.flags(SUBSCRIBE_ALL_EVENTS)?;
+            let flags = r.flags(SUBSCRIBE_ALL_EVENTS | SUBSCRIBE_START)?;
             let queue = r.name("queue")?;
             let event = r.name("event")?;
+            let start = if flags & SUBSCRIBE_START == 0 {
+                None
+            } else if matches!(op, Op::Subscribe | Op::Subscribed) {
+                let from = r.u8("start")?;
+                if !matches!(from, START_POSITION | START_OLDEST | START_LAST) {
+                    return Err(r.malformed("unknown start"));
+                }
+                let value = r.u64("start value")?;
+                let (first_position, skipped) = if op == Op::Subscribed {
+                    (r.u64("first_position")?, r.u64("skipped")?)
+                } else {
+                    (0, 0)
+                };
+                Some(Start {
+                    from,
+                    value,
+                    first_position,
+                    skipped,
+                })
+            } else {
+                return Err(r.malformed("START in UNSUBSCRIBE"));
+            };
             r.finish()?;
             let event = if flags & SUBSCRIBE_ALL_EVENTS != 0 {
                 if !event.is_empty() {
@@ -189,7 +212,11 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             } else {
                 Some(event)
             };
-            let sub = Subscription { queue, event };
+            let sub = Subscription {
+                queue,
+                event,
+                start,
+            };
             match op {
                 Op::Subscribe => Frame::Subscribe(sub),
                 Op::Unsubscribe => Frame::Unsubscribe(sub),

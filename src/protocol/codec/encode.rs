@@ -5,6 +5,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::protocol::frame::{
     Dropped, Frame, Hello, Publish, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH,
     HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    SUBSCRIBE_START,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -214,15 +215,36 @@ pub fn encode_subscription(
     check_name(sub.queue)?;
     let event = sub.event.unwrap_or_default();
     check_name(event)?;
-    let body = 1 + 1 + sub.queue.len() + 1 + event.len();
+    // START only in SUBSCRIBE (9 bytes) and SUBSCRIBED (25 bytes).
+    let start = sub
+        .start
+        .filter(|_| matches!(op, Op::Subscribe | Op::Subscribed));
+    let start_len = match (start, op) {
+        (None, _) => 0,
+        (Some(_), Op::Subscribed) => 25,
+        (Some(_), _) => 9,
+    };
+    let body = 1 + 1 + sub.queue.len() + 1 + event.len() + start_len;
     FrameHeader::write(op, body, out);
-    out.push(if sub.event.is_none() {
+    let mut flags = if sub.event.is_none() {
         SUBSCRIBE_ALL_EVENTS
     } else {
         0
-    });
+    };
+    if start.is_some() {
+        flags |= SUBSCRIBE_START;
+    }
+    out.push(flags);
     put_name(out, sub.queue);
     put_name(out, event);
+    if let Some(start) = start {
+        out.push(start.from);
+        out.extend_from_slice(&start.value.to_be_bytes());
+        if op == Op::Subscribed {
+            out.extend_from_slice(&start.first_position.to_be_bytes());
+            out.extend_from_slice(&start.skipped.to_be_bytes());
+        }
+    }
     Ok(())
 }
 

@@ -10,13 +10,13 @@ use super::support::{
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
     AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
-    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
+    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED, START_POSITION,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
     ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
 };
-use crate::protocol::{ErrorCode, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
+use crate::protocol::{ErrorCode, Start, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
 
 #[test]
 fn error_code_table_in_protocol_md_matches_error_code_all() {
@@ -333,6 +333,33 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
         (
             "ERROR not authorized",
             Owned::error_nonfatal(ErrorCode::NotAuthorized, 2, b"no publish to px"),
+        ),
+        // Durable queues.
+        (
+            "SUBSCRIBE with START",
+            Owned::subscription_from(
+                Op::Subscribe,
+                b"jobs",
+                Start {
+                    from: START_POSITION,
+                    value: 1,
+                    first_position: 0,
+                    skipped: 0,
+                },
+            ),
+        ),
+        (
+            "SUBSCRIBED with START",
+            Owned::subscription_from(
+                Op::Subscribed,
+                b"jobs",
+                Start {
+                    from: START_POSITION,
+                    value: 1,
+                    first_position: 3,
+                    skipped: 2,
+                },
+            ),
         ),
     ]
 }

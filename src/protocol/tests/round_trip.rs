@@ -197,7 +197,11 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
         );
     }
     for (queue, event) in [(&long[..], None), (&ok[..], Some(&long[..]))] {
-        let sub = Subscription { queue, event };
+        let sub = Subscription {
+            queue,
+            event,
+            start: None,
+        };
         let result = encode_subscription(Op::Subscribe, &sub, &mut out);
         assert_eq!(result, Err(EncodeError::NameTooLong));
     }

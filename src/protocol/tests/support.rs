@@ -12,7 +12,7 @@ use crate::protocol::frame::{
     OUTCOME_NEW,
 };
 use crate::protocol::header::Op;
-use crate::protocol::{ErrorCode, MAX_FRAME_LEN, MAX_NAME_LEN, RESUME_TOKEN_LEN, VERSION};
+use crate::protocol::{ErrorCode, Start, MAX_FRAME_LEN, MAX_NAME_LEN, RESUME_TOKEN_LEN, VERSION};
 
 /// An owned frame, so strategies can produce frames and tests can borrow [`Frame`] views.
 #[derive(Clone, Debug)]
@@ -61,6 +61,7 @@ pub(super) struct OwnedPublish {
 pub(super) struct OwnedSubscription {
     pub(super) queue: Vec<u8>,
     pub(super) event: Option<Vec<u8>>,
+    pub(super) start: Option<Start>,
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +198,18 @@ impl Owned {
             sub: OwnedSubscription {
                 queue: queue.to_vec(),
                 event: event.map(<[u8]>::to_vec),
+                start: None,
+            },
+        }
+    }
+
+    pub(super) fn subscription_from(op: Op, queue: &[u8], start: Start) -> Owned {
+        Owned::Subscription {
+            op,
+            sub: OwnedSubscription {
+                queue: queue.to_vec(),
+                event: None,
+                start: Some(start),
             },
         }
     }
@@ -286,6 +299,7 @@ impl OwnedSubscription {
         Subscription {
             queue: &self.queue,
             event: self.event.as_deref(),
+            start: self.start,
         }
     }
 }
@@ -413,7 +427,11 @@ pub(super) fn subscription() -> impl Strategy<Value = Owned> {
     )
         .prop_map(|(op, queue, event)| Owned::Subscription {
             op,
-            sub: OwnedSubscription { queue, event },
+            sub: OwnedSubscription {
+                queue,
+                event,
+                start: None,
+            },
         })
 }
 

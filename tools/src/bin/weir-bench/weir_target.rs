@@ -81,6 +81,7 @@ impl Adapter for WeirAdapter {
         let subscription = Subscription {
             queue: &self.queue,
             event: None,
+            start: None,
         };
         // Cannot fail: the queue name is checked by clap to fit (see `check_topic`).
         let _ = encode_subscription(Op::Subscribe, &subscription, out);
