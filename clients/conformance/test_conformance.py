@@ -1,0 +1,381 @@
+"""Conformance scenarios, written once and run for every client (rust, python, typescript)
+through its driver (README.md). Each asserts behaviour, never durations: what arrives, in
+which order, how many times, and what the client reports.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (HOST, ROOT, DriverError, eventually, hash_password, require, session_id)
+
+WS_BRANCH_NOTE = ("the server's WebSocket listener (branch wip-ws) is not merged into main yet")
+
+
+def server_has_websocket() -> bool:
+    """True once the server in this tree knows `transport = "websocket"` listeners."""
+    src = ROOT / "src"
+    for path in src.rglob("*.rs"):
+        try:
+            if '"websocket"' in path.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+# ------------------------------------------------------------------------------ pub/sub
+
+
+def test_pubsub_event_filters(make_server, make_driver) -> None:
+    """A subscriber to one event gets only that event, to several events only those, to all
+    events every message of the queue (the empty event included); other queues reach nobody;
+    publish seqs count 1, 2, 3, ..."""
+    server = make_server()
+    only_a, a_and_c, every, pub = (make_driver(n) for n in ("only_a", "a_and_c", "every", "pub"))
+    for d in (only_a, a_and_c, every, pub):
+        d.connect(server.port)
+    only_a.subscribe("q", ["a"])
+    a_and_c.subscribe("q", ["a", "c"])
+    every.subscribe("q", None)
+
+    sent = [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2"), ("", "no-event"), ("c", "c2")]
+    seqs = [pub.publish("q", e, p) for e, p in sent]
+    assert seqs == list(range(1, len(sent) + 1))
+    assert pub.publish("other", "a", "elsewhere") == len(sent) + 1
+
+    def take(d, n):
+        got = [d.recv() for _ in range(n)]
+        assert all(g is not None for g in got), f"{d.label}: fewer than {n} deliveries"
+        return got
+
+    got = {d.label: take(d, n) for d, n in ((only_a, 2), (a_and_c, 4), (every, len(sent)))}
+    assert [(g["queue"], g["event"], g["payload"]) for g in got["only_a"]] == [
+        ("q", "a", "a1"), ("q", "a", "a2")]
+    assert [g["payload"] for g in got["a_and_c"]] == ["a1", "c1", "a2", "c2"]
+    assert [(g["event"], g["payload"]) for g in got["every"]] == sent
+    for d in (only_a, a_and_c, every):
+        mine = got[d.label]
+        assert [g["seq"] for g in mine] == list(range(1, len(mine) + 1)), mine
+        assert not any(g["redelivered"] for g in mine)
+        assert d.recv(timeout_ms=300) is None, f"{d.label} got a message it did not subscribe to"
+    for d in (only_a, a_and_c, every, pub):
+        d.call({"cmd": "close"})
+
+
+def test_binary_payload_roundtrip(make_server, make_driver) -> None:
+    """Payloads are bytes: every byte value and the empty payload arrive unchanged."""
+    import base64
+    server = make_server()
+    d = make_driver("self")
+    d.connect(server.port)
+    d.subscribe("bin")
+    blobs = [bytes(range(256)), b"", b"\x00\xff" * 1000]
+    for b in blobs:
+        d.call({"cmd": "publish", "queue": "bin", "event": "e",
+                "payload_b64": base64.b64encode(b).decode()})
+    for b in blobs:
+        got = d.recv()
+        assert got is not None and base64.b64decode(got["payload_b64"]) == b
+    d.call({"cmd": "close"})
+
+
+# ------------------------------------------------------------------------------ volume
+
+
+N_BULK = int(os.environ.get("WEIR_CONFORMANCE_N", "100000"))
+
+
+def test_100k_messages_in_order_with_acks(make_server, make_driver) -> None:
+    """100,000 messages published and received with acks: none lost, none duplicated, in
+    order. The in-flight window (1,024 by default) is far smaller, so the run finishes only
+    if the subscriber acks."""
+    server = make_server()
+    sub, pub = make_driver("sub"), make_driver("pub")
+    sub_id = session_id(sub.connect(server.port)["session_id"])
+    pub.connect(server.port)
+    sub.subscribe("bulk")
+    sub.send({"cmd": "recv_many", "n": N_BULK, "prefix": "m", "timeout_ms": 20_000})
+    pub.send({"cmd": "publish_many", "queue": "bulk", "event": "e", "n": N_BULK,
+              "prefix": "m"})
+    assert pub.reply(timeout=300)["count"] == N_BULK
+    got = sub.reply(timeout=300)
+    assert got["received"] == N_BULK, got
+    assert got["in_order"], got["first_bad"]
+    assert got["redelivered"] == 0
+    assert sub.recv(timeout_ms=300) is None, "a message arrived twice"
+
+    def all_acked():
+        s = [x for x in pub.stats()["sessions"] if session_id(x["session_id"]) == sub_id]
+        return s and s[0]["acked"] == N_BULK and s[0]["in_flight"] == 0
+    eventually(all_acked, what="every delivery acked")
+    st = pub.stats()["server"]
+    assert st["messages_published"] == N_BULK and st["messages_duplicate"] == 0
+    sub.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+N_CHAOS = 20_000
+CHAOS_SEED = int(os.environ.get("WEIR_CHAOS_SEED", "11"))
+
+
+def test_resume_through_chaos_proxy(make_server, make_proxy, make_driver) -> None:
+    """Publisher and subscriber each go through a proxy that cuts their connection at random
+    byte offsets (mid-frame), 4 times each: the clients resume, and every message arrives once,
+    in order; the server routed each once and lost no session."""
+    server = make_server()
+    # min_bytes: the first connection carries HELLO/WELCOME/SUBSCRIBE before any cut.
+    sub_proxy = make_proxy(server.port, cuts=4, seed=CHAOS_SEED, min_bytes=2_000,
+                           max_bytes=150_000)
+    pub_proxy = make_proxy(server.port, cuts=4, seed=CHAOS_SEED + 1, min_bytes=2_000,
+                           max_bytes=150_000)
+    sub, pub = make_driver("sub"), make_driver("pub")
+    sub.connect(sub_proxy.port)
+    sub.subscribe("chaos")
+    pub.connect(pub_proxy.port)
+    sub.send({"cmd": "recv_many", "n": N_CHAOS, "prefix": "c", "timeout_ms": 30_000})
+    pub.send({"cmd": "publish_many", "queue": "chaos", "event": "e", "n": N_CHAOS,
+              "prefix": "c"})
+    assert pub.reply(timeout=300)["count"] == N_CHAOS
+    got = sub.reply(timeout=300)
+    offsets = f"cut offsets: sub {sub_proxy.offsets}, pub {pub_proxy.offsets}"
+    assert got["received"] == N_CHAOS, (got, offsets)
+    assert got["in_order"], (got["first_bad"], offsets)
+    assert sub.recv(timeout_ms=300) is None, "a message arrived twice"
+    assert sub_proxy.cuts_done == 4 and pub_proxy.cuts_done == 4, offsets
+    for d in (sub, pub):
+        evs = d.events()
+        assert evs and all(e["type"] == "resumed" for e in evs), (d.label, evs)
+    st = pub.stats()["server"]
+    assert st["messages_published"] == N_CHAOS, st
+    assert st["sessions_lost"] == 0 and st["sessions_resumed"] >= 8, st
+    sub.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
+
+
+# ------------------------------------------------------------------------------ LOST
+
+
+def test_lost_session_expired_with_missed_count(make_server, make_proxy, make_driver) -> None:
+    """A subscriber away longer than reconnect_keep_alive_ms comes back to LOST
+    (SESSION_EXPIRED) with missed = the messages published while it was away (protocol.md
+    §LOST: pending ones; those it received before are not counted), then goes on in a new
+    session, subscribed again, delivery seqs from 1."""
+    server = make_server("reconnect_keep_alive_ms = 300\n")
+    proxy = make_proxy(server.port)
+    sub, pub = make_driver("sub"), make_driver("pub")
+    old_id = session_id(sub.connect(proxy.port)["session_id"])
+    pub.connect(server.port)
+    sub.subscribe("exp")
+    for i in range(3):
+        pub.publish("exp", "e", f"before {i}")
+    assert [sub.recv()["payload"] for _ in range(3)] == [f"before {i}" for i in range(3)]
+
+    proxy.refuse = True
+    proxy.cut_all()
+    away = 5
+    for i in range(away):
+        pub.publish("exp", "e", f"held {i}")
+
+    def expired():
+        return any(session_id(t["session_id"]) == old_id and t["reason"] == "SESSION_EXPIRED"
+                   for t in pub.stats()["closed_sessions"])
+    eventually(expired, what="the session's expiry")
+    proxy.refuse = False
+
+    evs = sub.events(wait_ms=30_000)
+    assert evs == [{"type": "lost", "reason": "SESSION_EXPIRED", "missed": away}], evs
+
+    def resubscribed():
+        sub.events(wait_ms=50)  # a blocking client resubscribes inside a call
+        return any(s["client_name"] == sub_name and s["subscriptions"]
+                   and session_id(s["session_id"]) != old_id
+                   for s in pub.stats()["sessions"])
+    sub_name = f"{sub.kind}-sub"
+    eventually(resubscribed, what="the new session's subscription")
+    pub.publish("exp", "e", "new")
+    d = sub.recv()
+    assert d is not None and d["payload"] == "new" and d["seq"] == 1, d
+    assert sub.recv(timeout_ms=300) is None
+    sub.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
+
+
+def test_lost_server_restarted(make_server, make_driver) -> None:
+    """After the server restarts, the resume is LOST(SERVER_RESTARTED), missed unknown; the
+    client goes on in a new session of the new run, subscribed again."""
+    server = make_server()
+    c = make_driver("c")
+    old_id = session_id(c.connect(server.port)["session_id"])
+    c.subscribe("r")
+    c.publish("r", "e", "before")
+    assert c.recv()["payload"] == "before"
+    server.stop()  # GOODBYE(SERVER_SHUTDOWN): every session ends
+    server.start()  # same port, a new epoch
+    evs = c.events(wait_ms=30_000)
+    assert evs == [{"type": "lost", "reason": "SERVER_RESTARTED", "missed": None}], evs
+    new = [s for s in c.stats()["sessions"] if s["client_name"] == f"{c.kind}-c"]
+    assert new and all(session_id(s["session_id"]) >> 32 != old_id >> 32 for s in new), new
+    assert c.publish("r", "e", "after") == 1
+    d = c.recv()
+    assert d is not None and d["payload"] == "after" and d["seq"] == 1, d
+    c.call({"cmd": "close"})
+
+
+# ------------------------------------------------------------------------------ auth
+
+
+def test_auth_password_and_token(make_server, make_driver) -> None:
+    """allow_anonymous = false: user/password and token are accepted; a bad password is
+    AUTH_FAILED, no credentials AUTH_REQUIRED."""
+    alice = hash_password("s3cret")
+    token_hash = "sha256$" + hashlib.sha256(b"tok-bob").hexdigest()
+    server = make_server(f'''
+allow_anonymous = false
+
+[[users]]
+name = "alice"
+password_hash = "{alice}"
+publish = ["*"]
+subscribe = ["*"]
+admin = true
+
+[[users]]
+name = "bob"
+token_hash = "{token_hash}"
+publish = ["*"]
+subscribe = ["*"]
+''')
+    a = make_driver("alice")
+    require(a, "password", "no user/password authentication")
+    a.connect(server.port, user="alice", password="s3cret")
+    a.subscribe("auth")
+    a.publish("auth", "e", "by alice")
+    assert a.recv()["payload"] == "by alice"
+    me = [s for s in a.stats()["sessions"] if s["client_name"] == f"{a.kind}-alice"]
+    assert me and me[0]["identity"] == "user:alice", me
+
+    if "token" in a.features:
+        b = make_driver("bob")
+        b.connect(server.port, token="tok-bob")
+        b.publish("auth", "e", "by bob")
+        assert a.recv()["payload"] == "by bob"
+        b.call({"cmd": "close"})
+
+    bad = make_driver("bad")
+    with pytest.raises(DriverError) as e:
+        bad.connect(server.port, user="alice", password="wrong")
+    assert e.value.code == "AUTH_FAILED", e.value
+    with pytest.raises(DriverError) as e:
+        bad.connect(server.port)
+    assert e.value.code == "AUTH_REQUIRED", e.value
+    a.call({"cmd": "close"})
+
+
+# ------------------------------------------------------------------------------ TLS
+
+
+def make_ca_and_cert(tmp: Path, tag: str) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a server certificate it signed, for localhost and 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"weir conformance CA {tag}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path, cert_path, key_path = tmp / f"ca-{tag}.pem", tmp / f"cert-{tag}.pem", tmp / f"key-{tag}.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+def test_tls_with_generated_ca(make_server, make_driver, tmp_path: Path) -> None:
+    """A TLS listener with a certificate from a CA made here: a client trusting that CA gets a
+    session and pub/sub works inside TLS; a client trusting another CA gets none."""
+    ca, cert, key = make_ca_and_cert(tmp_path, "a")
+    other_ca, _, _ = make_ca_and_cert(tmp_path, "b")
+    server = make_server(f'tls_cert = "{cert}"\ntls_key = "{key}"\nhandshake_timeout_ms = 2000\n')
+    d = make_driver("tls")
+    require(d, "tls", "no TLS transport")
+    d.connect(server.port, tls_ca=str(ca), tls_name="localhost")
+    d.subscribe("tls", ["e"])
+    d.publish("tls", "e", "inside TLS")
+    got = d.recv()
+    assert got is not None and got["payload"] == "inside TLS"
+    d.call({"cmd": "close"})
+    untrusting = make_driver("untrusting")
+    with pytest.raises(DriverError):
+        untrusting.connect(server.port, tls_ca=str(other_ca), tls_name="localhost")
+
+
+# ------------------------------------------------------------------------------ WebSocket
+
+
+def test_websocket_pubsub(make_server, make_driver) -> None:
+    """A WebSocket listener (subprotocol weir.v1): pub/sub and a 1,000-message run over it."""
+    d = make_driver("ws")
+    require(d, "websocket", "no WebSocket transport")
+    if not server_has_websocket():
+        pytest.skip(WS_BRANCH_NOTE)
+    ws_port = __import__("conftest").free_port()
+    server = make_server(f'''
+[[listeners]]
+listen = "{HOST}:{ws_port}"
+transport = "websocket"
+''')
+    d.call({"cmd": "connect", "url": f"ws://{HOST}:{ws_port}/", "name": f"{d.kind}-ws"})
+    d.subscribe("ws", ["e"])
+    assert d.publish("ws", "e", "over websocket") == 1
+    got = d.recv()
+    assert got is not None and got["payload"] == "over websocket" and got["event"] == "e"
+    d.send({"cmd": "recv_many", "n": 1000, "prefix": "w", "timeout_ms": 20_000})
+    pub = make_driver("tcp-pub")
+    pub.connect(server.port)
+    pub.call({"cmd": "publish_many", "queue": "ws", "event": "e", "n": 1000, "prefix": "w"})
+    got = d.reply(timeout=120)
+    assert got["received"] == 1000 and got["in_order"], got
+    d.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
