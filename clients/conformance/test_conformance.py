@@ -216,6 +216,50 @@ def test_lost_session_expired_with_missed_count(make_server, make_proxy, make_dr
     pub.call({"cmd": "close"})
 
 
+def test_lost_queue_overflow_with_missed_count(make_server, make_proxy, make_driver) -> None:
+    """max_queue_depth(_detached) = 10: while a subscriber is away, 15 messages are published;
+    the 11th overflows its session, which ends. Back, the client gets LOST(QUEUE_OVERFLOW)
+    with missed = 11: the 10 queued plus the one whose arrival ended it; the 4 published after
+    the session ended were never its own and are not counted (protocol.md §LOST)."""
+    server = make_server("max_queue_depth = 10\nmax_queue_depth_detached = 10\n"
+                         "reconnect_keep_alive_ms = 60000\n")
+    proxy = make_proxy(server.port)
+    sub, pub = make_driver("sub"), make_driver("pub")
+    old_id = session_id(sub.connect(proxy.port)["session_id"])
+    pub.connect(server.port)
+    sub.subscribe("ov")
+    proxy.refuse = True
+    proxy.cut_all()
+
+    def detached():
+        return any(session_id(s["session_id"]) == old_id and s["state"] == "detached"
+                   for s in pub.stats()["sessions"])
+    eventually(detached, what="the subscriber's session detached")
+    for i in range(15):
+        pub.publish("ov", "e", f"away {i}")
+
+    def overflowed():
+        return any(session_id(t["session_id"]) == old_id and t["reason"] == "QUEUE_OVERFLOW"
+                   for t in pub.stats()["closed_sessions"])
+    eventually(overflowed, what="the session's overflow")
+    proxy.refuse = False
+    evs = sub.events(wait_ms=30_000)
+    assert evs == [{"type": "lost", "reason": "QUEUE_OVERFLOW", "missed": 11}], evs
+
+    def resubscribed():
+        sub.events(wait_ms=50)
+        return any(s["client_name"] == f"{sub.kind}-sub" and s["subscriptions"]
+                   and session_id(s["session_id"]) != old_id
+                   for s in pub.stats()["sessions"])
+    eventually(resubscribed, what="the new session's subscription")
+    pub.publish("ov", "e", "fresh")
+    d = sub.recv()
+    assert d is not None and d["payload"] == "fresh" and d["seq"] == 1, d
+    assert sub.recv(timeout_ms=300) is None
+    sub.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
+
+
 def test_lost_server_restarted(make_server, make_driver) -> None:
     """After the server restarts, the resume is LOST(SERVER_RESTARTED), missed unknown; the
     client goes on in a new session of the new run, subscribed again."""
