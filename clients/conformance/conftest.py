@@ -126,7 +126,8 @@ class ChaosProxy:
     counted together) drawn from ``random.Random(seed)`` in ``[min_bytes, max_bytes]``: the
     bytes up to the offset are forwarded, wherever a frame boundary falls, then both sockets
     are closed. Later connections are forwarded untouched. ``refuse`` makes it accept and close
-    new connections at once; ``cut_all()`` closes every open connection.
+    new connections at once; ``cut_all()`` closes every open connection; ``freeze_existing()``
+    makes the open ones go silent (nothing forwarded, nothing closed).
     """
 
     def __init__(self, upstream_port: int, cuts: int = 0, seed: int = 1,
@@ -137,6 +138,7 @@ class ChaosProxy:
         self.rng = random.Random(seed)
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
         self.refuse = False
+        self.frozen_upto = 0  # connections numbered up to this one stop forwarding
         self.connections = 0
         self.offsets: list[int] = []
         self._lock = threading.Lock()
@@ -156,6 +158,11 @@ class ChaosProxy:
         except OSError:
             pass
         self.cut_all()
+
+    def freeze_existing(self) -> None:
+        """The connections open now stop forwarding, without closing (a peer gone silent)."""
+        with self._lock:
+            self.frozen_upto = self.connections
 
     def cut_all(self) -> None:
         with self._lock:
@@ -180,6 +187,7 @@ class ChaosProxy:
                 continue
             with self._lock:
                 self.connections += 1
+                number = self.connections
                 budget: list[int | None] = [None]
                 if self.cuts_left > 0:
                     self.cuts_left -= 1
@@ -187,16 +195,19 @@ class ChaosProxy:
                     self.offsets.append(budget[0])
                 self._open.update((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst, client, upstream, budget),
+                threading.Thread(target=self._pump,
+                                 args=(src, dst, client, upstream, budget, number),
                                  daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, a: socket.socket,
-              b: socket.socket, budget: list[int | None]) -> None:
+              b: socket.socket, budget: list[int | None], number: int) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                while number <= self.frozen_upto and not self._stopped:
+                    time.sleep(0.01)  # frozen: hold what arrived, forward nothing
                 cut = False
                 with self._lock:
                     left = budget[0]

@@ -92,6 +92,33 @@ def test_binary_payload_roundtrip(make_server, make_driver) -> None:
     d.call({"cmd": "close"})
 
 
+def test_largest_publish_and_its_longer_deliver(make_server, make_driver) -> None:
+    """max_frame_len = 65,536: the largest PUBLISH the server accepts goes through, and its
+    DELIVER, 8 bytes longer (protocol.md §Limits), is accepted by the client; a payload one
+    byte larger is refused by the client before it is sent, and the session goes on."""
+    import base64
+    limit = 65_536
+    server = make_server(f"max_frame_len = {limit}\n")
+    d = make_driver("self")
+    d.connect(server.port)
+    d.subscribe("big")
+    queue, event = "big", "e"
+    # PUBLISH length field: version + op (2) + seq, flags, str8 queue, str8 event (11 + q + e)
+    biggest = limit - 2 - 11 - len(queue) - len(event)
+    payload = bytes(i % 251 for i in range(biggest))
+    d.call({"cmd": "publish", "queue": queue, "event": event,
+            "payload_b64": base64.b64encode(payload).decode()})
+    got = d.recv()
+    assert got is not None and base64.b64decode(got["payload_b64"]) == payload
+    too_big = d.call({"cmd": "publish", "queue": queue, "event": event,
+                      "payload_b64": base64.b64encode(payload + b"x").decode()}, check=False)
+    assert not too_big["ok"], "a PUBLISH above max_frame_len was not refused"
+    assert d.publish(queue, event, "still here") == 2
+    got = d.recv()
+    assert got is not None and got["payload"] == "still here" and got["seq"] == 2, got
+    d.call({"cmd": "close"})
+
+
 # ------------------------------------------------------------------------------ volume
 
 
@@ -166,6 +193,34 @@ def test_resume_through_chaos_proxy(make_server, make_proxy, make_driver) -> Non
     st = pub.stats()["server"]
     assert st["messages_published"] == N_CHAOS, st
     assert st["sessions_lost"] == 0 and st["sessions_resumed"] >= 8, st
+    sub.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
+
+
+def test_silent_connection_detected_by_heartbeat(make_server, make_proxy, make_driver) -> None:
+    """heartbeat_timeout_ms = 1,000: the subscriber's connection goes silent (the proxy stops
+    forwarding without closing); the client notices from the heartbeat rule (nothing received
+    for heartbeat_timeout_ms), reconnects and resumes; what was published meanwhile arrives
+    once, in order."""
+    server = make_server("heartbeat_interval_ms = 250\nheartbeat_timeout_ms = 1000\n")
+    proxy = make_proxy(server.port)
+    sub, pub = make_driver("sub"), make_driver("pub")
+    sub.connect(proxy.port)
+    pub.connect(server.port)
+    sub.subscribe("hb")
+    pub.publish("hb", "e", "before")
+    assert sub.recv()["payload"] == "before"
+    proxy.freeze_existing()
+    for i in range(3):
+        pub.publish("hb", "e", f"during {i}")
+    got = sub.call({"cmd": "recv_many", "n": 3, "collect": True, "timeout_ms": 30_000},
+                   timeout=120)
+    assert got["payloads"] == [f"during {i}" for i in range(3)], got
+    assert sub.recv(timeout_ms=300) is None
+    evs = sub.events()
+    assert evs and all(e["type"] == "resumed" for e in evs), evs
+    assert proxy.connections >= 2
+    assert pub.stats()["server"]["sessions_lost"] == 0
     sub.call({"cmd": "close"})
     pub.call({"cmd": "close"})
 
