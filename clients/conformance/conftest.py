@@ -123,7 +123,8 @@ class ChaosProxy:
     """A loopback TCP proxy (threads) that cuts connections at random byte offsets.
 
     Each of the first ``cuts`` connections is cut after a number of bytes (both directions
-    counted together) drawn from ``random.Random(seed)`` in ``[min_bytes, max_bytes]``: the
+    counted together) drawn from ``random.Random(seed)`` in ``[min_bytes, max_bytes]``
+    (``[later_min_bytes, max_bytes]`` for every connection but the first): the
     bytes up to the offset are forwarded, wherever a frame boundary falls, then both sockets
     are closed. Later connections are forwarded untouched. ``refuse`` makes it accept and close
     new connections at once; ``cut_all()`` closes every open connection; ``freeze_existing()``
@@ -131,12 +132,14 @@ class ChaosProxy:
     """
 
     def __init__(self, upstream_port: int, cuts: int = 0, seed: int = 1,
-                 min_bytes: int = 1, max_bytes: int = 200_000) -> None:
+                 min_bytes: int = 1, max_bytes: int = 200_000,
+                 later_min_bytes: int | None = None) -> None:
         self.upstream_port = upstream_port
         self.cuts_left = cuts
         self.cuts_done = 0
         self.rng = random.Random(seed)
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
+        self.later_min_bytes = min_bytes if later_min_bytes is None else later_min_bytes
         self.refuse = False
         self.frozen_upto = 0  # connections numbered up to this one stop forwarding
         self.connections = 0
@@ -191,7 +194,8 @@ class ChaosProxy:
                 budget: list[int | None] = [None]
                 if self.cuts_left > 0:
                     self.cuts_left -= 1
-                    budget[0] = self.rng.randint(self.min_bytes, self.max_bytes)
+                    low = self.min_bytes if number == 1 else self.later_min_bytes
+                    budget[0] = self.rng.randint(low, self.max_bytes)
                     self.offsets.append(budget[0])
                 self._open.update((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
