@@ -325,6 +325,7 @@ class Driver:
         self._outstanding: list[dict[str, Any]] = []
         hello = self.call({"cmd": "hello"}, timeout=30)
         self.features: set[str] = set(hello["features"])
+        self.missing: dict[str, str] = hello.get("missing") or {}
         assert hello["client"] == kind
 
     def _read(self) -> None:
@@ -426,7 +427,7 @@ def make_driver(client: str, tmp_path: Path):
 def require(driver: Driver, feature: str, what: str) -> None:
     """Skips the scenario, naming the client and what it lacks, when the driver says so."""
     if feature not in driver.features:
-        pytest.skip(f"{driver.kind} client: {what}")
+        pytest.skip(f"{driver.kind} client: {driver.missing.get(feature, what)}")
 
 
 def session_id(v: Any) -> int:

@@ -12,7 +12,10 @@ const dist = process.env.WEIR_TS_DIST ?? path.resolve(here, '../../typescript/di
 const { Client, WeirError } = await import(pathToFileURL(dist).href);
 
 const features = ['tcp', 'tls', 'password', 'token'];
+// Why a feature the client has is unavailable here (the suite prints it with the skip).
+const missing = {};
 if (typeof globalThis.WebSocket === 'function') features.push('websocket');
+else missing.websocket = `Node ${process.version} has no WHATWG WebSocket (Node 22+, or 20 with --experimental-websocket)`;
 
 class Failure extends Error {
   constructor(message, code = null) {
@@ -97,7 +100,7 @@ function need() {
 }
 
 const commands = {
-  hello: async () => ({ client: 'typescript', features }),
+  hello: async () => ({ client: 'typescript', features, missing }),
 
   connect: async (cmd) => {
     const endpoint = cmd.url ? { url: cmd.url } : { host: cmd.host ?? '127.0.0.1', port: cmd.port ?? 7400 };
