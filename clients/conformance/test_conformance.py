@@ -485,3 +485,33 @@ def test_websocket_pubsub(make_server, make_driver, tmp_path: Path) -> None:
     assert d.recv(timeout_ms=300) is None
     d.call({"cmd": "close"})
     pub.call({"cmd": "close"})
+
+
+def test_websocket_resume_through_chaos_proxy(make_server, make_proxy, make_driver,
+                                              tmp_path: Path) -> None:
+    """A WebSocket subscriber behind the chaos proxy (cuts inside WebSocket frames, and on
+    reconnections inside the HTTP upgrade too): it resumes, and 10,000 messages arrive once
+    each, in order."""
+    d = make_driver("ws")
+    require(d, "websocket", "no WebSocket transport")
+    if not server_has_websocket(tmp_path):
+        pytest.skip(WS_BRANCH_NOTE)
+    tcp_port, ws_port = free_port(), free_port()
+    server = make_server(ws_config(tcp_port, ws_port), port=tcp_port)
+    proxy = make_proxy(ws_port, cuts=CHAOS_CUTS, seed=CHAOS_SEED + 2, min_bytes=2_000,
+                       later_min_bytes=1, max_bytes=40_000)
+    n = 10_000
+    d.call({"cmd": "connect", "url": f"ws://{HOST}:{proxy.port}/", "name": f"{d.kind}-ws"})
+    d.subscribe("wsc", ["e"])
+    pub = make_driver("tcp-pub")
+    pub.connect(server.port)
+    d.send({"cmd": "recv_many", "n": n, "prefix": "w", "timeout_ms": 30_000})
+    pub.call({"cmd": "publish_many", "queue": "wsc", "event": "e", "n": n, "prefix": "w"})
+    got = d.reply(timeout=300)
+    assert got["received"] == n and got["in_order"], (got, proxy.offsets)
+    assert d.recv(timeout_ms=300) is None
+    assert proxy.cuts_done == CHAOS_CUTS, proxy.offsets
+    evs = d.events()
+    assert evs and all(e["type"] == "resumed" for e in evs), evs
+    d.call({"cmd": "close"})
+    pub.call({"cmd": "close"})
