@@ -2,7 +2,7 @@
 //! and says what changes where.
 //!
 //! - The core's settings (limits, timeouts, rates, heartbeats, keep-alive, queues, users) take
-//!   effect at once ([`crate::broker::Broker::handle_reload`]).
+//!   effect at once (`Broker::handle_reload`).
 //! - Each listener's transport layers (PROXY policy, TLS certificate and key) apply to
 //!   connections accepted after the reload; established connections keep theirs. TLS files
 //!   are read again on every reload, so a certificate rotated in place is picked up.

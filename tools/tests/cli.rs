@@ -591,7 +591,7 @@ fn session_ids_are_hex_strings_in_json_and_the_same_hex_in_text() {
     assert!(ids.contains(&id.as_str()), "{ids:?}");
     let sessions = run(server.cli().arg("sessions"));
     assert!(
-        text(&sessions.stdout).contains(&format!("#{id} ")),
+        text(&sessions.stdout).contains(&format!("session_id={id} ")),
         "{}",
         text(&sessions.stdout)
     );

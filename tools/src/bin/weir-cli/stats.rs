@@ -55,8 +55,10 @@ pub(crate) fn session_line(session: &SessionStats) -> String {
             None => format!("{}:*", sub.queue),
         })
         .collect();
+    // Each field is named as in the STATS_REPLY JSON (`stats --json`), so one vocabulary
+    // serves both (issue 9).
     let mut line = format!(
-        "#{} name={:?}",
+        "session_id={} client_name={:?}",
         hex_id::format(session.session_id),
         session.client_name
     );
@@ -64,7 +66,8 @@ pub(crate) fn session_line(session: &SessionStats) -> String {
         line += &format!(" identity={}", session.identity);
     }
     line += &format!(
-        " peer={} state={}{} subs={} queue={}/{}B in_flight={} throttled={}",
+        " peer={} state={}{} subscriptions={} queue_depth={} queue_bytes={} in_flight={} \
+         is_throttled={}",
         if session.peer.is_empty() {
             "-"
         } else {
@@ -72,7 +75,7 @@ pub(crate) fn session_line(session: &SessionStats) -> String {
         },
         session.state,
         match session.expires_in_ms {
-            Some(ms) if session.state == "detached" => format!(" expires_in={}", seconds(ms)),
+            Some(ms) if session.state == "detached" => format!(" expires_in_ms={ms}"),
             _ => String::new(),
         },
         if subscriptions.is_empty() {
@@ -83,7 +86,7 @@ pub(crate) fn session_line(session: &SessionStats) -> String {
         session.queue_depth,
         session.queue_bytes,
         session.in_flight,
-        if session.is_throttled { "yes" } else { "no" },
+        session.is_throttled,
     );
     line
 }

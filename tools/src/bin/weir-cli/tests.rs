@@ -140,7 +140,7 @@ fn a_detached_session_shows_its_time_to_expiry_not_an_empty_peer() {
         "{text}"
     );
     assert!(
-        session_line(&session).contains("peer=- state=detached expires_in=59.2 s"),
+        session_line(&session).contains("peer=- state=detached expires_in_ms=59200"),
         "{}",
         session_line(&session)
     );
@@ -302,15 +302,16 @@ fn a_session_line_shows_identity_subscriptions_queue_and_throttling() {
     };
     assert_eq!(
         session_line(&session),
-        "#0000000000000009 name=\"sub one\" identity=user:alice peer=127.0.0.1:5000 state=connected \
-         subs=db:update,jobs:* queue=7/700B in_flight=2 throttled=yes"
+        "session_id=0000000000000009 client_name=\"sub one\" identity=user:alice \
+         peer=127.0.0.1:5000 state=connected subscriptions=db:update,jobs:* queue_depth=7 \
+         queue_bytes=700 in_flight=2 is_throttled=true"
     );
     session.identity.clear();
     session.subscriptions.clear();
     session.is_throttled = false;
     assert_eq!(
         session_line(&session),
-        "#0000000000000009 name=\"sub one\" peer=127.0.0.1:5000 state=connected subs=- queue=7/700B \
-         in_flight=2 throttled=no"
+        "session_id=0000000000000009 client_name=\"sub one\" peer=127.0.0.1:5000 state=connected \
+         subscriptions=- queue_depth=7 queue_bytes=700 in_flight=2 is_throttled=false"
     );
 }
