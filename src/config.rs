@@ -11,7 +11,7 @@ mod loop_settings;
 pub mod reload;
 mod tls_files;
 
-pub use loop_settings::{ListenerStack, LoopSettings};
+pub use loop_settings::{ListenerStack, LoopSettings, WebSocketSettings};
 pub use tls_files::load_tls;
 
 use std::collections::HashSet;
@@ -106,9 +106,19 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Address of an HTTP listener serving Prometheus metrics at `GET /metrics`, served by the
-    /// same event loop. Default none (off).
-    pub metrics_listen: Option<SocketAddr>,
+    /// Address of the HTTP listener, served by the same event loop: Prometheus metrics at
+    /// `GET /metrics`, the dashboard at `GET /` and its data at `GET /stats.json` (admins
+    /// only; see README). Default none (off). Formerly `metrics_listen`, still accepted with a
+    /// warning.
+    #[serde(alias = "metrics_listen")]
+    pub http_listen: Option<SocketAddr>,
+    /// What the listeners speak over TCP (or TLS): `"tcp"`, Weir frames on the stream, or
+    /// `"websocket"`, Weir frames in binary WebSocket messages (protocol.md §WebSocket).
+    /// Listeners may override. Default `"tcp"`.
+    pub transport: ListenerTransport,
+    /// Browser origins (`scheme://host[:port]`, or `"*"` for any) allowed to open a WebSocket
+    /// connection besides the same-host rule (protocol.md §WebSocket). Default none.
+    pub websocket_allowed_origins: Vec<String>,
     /// Connections must start with a PROXY protocol v1 or v2 header naming the real client
     /// (behind HAProxy `send-proxy-v2`, nginx `proxy_protocol on`). Default false.
     pub proxy_protocol: bool,
@@ -204,6 +214,24 @@ pub struct ListenerConfig {
     /// Overrides `allow_anonymous`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_anonymous: Option<bool>,
+    /// Overrides `transport` (`"tcp"` or `"websocket"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<ListenerTransport>,
+    /// Overrides `websocket_allowed_origins`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_allowed_origins: Option<Vec<String>>,
+}
+
+/// What a listener speaks over its TCP (or TLS) stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTransport {
+    /// Weir frames directly on the stream.
+    #[default]
+    Tcp,
+    /// An HTTP upgrade to WebSocket (subprotocol `weir.v1`), then Weir frames in binary
+    /// messages (protocol.md §WebSocket).
+    Websocket,
 }
 
 /// One user (`[[users]]`): a name, a password hash and/or a token hash, and permissions.
@@ -264,6 +292,8 @@ impl ListenerConfig {
             proxy_protocol: None,
             trusted_proxies: None,
             allow_anonymous: None,
+            transport: None,
+            websocket_allowed_origins: None,
         }
     }
 }
@@ -345,7 +375,9 @@ impl Default for Config {
             max_sessions: 20_000,
             tls_cert: None,
             tls_key: None,
-            metrics_listen: None,
+            http_listen: None,
+            transport: ListenerTransport::Tcp,
+            websocket_allowed_origins: Vec::new(),
             proxy_protocol: false,
             trusted_proxies: vec!["127.0.0.1".to_owned(), "::1".to_owned()],
             allow_anonymous: None,
@@ -432,9 +464,9 @@ impl Config {
         }
         let unset = [
             (
-                self.metrics_listen.is_none(),
-                "metrics_listen = \"127.0.0.1:9740\"",
-                "no metrics listener",
+                self.http_listen.is_none(),
+                "http_listen = \"127.0.0.1:9740\"",
+                "no HTTP listener (metrics, dashboard)",
             ),
             (
                 self.allow_anonymous.is_none(),
@@ -778,7 +810,8 @@ impl Config {
 
 /// Keys renamed so that the config, the metrics and protocol.md use one word (issue 9): old,
 /// new. The old names stay accepted (serde `alias`) and draw a warning at load.
-const RENAMED_KEYS: [(&str, &str); 3] = [
+const RENAMED_KEYS: [(&str, &str); 4] = [
+    ("metrics_listen", "http_listen"),
     ("inflight_window", "in_flight_window"),
     ("max_queue_depth_disconnected", "max_queue_depth_detached"),
     ("max_queue_bytes_disconnected", "max_queue_bytes_detached"),
@@ -904,7 +937,7 @@ mod tests {
         let text = config.to_toml();
         assert!(!text.contains(&key), "{text}");
         assert!(text.contains("# token_signing_key is set"), "{text}");
-        assert!(text.contains("# metrics_listen = "), "{text}");
+        assert!(text.contains("# http_listen = "), "{text}");
         assert!(text.contains("# tls_cert = "), "{text}");
         let default = Config::default().to_toml();
         assert!(default.contains("# token_signing_key = "), "{default}");
@@ -1014,6 +1047,31 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_accepted_as_http_listen_with_a_warning() {
+        let config = Config::from_toml("metrics_listen = \"127.0.0.1:9740\"\n").unwrap();
+        assert_eq!(config.http_listen, Some("127.0.0.1:9740".parse().unwrap()));
+        assert_eq!(
+            config.warnings,
+            ["metrics_listen is deprecated, it is now called http_listen"]
+        );
+    }
+
+    #[test]
+    fn a_websocket_listener_gets_its_origins_and_a_message_limit_of_one_frame() {
+        let text = "websocket_allowed_origins = [\"https://a.example\"]\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7400\"\n\
+                    [[listeners]]\nlisten = \"127.0.0.1:7480\"\ntransport = \"websocket\"\n\
+                    max_frame_len = 65536\n";
+        let config = Config::from_toml(text).unwrap();
+        let settings = config.websocket_settings();
+        assert_eq!(settings[0], None);
+        let ws = settings[1].as_ref().unwrap();
+        assert_eq!(ws.allowed_origins, ["https://a.example"]);
+        assert_eq!(ws.max_message_len, 65_536 + 4);
+        assert!(Config::from_toml("transport = \"quic\"\n").is_err());
     }
 
     #[test]

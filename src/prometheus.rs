@@ -1,6 +1,6 @@
 //! The Prometheus text exposition (format 0.0.4) of a [`StatsReport`].
 //!
-//! Served by the event loop on the optional `metrics_listen` address (`GET /metrics`). Which
+//! Served by the event loop on the optional `http_listen` address (`GET /metrics`). Which
 //! families exist, their names, types and help texts come from [`crate::metrics::ALL`]; this
 //! file only formats them. Every family gets `# HELP` and `# TYPE`; label values are escaped.
 //! Sessions are aggregated by state (their number is unbounded), queues are labelled by name.
@@ -101,6 +101,7 @@ mod tests {
                 subscribers: 2,
                 published: 9,
                 conflate: false,
+                ..QueueStats::default()
             }],
             ..StatsReport::default()
         }

@@ -57,11 +57,11 @@ impl Server {
             listeners.push(listener);
         }
         let mut http = None;
-        if let Some(addr) = settings.metrics_listen {
+        if let Some(addr) = settings.http_listen {
             let mut socket = TcpListener::bind(addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("cannot listen for metrics on {addr}: {e}"),
+                    format!("cannot listen for HTTP (http_listen) on {addr}: {e}"),
                 )
             })?;
             poll.registry()

@@ -44,6 +44,7 @@
 
 pub mod auth;
 mod close;
+mod dashboard;
 mod delivery_queue;
 mod ending;
 mod flow;
@@ -72,6 +73,7 @@ use log::debug;
 use slab::Slab;
 
 pub use close::CloseReason;
+pub use dashboard::HttpAccess;
 pub use flow::Intake;
 pub use origin::Origin;
 pub use routes::QueueId;
@@ -390,6 +392,12 @@ impl Broker {
                 self.fail(conn, ErrorCode::ProxyRejected, 0, &text);
             }
         }
+    }
+
+    /// A transport layer of `conn` refused it (a WebSocket upgrade or message against the
+    /// rules of protocol.md §WebSocket): ERROR(`code`, fatal) with `text`, then the close.
+    pub fn handle_transport_refusal(&mut self, conn: ConnId, code: ErrorCode, text: &str) {
+        self.fail(conn, code, 0, text);
     }
 
     /// Bytes the loop wrote to `conn`'s socket, for the counters (read bytes are counted by

@@ -28,6 +28,8 @@ pub(crate) struct Queue {
     pub(crate) max_payload_len: Option<u32>,
     /// Messages accepted for this queue.
     pub(crate) published: u64,
+    /// DELIVERs sent of its messages, first deliveries only (a fan-out to n sessions counts n).
+    pub(crate) delivered: u64,
     /// Sessions subscribed to every event.
     all_events: SessionList,
     /// Sessions subscribed to a named event and not to ALL_EVENTS; `None` until the first
@@ -113,6 +115,7 @@ impl Routes {
             conflate: false,
             max_payload_len: None,
             published: 0,
+            delivered: 0,
             all_events: SessionList::Empty,
             by_event: None,
             subscribers: 0,

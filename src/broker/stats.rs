@@ -121,6 +121,7 @@ impl Broker {
                 conflate: q.conflate,
                 subscribers: u64::from(q.subscribers),
                 published: q.published,
+                delivered: q.delivered,
             })
             .collect();
         let closed_sessions = self

@@ -102,6 +102,7 @@ impl Broker {
                     message.payload(),
                     out,
                 );
+                self.routes.queue_mut(message.queue).delivered += 1;
                 session.delivered += 1;
                 self.metrics.messages_delivered += 1;
             }

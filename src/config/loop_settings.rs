@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ListenerConfig, ListenerTransport};
 use crate::protocol::proxy::IpNet;
 
 /// The event loop's part of a configuration.
@@ -13,8 +13,8 @@ use crate::protocol::proxy::IpNet;
 pub struct LoopSettings {
     /// One per listener, in config order (the broker's listener numbers).
     pub listeners: Vec<ListenerStack>,
-    /// The HTTP listener (metrics), if any.
-    pub metrics_listen: Option<SocketAddr>,
+    /// The HTTP listener (metrics, dashboard), if any.
+    pub http_listen: Option<SocketAddr>,
     /// Microseconds to poll without sleeping after a turn with I/O (`busy_poll_us`).
     pub busy_poll_us: u32,
     /// Bytes written to one connection per turn before others get theirs.
@@ -32,6 +32,19 @@ pub struct ListenerStack {
     pub proxy: Option<Vec<IpNet>>,
     /// Certificate chain and key files when connections speak TLS (after any PROXY header).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `Some` when connections speak WebSocket (over TLS, if any): the upgrade's rules.
+    pub websocket: Option<WebSocketSettings>,
+}
+
+/// The rules of a WebSocket listener's upgrade and messages (protocol.md §WebSocket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSocketSettings {
+    /// Origins allowed besides the same-host rule; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Largest message a client may send, in bytes: one frame of the listener's
+    /// `max_frame_len` with its 4-byte length field. Checked from the WebSocket header,
+    /// before the payload is buffered.
+    pub max_message_len: usize,
 }
 
 impl Config {
@@ -47,18 +60,50 @@ impl Config {
             .iter()
             .zip(proxies)
             .zip(tls)
-            .map(|((settings, proxy), tls)| ListenerStack {
+            .zip(self.websocket_settings())
+            .map(|(((settings, proxy), tls), websocket)| ListenerStack {
                 listen: settings.listen,
                 proxy,
                 tls,
+                websocket,
             })
             .collect();
         Ok(LoopSettings {
             listeners,
-            metrics_listen: self.metrics_listen,
+            http_listen: self.http_listen,
             busy_poll_us: self.busy_poll_us,
             write_budget_bytes: self.write_budget_bytes,
             write_high_water_bytes: self.write_high_water_bytes,
         })
+    }
+}
+
+impl Config {
+    /// Per listener (same order as [`Config::listener_settings`]): the WebSocket rules, or
+    /// `None` for a `"tcp"` listener.
+    pub fn websocket_settings(&self) -> Vec<Option<WebSocketSettings>> {
+        let one;
+        let listeners = if self.listeners.is_empty() {
+            one = [ListenerConfig::new(self.listen)];
+            &one[..]
+        } else {
+            &self.listeners[..]
+        };
+        listeners
+            .iter()
+            .map(|l| {
+                if l.transport.unwrap_or(self.transport) != ListenerTransport::Websocket {
+                    return None;
+                }
+                let max_frame_len = l.max_frame_len.unwrap_or(self.max_frame_len);
+                Some(WebSocketSettings {
+                    allowed_origins: l
+                        .websocket_allowed_origins
+                        .clone()
+                        .unwrap_or_else(|| self.websocket_allowed_origins.clone()),
+                    max_message_len: max_frame_len as usize + 4,
+                })
+            })
+            .collect()
     }
 }

@@ -6,7 +6,7 @@
 //! - Each listener's transport layers (PROXY policy, TLS certificate and key) apply to
 //!   connections accepted after the reload; established connections keep theirs. TLS files
 //!   are read again on every reload, so a certificate rotated in place is picked up.
-//! - Addresses to bind (`listen`, `metrics_listen`, the number of listeners), and the loop's
+//! - Addresses to bind (`listen`, `http_listen`, the number of listeners), and the loop's
 //!   `busy_poll_us`, `write_budget_bytes` and `write_high_water_bytes`, need a restart: they
 //!   are reported as such and keep their running values.
 
@@ -29,7 +29,7 @@ pub struct ReloadPlan {
 const RESTART_KEYS: &[&str] = &[
     "busy_poll_us",
     "listen",
-    "metrics_listen",
+    "http_listen",
     "write_budget_bytes",
     "write_high_water_bytes",
 ];
@@ -72,7 +72,7 @@ pub fn plan(old: &Config, mut new: Config) -> Result<ReloadPlan, ConfigError> {
     }
     // Keep what is bound to sockets, or read once by the loop, as it runs.
     new.listen = old.listen;
-    new.metrics_listen = old.metrics_listen;
+    new.http_listen = old.http_listen;
     new.busy_poll_us = old.busy_poll_us;
     new.write_budget_bytes = old.write_budget_bytes;
     new.write_high_water_bytes = old.write_high_water_bytes;

@@ -190,7 +190,7 @@ impl EventLoop {
                         }
                     }
                     token if self.http.as_ref().is_some_and(|h| h.owns(token)) => {
-                        self.http_event(token);
+                        self.http_event(token, now);
                     }
                     token if listener_index(token).is_some() => {
                         if let Some(index) = listener_index(token) {
@@ -334,12 +334,10 @@ impl EventLoop {
         }
     }
 
-    fn http_event(&mut self, token: Token) {
-        let broker = &self.broker;
+    fn http_event(&mut self, token: Token, now: Instant) {
         if let Some(http) = &mut self.http {
-            http.handle_event(self.poll.registry(), token, &mut self.scratch, || {
-                crate::prometheus::render(&broker.stats())
-            });
+            let registry = self.poll.registry();
+            http.handle_event(registry, token, &mut self.scratch, &mut self.broker, now);
         }
     }
 
@@ -565,6 +563,7 @@ fn deliver_event(broker: &mut Broker, id: ConnId, event: TransportEvent) {
     match event {
         TransportEvent::ProxyHeader(Ok(header)) => broker.handle_proxy_header(id, Ok(header)),
         TransportEvent::ProxyHeader(Err(text)) => broker.handle_proxy_header(id, Err(&text)),
+        TransportEvent::Refused(code, text) => broker.handle_transport_refusal(id, code, &text),
     }
 }
 

@@ -12,6 +12,7 @@ use mio::net::{TcpListener, TcpStream};
 
 use super::transport::proxy::ProxyPrefix;
 use super::transport::tls::Tls;
+use super::transport::websocket::WebSocketLayer;
 use super::transport::{Layer, Transport};
 use crate::config::{load_tls, ListenerStack};
 use crate::protocol::proxy::IpNet;
@@ -67,6 +68,9 @@ impl Listener {
         }
         if let Some(config) = &self.stack.tls {
             layers.push(Box::new(Tls::new(config.clone())?));
+        }
+        if let Some(settings) = &self.stack.settings.websocket {
+            layers.push(Box::new(WebSocketLayer::new(settings.clone())));
         }
         Ok(Transport::new(stream, layers))
     }

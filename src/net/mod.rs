@@ -2,9 +2,10 @@
 //!
 //! - [`event_loop`]: the turn checklist over every socket, the waker and signals;
 //! - [`listener`]: a Weir listener and the transport stack of the connections it accepts;
-//! - [`transport`]: the layers of one connection's stream (PROXY prefix, TLS) over TCP;
+//! - [`transport`]: the layers of one connection's stream (PROXY prefix, TLS, WebSocket)
+//!   over TCP;
 //! - [`connection`]: a connection's transport, write buffer and readiness;
-//! - [`http`]: the HTTP listener (metrics);
+//! - [`http`]: the HTTP listener (metrics, the dashboard page and its `/stats.json`);
 //! - `commands`: commands from `ServerHandle`, signals, and applying a reload plan.
 
 mod commands;

@@ -26,7 +26,8 @@ impl ForeignProtocol {
             }
             ForeignProtocol::Http => {
                 "this looks like HTTP, but this port speaks the Weir protocol (protocol.md); \
-                 metrics are served on metrics_listen"
+                 the dashboard and metrics are served on http_listen, WebSocket on a listener \
+                 with transport = \"websocket\""
             }
         }
     }

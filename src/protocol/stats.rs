@@ -214,6 +214,9 @@ pub struct QueueStats {
     pub subscribers: u64,
     /// Messages accepted for it.
     pub published: u64,
+    /// DELIVERs sent of its messages (first deliveries; a fan-out to n sessions counts n).
+    #[serde(default)]
+    pub delivered: u64,
 }
 
 /// Session ids in JSON: a string of 16 lowercase hex digits, the one printed form of an id

@@ -1,4 +1,4 @@
-//! The Prometheus endpoint served by the event loop on `metrics_listen`: HTTP behaviour, live
+//! The Prometheus endpoint served by the event loop on `http_listen`: HTTP behaviour, live
 //! figures, and the exposition's conformance (HELP and TYPE for every family, naming rules,
 //! and the real `promtool check metrics` when it is installed).
 
@@ -11,7 +11,7 @@ use weir::Config;
 
 use crate::common::{RawConn, TestServer, WAIT};
 
-fn get(addr: std::net::SocketAddr, request: &str) -> String {
+pub(crate) fn get(addr: std::net::SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
@@ -36,7 +36,7 @@ fn get(addr: std::net::SocketAddr, request: &str) -> String {
 #[test]
 fn get_metrics_returns_prometheus_text_with_live_figures() {
     let server = TestServer::with_config(Config {
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     });
     let metrics = server
@@ -69,7 +69,7 @@ fn get_metrics_returns_prometheus_text_with_live_figures() {
     assert!(body.contains("weir_queue_subscribers{queue=\"db\"} 1\n"));
     assert!(body.contains("weir_sessions_by_state{state=\"connected\"} 2\n"));
 
-    assert!(get(metrics, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(get(metrics, "GET /nothing HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     assert!(get(metrics, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000));
     assert!(get(metrics, &huge).starts_with("HTTP/1.1 431"));
@@ -81,7 +81,7 @@ fn get_metrics_returns_prometheus_text_with_live_figures() {
 /// a close, so that labelled families have samples; returns the `/metrics` body.
 fn metrics_of_a_busy_server() -> (TestServer, String) {
     let server = TestServer::with_config(Config {
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Config::default()
     });
     let metrics = server

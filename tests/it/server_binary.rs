@@ -398,7 +398,7 @@ fn print_config_hides_the_signing_key_and_typos_get_a_suggestion() {
     );
     assert!(!printed.contains(key), "{printed}");
     assert!(printed.contains("# token_signing_key is set"), "{printed}");
-    assert!(printed.contains("# metrics_listen = "), "{printed}");
+    assert!(printed.contains("# http_listen = "), "{printed}");
     let typo = Command::new(SERVER)
         .arg("-t")
         .arg("-c")

@@ -1,6 +1,6 @@
 //! The layers of one connection's byte stream: TCP at the bottom, then (per listener) the
-//! PROXY protocol prefix and TLS, each a [`Layer`] over the one below, so a new framing (a
-//! WebSocket layer) is one more layer and the event loop never asks which ones it has.
+//! PROXY protocol prefix, TLS and WebSocket, each a [`Layer`] over the one below, so the event
+//! loop never asks which ones it has.
 //!
 //! Reading goes top-down: the top layer reads from a [`Below`] view of the layers under it,
 //! which reads from the socket at the bottom. Writing the same way. Plain TCP has no layers
@@ -12,18 +12,24 @@
 
 pub(crate) mod proxy;
 pub(crate) mod tls;
+pub(crate) mod websocket;
 
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
 use crate::protocol::proxy::ProxyHeader;
+use crate::protocol::ErrorCode;
 
 /// Something a layer learned that the core must hear of.
 #[derive(Debug)]
 pub(crate) enum TransportEvent {
     /// The PROXY header was read (`Ok`), or refused (`Err`, with the reason).
     ProxyHeader(Result<ProxyHeader, String>),
+    /// The layer refused the connection (a WebSocket upgrade or message that breaks its
+    /// rules): the core closes it with this code and text. The layer has already queued
+    /// whatever its own format says to the peer (an HTTP refusal).
+    Refused(ErrorCode, String),
 }
 
 /// One layer of a connection's stream, over the stream `below` it.

@@ -59,6 +59,8 @@ mod throughput;
 mod weir_target;
 #[path = "weir-bench/worker.rs"]
 mod worker;
+#[path = "weir-bench/ws_target.rs"]
+mod ws_target;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,6 +77,9 @@ use serde_json::{Map, Value};
                   mqtt://HOST:PORT?qos=0|1; add ?pid=N (&pid=N) for a local server's CPU and \
                   memory. Weir: ?user=NAME&password=PW, ?token=T or ?signed_token=T send \
                   credentials in HELLO; weirs://HOST:PORT?ca=PEM[&name=SNI] speaks TLS. \
+                  ws://HOST:PORT and wss://HOST:PORT?ca=PEM speak Weir over WebSocket \
+                  (a listener with transport = \"websocket\"); nats-ws://HOST:PORT is NATS \
+                  over nats-server's websocket listener. \
                   --compare A,B,... runs each scenario against several in turn."
 )]
 struct Cli {

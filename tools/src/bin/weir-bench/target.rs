@@ -24,6 +24,7 @@ use crate::mqtt_target::MqttAdapter;
 use crate::nats_target::NatsAdapter;
 use crate::redis_target::RedisAdapter;
 use crate::weir_target::WeirAdapter;
+use crate::ws_target::WsFraming;
 
 /// A broker to measure: `SCHEME://HOST:PORT[?key=value&...]`.
 ///
@@ -43,8 +44,10 @@ pub(crate) struct Target {
     pub(crate) pid: Option<u32>,
     /// Weir: credentials for HELLO.
     pub(crate) auth: Option<Credentials>,
-    /// Weir: TLS (`weirs://`).
+    /// Weir: TLS (`weirs://`, `wss://`).
     pub(crate) tls: Option<Tls>,
+    /// Over WebSocket (`ws://`, `wss://`, `nats-ws://`).
+    pub(crate) is_websocket: bool,
 }
 
 /// Credentials a Weir connection sends in HELLO.
@@ -143,15 +146,17 @@ impl FromStr for Target {
         }
         let mut kind = match scheme {
             "mqtt" => Kind::Mqtt { qos: 0 },
-            "nats" => Kind::Nats,
+            "nats" | "nats-ws" => Kind::Nats,
             "redis" => Kind::Redis,
-            "weir" | "weirs" => Kind::Weir,
+            "weir" | "weirs" | "ws" | "wss" => Kind::Weir,
             _ => {
                 return Err(format!(
-                    "{url}: unknown scheme (weir://, weirs://, redis://, nats:// or mqtt://)"
+                    "{url}: unknown scheme (weir://, weirs://, ws://, wss://, redis://, nats://, \
+                     nats-ws:// or mqtt://)"
                 ))
             }
         };
+        let is_tls = scheme == "weirs" || scheme == "wss";
         let mut pid = None;
         let (mut user, mut password, mut token, mut ca, mut name) = (None, None, None, None, None);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -177,8 +182,8 @@ impl FromStr for Target {
                 ("signed_token", Kind::Weir) => {
                     token = Some((AuthMethod::SignedToken, value.to_owned()))
                 }
-                ("ca", Kind::Weir) if scheme == "weirs" => ca = Some(PathBuf::from(value)),
-                ("name", Kind::Weir) if scheme == "weirs" => name = Some(value.to_owned()),
+                ("ca", Kind::Weir) if is_tls => ca = Some(PathBuf::from(value)),
+                ("name", Kind::Weir) if is_tls => name = Some(value.to_owned()),
                 _ => return Err(format!("{url}: unknown query key {key:?}")),
             }
         }
@@ -200,8 +205,8 @@ impl FromStr for Target {
                 ))
             }
         };
-        let tls = if scheme == "weirs" {
-            let ca = ca.ok_or_else(|| format!("{url}: weirs:// needs ca=PATH"))?;
+        let tls = if is_tls {
+            let ca = ca.ok_or_else(|| format!("{url}: {scheme}:// needs ca=PATH"))?;
             let host = address.rsplit_once(':').map_or("", |(host, _)| host);
             let name = name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
             Some(Tls::new(ca, name).map_err(|e| format!("{url}: {e}"))?)
@@ -214,6 +219,7 @@ impl FromStr for Target {
             pid,
             auth,
             tls,
+            is_websocket: matches!(scheme, "ws" | "wss" | "nats-ws"),
         })
     }
 }
@@ -223,10 +229,16 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             Kind::Mqtt { qos } => write!(f, "mqtt://{}?qos={qos}", self.address),
+            Kind::Nats if self.is_websocket => write!(f, "nats-ws://{}", self.address),
             Kind::Nats => write!(f, "nats://{}", self.address),
             Kind::Redis => write!(f, "redis://{}", self.address),
             Kind::Weir => {
-                let scheme = if self.tls.is_some() { "weirs" } else { "weir" };
+                let scheme = match (self.tls.is_some(), self.is_websocket) {
+                    (false, false) => "weir",
+                    (true, false) => "weirs",
+                    (false, true) => "ws",
+                    (true, true) => "wss",
+                };
                 write!(f, "{scheme}://{}", self.address)?;
                 match &self.auth {
                     None => Ok(()),
@@ -247,8 +259,10 @@ impl Target {
         match self.kind {
             Kind::Mqtt { qos: 0 } => "mqtt-qos0",
             Kind::Mqtt { .. } => "mqtt-qos1",
+            Kind::Nats if self.is_websocket => "nats-ws",
             Kind::Nats => "nats",
             Kind::Redis => "redis",
+            Kind::Weir if self.is_websocket => "weir-ws",
             Kind::Weir => "weir",
         }
     }
@@ -266,6 +280,19 @@ impl Target {
     /// A fresh adapter for one connection. `name` must be unique among the connections of a
     /// run (MQTT client ids must be).
     pub(crate) fn adapter(&self, name: &str, options: &AdapterOptions) -> Box<dyn Adapter> {
+        let adapter = self.bare_adapter(name, options);
+        if !self.is_websocket {
+            return adapter;
+        }
+        let subprotocol = (self.kind == Kind::Weir).then_some("weir.v1");
+        // Masking keys from the connection's name: distinct per connection, repeatable.
+        let seed = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        Box::new(WsFraming::new(adapter, &self.address, subprotocol, seed))
+    }
+
+    fn bare_adapter(&self, name: &str, options: &AdapterOptions) -> Box<dyn Adapter> {
         match self.kind {
             Kind::Mqtt { qos } => Box::new(MqttAdapter::new(name, qos, options)),
             Kind::Nats => Box::new(NatsAdapter::new(name, options)),
@@ -375,6 +402,8 @@ mod tests {
             "nats://127.0.0.1:4222",
             "mqtt://127.0.0.1:1883?qos=0",
             "mqtt://127.0.0.1:1883?qos=1",
+            "ws://127.0.0.1:7480",
+            "nats-ws://127.0.0.1:8080",
         ] {
             assert_eq!(url.parse::<Target>().unwrap().to_string(), url);
         }
@@ -403,6 +432,7 @@ mod tests {
             ("weir://h:1?user=u", "credentials"),
             ("weir://h:1?user=u&password=p&token=t", "credentials"),
             ("weirs://h:1", "ca=PATH"),
+            ("wss://h:1", "ca=PATH"),
             ("weir://h:1?ca=x", "unknown query key"),
             ("redis://h:1?user=u", "unknown query key"),
         ] {

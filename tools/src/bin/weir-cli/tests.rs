@@ -93,6 +93,7 @@ fn the_summary_shows_sessions_with_subscriptions_and_queues() {
             conflate: true,
             subscribers: 1,
             published: 5,
+            ..QueueStats::default()
         }],
         sessions_omitted: 1,
         closed_sessions: Vec::new(),
