@@ -17,9 +17,8 @@ import pytest
 from conftest import (HOST, DriverError, eventually, free_port, hash_password, require,
                       server_bin, session_id)
 
-WS_BRANCH_NOTE = ("this weir-server has no WebSocket listener (`transport = \"websocket\"` is "
-                  "refused by --check-config): the server's WebSocket listener, branch wip-ws, "
-                  "is not merged into main yet")
+WS_BRANCH_NOTE = ("this weir-server has no WebSocket listener (--check-config refuses "
+                  "`transport = \"websocket\"`; it came with branch wip-ws)")
 
 
 def ws_config(tcp_port: int, ws_port: int) -> str:
