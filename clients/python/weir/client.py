@@ -447,6 +447,8 @@ class Client:
                 else:
                     writer.write(hello)
                 dec = P.Decoder(P.PRE_WELCOME_MAX_LEN)
+                if ws is not None:
+                    dec.feed(ws.receive(b"", writer))  # anything that came with the 101
                 while True:
                     frame = dec.next()
                     if frame is not None:

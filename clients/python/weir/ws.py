@@ -134,15 +134,15 @@ class WsLink:
         self._flush(writer)
 
     def receive(self, data: bytes, writer: asyncio.StreamWriter) -> bytes:
-        """Feeds bytes read from the socket; returns the Weir bytes of the binary messages
-        they completed (in order). Sets :attr:`end` at a close, a text message or broken
+        """Feeds bytes read from the socket (b"": only what came with the 101); returns the
+        Weir bytes of the binary messages they completed (in order). Sets :attr:`end` at a close, a text message or broken
         framing; pongs and the close answer go out at once."""
         p = self.proto
         out: list[bytes] = []
         if self._early:
             events, self._early = self._early, []
             self._events(events, out)
-        if self.end is None:
+        if self.end is None and data:
             p.receive_data(data)
             self._events(p.events_received(), out)
         if self.end is None and getattr(p, "parser_exc", None) is not None:
