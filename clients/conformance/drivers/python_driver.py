@@ -79,10 +79,15 @@ class Driver:
     async def run(self, cmd: dict[str, Any]) -> dict[str, Any]:
         name = cmd.get("cmd")
         if name == "hello":
-            return {"client": "python", "features": ["tcp", "tls", "password", "token"]}
+            hello: dict[str, Any] = {"client": "python",
+                                     "features": ["tcp", "tls", "password", "token"]}
+            try:
+                weir.ws.require_websockets()
+                hello["features"].append("websocket")
+            except ImportError as e:
+                hello["missing"] = {"websocket": str(e)}
+            return hello
         if name == "connect":
-            if cmd.get("url"):
-                raise Failure("the Python client has no WebSocket transport")
             tls = None
             if cmd.get("tls_ca"):
                 tls = ssl.create_default_context(cafile=cmd["tls_ca"])
@@ -90,6 +95,7 @@ class Driver:
             self.events = []
             self.client = await weir.Client.connect(
                 cmd.get("host", "127.0.0.1"), int(cmd.get("port", 7400)),
+                url=cmd.get("url") or None,
                 name=cmd.get("name", "conformance"),
                 user=cmd.get("user"), password=cmd.get("password"), token=cmd.get("token"),
                 tls=tls, server_hostname=cmd.get("tls_name") if tls else None,

@@ -18,11 +18,12 @@ from .client import (Client, Delivery, Event, ReconnectFailed, Resumed, Subscrip
 from .errors import (AuthFailed, AuthRequired, CodedError, ConnectionClosed, NotAuthorized,
                      ProtocolViolation, ServerError, SessionLost, Timeout, WeirError)
 from .protocol import DecodeError, Decoder, EncodeError, ErrorCode
+from .ws import WebSocketError
 
 __all__ = [
     "Client", "Delivery", "Event", "ReconnectFailed", "Resumed", "Subscription",
     "SubscriptionEnded", "AuthFailed", "AuthRequired", "CodedError", "ConnectionClosed",
     "NotAuthorized", "ProtocolViolation", "ServerError", "SessionLost", "Timeout", "WeirError",
-    "DecodeError", "Decoder", "EncodeError", "ErrorCode", "protocol",
+    "DecodeError", "Decoder", "EncodeError", "ErrorCode", "WebSocketError", "protocol",
 ]
 __version__ = "0.1.0"

@@ -18,6 +18,8 @@ from .errors import (AuthFailed, AuthRequired, ConnectionClosed,
                      ProtocolViolation, ServerError, SessionLost, Timeout, WeirError,
                      server_error)
 from .protocol import ErrorCode, Name, to_bytes
+from .ws import WebSocketError, WsLink
+from .ws import parse_url as parse_ws_url
 
 __all__ = ["Client", "Delivery", "Subscription", "Resumed", "ReconnectFailed", "Event",
            "SubscriptionEnded"]
@@ -100,8 +102,10 @@ class _Cause:
 
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 decoder: P.Decoder, welcome: P.Welcome) -> None:
+                 decoder: P.Decoder, welcome: P.Welcome, ws: WsLink | None = None) -> None:
         self.reader, self.writer, self.decoder, self.welcome = reader, writer, decoder, welcome
+        #: the WebSocket framing, or None on TCP
+        self.ws = ws
         self._loop = asyncio.get_running_loop()
         self.last_rx = self._loop.time()
         self.dead = False
@@ -119,6 +123,11 @@ class _Conn:
     def flush(self) -> None:
         """Hands everything written since the last flush to the transport, in order."""
         if self._pending and not self.dead:
+            if self.ws is not None:
+                # one binary message per frame (protocol.md §WebSocket), one socket write
+                self.ws.send(self.writer, self._pending)
+                self._pending.clear()
+                return
             data = b"".join(self._pending)
             self._pending.clear()
             self.writer.write(data)
@@ -280,7 +289,8 @@ class Client:
     :meth:`next_event`.
     """
 
-    def __init__(self, host: str, port: int, *, name: Name = "", user: Name | None = None,
+    def __init__(self, host: str = "127.0.0.1", port: int = 7400, *, url: str | None = None,
+                 name: Name = "", user: Name | None = None,
                  password: str | bytes | None = None, token: str | bytes | None = None,
                  signed_token: str | bytes | None = None, tls: ssl.SSLContext | None = None,
                  server_hostname: str | None = None, inflight_window: int = 0,
@@ -291,6 +301,16 @@ class Client:
                  max_unreceipted: int = 65536,
                  on_event: Callable[[Event], None] | None = None) -> None:
         self.host, self.port = host, port
+        self.url = url
+        self._ws_uri: Any = None
+        if url is not None:
+            self._ws_uri = parse_ws_url(url)  # ImportError without websockets, ValueError
+            self.host, self.port = self._ws_uri.host, self._ws_uri.port
+            if self._ws_uri.secure:
+                if tls is None:
+                    tls = ssl.create_default_context()
+            elif tls is not None:
+                raise ValueError(f"tls= given with a ws:// URL ({url}): use wss://")
         self._name = to_bytes(name)
         self._auth = self._make_auth(user, password, token, signed_token)
         self._tls = tls
@@ -357,12 +377,20 @@ class Client:
         return None
 
     @classmethod
-    async def connect(cls, host: str = "127.0.0.1", port: int = 7400,
-                      **options: Any) -> Client:
+    async def connect(cls, host: str = "127.0.0.1", port: int = 7400, *,
+                      url: str | None = None, **options: Any) -> Client:
         """Open a connection and a new session. Raises :class:`AuthFailed`,
         :class:`AuthRequired`, other :class:`ServerError`\\ s, ``OSError`` or :class:`Timeout`;
-        the first connection is not retried."""
-        self = cls(host, port, **options)
+        the first connection is not retried.
+
+        ``url="ws://host:port/"`` (or ``wss://``, with ``tls=`` an ``ssl.SSLContext`` or, by
+        default, ``ssl.create_default_context()``) connects to a WebSocket listener
+        (protocol.md §WebSocket) instead of ``host``/``port``; everything else is as on TCP.
+        It needs the ``websockets`` package (``pip install 'weir[websocket]'``): without it,
+        ``ImportError``. A refused upgrade raises :class:`~weir.ws.WebSocketError`."""
+        if url is None and "://" in host:
+            url = host
+        self = cls(host, port, url=url, **options)
         conn = await self._handshake(resume=False)
         self._apply_welcome(conn)
         self._supervisor = asyncio.ensure_future(self._supervise(conn))
@@ -405,21 +433,32 @@ class Client:
                     kw["server_hostname"] = self._server_hostname
             reader, writer = await asyncio.open_connection(self.host, self.port, **kw)
             try:
+                ws = None
+                if self._ws_uri is not None:
+                    ws = WsLink(self._ws_uri, P.PRE_WELCOME_MAX_LEN + P.LEN_PREFIX_LEN)
+                    await ws.upgrade(reader, writer, _READ_SIZE)
                 res = None
                 if resume:
                     res = P.Resume(self._session_id, self._token, self._last_delivery_seq,
                                    self._first_resendable())
-                writer.write(P.encode_hello(P.Hello(self._window_req, self._name, res,
-                                                    self._auth)))
+                hello = P.encode_hello(P.Hello(self._window_req, self._name, res, self._auth))
+                if ws is not None:
+                    ws.send(writer, [hello])
+                else:
+                    writer.write(hello)
                 dec = P.Decoder(P.PRE_WELCOME_MAX_LEN)
+                if ws is not None:
+                    dec.feed(ws.receive(b"", writer))  # anything that came with the 101
                 while True:
                     frame = dec.next()
                     if frame is not None:
                         break
+                    if ws is not None and ws.end is not None:
+                        raise ws.end
                     data = await reader.read(_READ_SIZE)
                     if not data:
                         raise ConnectionResetError("connection closed before WELCOME")
-                    dec.feed(data)
+                    dec.feed(data if ws is None else ws.receive(data, writer))
                 if isinstance(frame, P.Error):
                     raise server_error(frame.code, frame.text, frame.fatal, frame.ref_seq)
                 if isinstance(frame, P.Goodbye):
@@ -428,7 +467,9 @@ class Client:
                     raise ProtocolViolation(ErrorCode.UNKNOWN_OP,
                                             f"expected WELCOME, got {type(frame).__name__}")
                 dec.max_len = frame.max_frame_len + P.DELIVER_SLACK
-                return _Conn(reader, writer, dec, frame)
+                if ws is not None:
+                    ws.set_max_message(dec.max_len + P.LEN_PREFIX_LEN)
+                return _Conn(reader, writer, dec, frame, ws)
             except BaseException:
                 writer.transport.abort()
                 raise
@@ -549,6 +590,10 @@ class Client:
                 return await self._handshake(resume=True)
             except (AuthFailed, AuthRequired):
                 raise
+            except WebSocketError as e:
+                if e.permanent:
+                    raise  # the listener refuses this upgrade (4xx): trying again won't help
+                last = e
             except ServerError as e:
                 if e.code != ErrorCode.SERVER_BUSY:
                     raise
@@ -586,14 +631,19 @@ class Client:
                     cause = self._handle(conn, frame)
                     if cause is not None:
                         return cause
+                ws = conn.ws
+                if ws is not None and ws.end is not None:
+                    # a close (or text message, broken framing) after the frames before it:
+                    # a GOODBYE or ERROR among those decided already; otherwise resume
+                    return _Cause(ws.end, True)
                 data = await conn.reader.read(_READ_SIZE)
                 if not data:
                     return _Cause(ConnectionClosed(0, "connection closed by peer"), True)
                 conn.last_rx = self._loop.time()
-                conn.decoder.feed(data)
+                conn.decoder.feed(data if ws is None else ws.receive(data, conn.writer))
         except P.DecodeError as e:
             return _Cause(ProtocolViolation(e.code, str(e)), True)
-        except (OSError, ssl.SSLError, EOFError) as e:
+        except (OSError, ssl.SSLError, EOFError, WebSocketError) as e:
             return _Cause(e, True)
         finally:
             watchdog.cancel()
