@@ -13,6 +13,7 @@
 pub(crate) mod proxy;
 pub(crate) mod tls;
 pub(crate) mod websocket;
+mod ws_frames;
 
 use std::io::{self, Read, Write};
 

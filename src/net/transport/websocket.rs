@@ -2,11 +2,12 @@
 //! messages (protocol.md §WebSocket). It sits on top of the stack (over TLS for `wss://`, over
 //! a PROXY prefix behind a load balancer).
 //!
-//! tungstenite decodes the messages (masking, fragmentation, ping/pong, close, the size limit
-//! read from each frame header before its payload is buffered) over an in-memory stream
-//! ([`MemStream`]) that this layer fills from below and drains below: nothing blocks. The
-//! upgrade request is parsed here with httparse, so that its size is bounded
-//! ([`MAX_HANDSHAKE_BYTES`]) and a refusal is an HTTP answer with a reason.
+//! [`super::ws_frames`] decodes the client's frames (masking, fragmentation, ping/pong, close,
+//! the size limit read from each frame header before its payload is taken) in place from an
+//! in-memory stream ([`MemStream`]) that this layer fills from below and drains below:
+//! nothing blocks, nothing is allocated per message. The upgrade request is parsed here with
+//! httparse, so that its size is bounded ([`MAX_HANDSHAKE_BYTES`]) and a refusal is an HTTP
+//! answer with a reason; tungstenite derives the accept key.
 //!
 //! Both directions: client messages are concatenated into the byte stream the core decodes
 //! (any split is fine); each Weir frame the server sends is one binary message, framed here by
@@ -19,10 +20,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, WebSocket};
-
+use super::ws_frames::{close_code, encode_close, Inbound, Step};
 use super::{Below, Layer, TransportEvent};
 use crate::config::WebSocketSettings;
 use crate::protocol::ErrorCode;
@@ -40,11 +38,6 @@ pub(crate) const WS_BUFFER_LIMIT_BYTES: usize = 64 * 1024;
 /// Bytes read from below per call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// tungstenite's read chunk: it zeroes this much per read of the in-memory stream, so it is
-/// kept small (16 KiB made zeroing 9% of the server's instructions under callgrind at 64-byte
-/// messages; copying from memory in 4 KiB pieces costs little).
-const TUNGSTENITE_READ_BYTES: usize = 4 * 1024;
-
 /// Most headers in an upgrade request (browsers send about 15).
 const MAX_HEADERS: usize = 64;
 
@@ -53,10 +46,21 @@ const MAX_HEADERS: usize = 64;
 pub(crate) struct WebSocketLayer {
     state: State,
     settings: WebSocketSettings,
-    /// Payload of binary messages not yet read by the layer above; `inbound[inbound_pos..]`.
-    inbound: Vec<u8>,
-    inbound_pos: usize,
     event: Option<TransportEvent>,
+}
+
+/// An upgraded connection.
+#[derive(Debug)]
+struct Open {
+    stream: MemStream,
+    inbound: Inbound,
+    /// `Some(code)` once a fault was found: nothing more is read, frames from above (the
+    /// core's ERROR) still go out, and the close frame carries `code`.
+    fault: Option<u16>,
+    /// A close frame was sent: nothing more may be.
+    is_close_sent: bool,
+    /// The client sent a close (answered): the stream ends.
+    is_peer_closed: bool,
 }
 
 #[derive(Debug)]
@@ -66,9 +70,8 @@ enum State {
     /// The upgrade was refused: the HTTP answer is in the stream's output; nothing more is read
     /// and bytes from above are dropped (there is no WebSocket to carry them).
     Refused(MemStream),
-    /// Upgraded. `Some(code)` once a fault was found: nothing more is read, frames from above
-    /// (the core's ERROR) still go out, and the close frame carries `code`.
-    Open(Box<WebSocket<MemStream>>, Option<CloseCode>),
+    /// Upgraded.
+    Open(Box<Open>),
 }
 
 impl WebSocketLayer {
@@ -77,8 +80,6 @@ impl WebSocketLayer {
         WebSocketLayer {
             state: State::Handshake(MemStream::default()),
             settings,
-            inbound: Vec::new(),
-            inbound_pos: 0,
             event: None,
         }
     }
@@ -86,7 +87,7 @@ impl WebSocketLayer {
     fn stream(&mut self) -> &mut MemStream {
         match &mut self.state {
             State::Handshake(stream) | State::Refused(stream) => stream,
-            State::Open(ws, _) => ws.get_mut(),
+            State::Open(open) => &mut open.stream,
         }
     }
 
@@ -117,13 +118,17 @@ impl WebSocketLayer {
 
     /// Reads more bytes from below into the stream's input. `Ok(0)` at the end of the stream.
     ///
-    /// Once upgraded the input is always drained when this is called (tungstenite reads it
-    /// all before it reports WouldBlock), so its storage is zeroed once and reused.
+    /// What was not decoded yet (part of a frame header or of a control frame, at most 135
+    /// bytes once upgraded) moves to the front first, so the storage is zeroed once and reused.
     fn fill(&mut self, below: &mut Below<'_>) -> io::Result<usize> {
         let stream = self.stream();
         if stream.pos >= stream.end {
             stream.pos = 0;
             stream.end = 0;
+        } else if stream.pos > 0 {
+            stream.input.copy_within(stream.pos..stream.end, 0);
+            stream.end -= stream.pos;
+            stream.pos = 0;
         }
         if stream.input.len() < stream.end + READ_CHUNK_BYTES {
             stream.input.resize(stream.end + READ_CHUNK_BYTES, 0);
@@ -134,45 +139,58 @@ impl WebSocketLayer {
     }
 
     /// Reads binary messages' payload into `buf` until it is full or nothing more has arrived,
-    /// so the core gets many frames per call, as from TCP. What does not fit waits in
-    /// `inbound` (served first by the next read).
+    /// so the core gets many frames per call, as from TCP.
     fn read_messages(&mut self, below: &mut Below<'_>, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         loop {
-            let State::Open(ws, None) = &mut self.state else {
+            let State::Open(open) = &mut self.state else {
                 return Ok(filled);
             };
+            if open.fault.is_some() {
+                return Ok(filled);
+            }
+            if open.is_peer_closed {
+                return Ok(filled);
+            }
             if filled >= buf.len() {
                 return Ok(filled);
             }
-            match ws.read() {
-                Ok(Message::Binary(data)) => {
-                    let room = buf.get_mut(filled..).unwrap_or_default();
-                    let n = data.len().min(room.len());
-                    if let (Some(to), Some(from)) = (room.get_mut(..n), data.get(..n)) {
-                        to.copy_from_slice(from);
-                    }
-                    filled += n;
-                    if n < data.len() {
-                        self.inbound
-                            .extend_from_slice(data.get(n..).unwrap_or_default());
-                        return Ok(filled);
+            let stream = &mut open.stream;
+            let input = stream.input.get(stream.pos..stream.end).unwrap_or_default();
+            let out = buf.get_mut(filled..).unwrap_or_default();
+            let (used, step) = open.inbound.step(input, out);
+            stream.pos += used;
+            match step {
+                Step::Data(n) => filled += n,
+                Step::Pong(pong) => {
+                    if !open.is_close_sent {
+                        stream.output.extend_from_slice(&pong);
                     }
                 }
-                Ok(Message::Text(_)) => {
-                    let text = "a text message (Weir frames go in binary messages)";
-                    let error = self.fail(
-                        ErrorCode::MalformedFrame,
-                        CloseCode::Unsupported,
-                        text.into(),
-                    );
+                Step::Close(code) => {
+                    // Answered with the client's code (RFC 6455 §5.5.1); the stream then ends.
+                    if !open.is_close_sent {
+                        let code = if code < 1000 {
+                            close_code::NORMAL
+                        } else {
+                            code
+                        };
+                        encode_close(code, &mut stream.output);
+                        open.is_close_sent = true;
+                    }
+                    open.is_peer_closed = true;
+                    self.push_now(below)?;
+                    return Ok(filled);
+                }
+                Step::Fault(close, text) => {
+                    let code = match close {
+                        close_code::TOO_BIG => ErrorCode::FrameTooLarge,
+                        _ => ErrorCode::MalformedFrame,
+                    };
+                    let error = self.fail(code, close, text.into());
                     return if filled > 0 { Ok(filled) } else { Err(error) };
                 }
-                // Pings are answered by tungstenite (the pong is pushed below); a close is
-                // answered, and the next read reports the end.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))
-                | Ok(Message::Frame(_)) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                Step::NeedMore => {
                     self.push_now(below)?;
                     match self.fill(below) {
                         Ok(0) if filled == 0 => return Ok(0),
@@ -183,34 +201,14 @@ impl WebSocketLayer {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    self.push_now(below)?;
-                    return Ok(filled);
-                }
-                Err(tungstenite::Error::Capacity(error)) => {
-                    let error = self.fail(
-                        ErrorCode::FrameTooLarge,
-                        CloseCode::Size,
-                        format!("{error}"),
-                    );
-                    return if filled > 0 { Ok(filled) } else { Err(error) };
-                }
-                Err(error) => {
-                    let error = self.fail(
-                        ErrorCode::MalformedFrame,
-                        CloseCode::Protocol,
-                        format!("{error}"),
-                    );
-                    return if filled > 0 { Ok(filled) } else { Err(error) };
-                }
             }
         }
     }
 
     /// Tells the core of a fault and stops reading; the close frame will carry `close`.
-    fn fail(&mut self, code: ErrorCode, close: CloseCode, text: String) -> io::Error {
-        if let State::Open(_, fault) = &mut self.state {
-            *fault = Some(close);
+    fn fail(&mut self, code: ErrorCode, close: u16, text: String) -> io::Error {
+        if let State::Open(open) = &mut self.state {
+            open.fault = Some(close);
         }
         self.event = Some(TransportEvent::Refused(code, format!("WebSocket: {text}")));
         ErrorKind::WouldBlock.into()
@@ -241,12 +239,13 @@ impl WebSocketLayer {
                 let mut stream = std::mem::take(stream);
                 stream.pos += used;
                 stream.output.extend_from_slice(response.as_bytes());
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(TUNGSTENITE_READ_BYTES)
-                    .max_message_size(Some(self.settings.max_message_len))
-                    .max_frame_size(Some(self.settings.max_message_len));
-                let ws = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
-                self.state = State::Open(Box::new(ws), None);
+                self.state = State::Open(Box::new(Open {
+                    stream,
+                    inbound: Inbound::new(self.settings.max_message_len),
+                    fault: None,
+                    is_close_sent: false,
+                    is_peer_closed: false,
+                }));
                 true
             }
             Upgrade::Refuse(refusal) => {
@@ -271,21 +270,9 @@ impl WebSocketLayer {
 impl Layer for WebSocketLayer {
     fn read(&mut self, below: &mut Below<'_>, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.inbound_pos < self.inbound.len() {
-                let rest = self.inbound.get(self.inbound_pos..).unwrap_or_default();
-                let n = rest.len().min(buf.len());
-                if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
-                    to.copy_from_slice(from);
-                }
-                self.inbound_pos += n;
-                if self.inbound_pos >= self.inbound.len() {
-                    self.inbound.clear();
-                    self.inbound_pos = 0;
-                }
-                return Ok(n);
-            }
             match &mut self.state {
-                State::Refused(_) | State::Open(_, Some(_)) => {
+                State::Refused(_) => return Err(ErrorKind::WouldBlock.into()),
+                State::Open(open) if open.fault.is_some() => {
                     return Err(ErrorKind::WouldBlock.into())
                 }
                 State::Handshake(_) => {
@@ -298,17 +285,17 @@ impl Layer for WebSocketLayer {
                         return Err(ErrorKind::WouldBlock.into());
                     }
                 }
-                State::Open(_, None) => return self.read_messages(below, buf),
+                State::Open(_) => return self.read_messages(below, buf),
             }
         }
     }
 
     fn write(&mut self, below: &mut Below<'_>, buf: &[u8]) -> io::Result<usize> {
-        let State::Open(ws, _) = &self.state else {
+        let State::Open(open) = &self.state else {
             // No WebSocket (yet, or refused): the core's ERROR has nowhere to go.
             return Ok(buf.len());
         };
-        if !ws.can_write() {
+        if open.is_close_sent {
             return Ok(buf.len());
         }
         match self.push(below) {
@@ -353,18 +340,20 @@ impl Layer for WebSocketLayer {
     fn has_unsent(&self) -> bool {
         let stream = match &self.state {
             State::Handshake(stream) | State::Refused(stream) => stream,
-            State::Open(ws, _) => ws.get_ref(),
+            State::Open(open) => &open.stream,
         };
         stream.sent < stream.output.len()
     }
 
     fn shutdown(&mut self, below: &mut Below<'_>) {
-        if let State::Open(ws, fault) = &mut self.state {
-            let code = fault.unwrap_or(CloseCode::Normal);
-            let _ = ws.close(Some(CloseFrame {
-                code,
-                reason: "".into(),
-            }));
+        if let State::Open(open) = &mut self.state {
+            if !open.is_close_sent {
+                encode_close(
+                    open.fault.unwrap_or(close_code::NORMAL),
+                    &mut open.stream.output,
+                );
+                open.is_close_sent = true;
+            }
         }
         let _ = self.push(below);
     }
@@ -374,9 +363,9 @@ impl Layer for WebSocketLayer {
     }
 }
 
-/// The in-memory stream tungstenite reads and writes: `input[pos..end]` arrived from below and
-/// is not yet decoded (the rest of `input` is storage); `output[sent..]` is framed and not yet
-/// pushed below.
+/// The connection's in-memory buffers: `input[pos..end]` arrived from below and is not yet
+/// decoded (the rest of `input` is storage); `output[sent..]` is framed and not yet pushed
+/// below.
 #[derive(Debug, Default)]
 pub(crate) struct MemStream {
     input: Vec<u8>,
@@ -384,34 +373,6 @@ pub(crate) struct MemStream {
     end: usize,
     output: Vec<u8>,
     sent: usize,
-}
-
-impl Read for MemStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = self.input.get(self.pos..self.end).unwrap_or_default();
-        if rest.is_empty() {
-            self.pos = 0;
-            self.end = 0;
-            return Err(ErrorKind::WouldBlock.into());
-        }
-        let n = rest.len().min(buf.len());
-        if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
-            to.copy_from_slice(from);
-        }
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for MemStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The length of the whole Weir frame at the start of `bytes` (its 4-byte length field plus
