@@ -14,6 +14,7 @@
 //! 3. ends are decided: complete, closed by the broker, idle, stopped, timed out;
 //! 4. poll, with no wait in busy mode or while work is left, else until the next due time.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +49,9 @@ pub(crate) struct PublisherSpec {
     pub(crate) rate: Option<f64>,
     pub(crate) payload_len: usize,
     pub(crate) max_unconfirmed: u64,
+    /// Time each message from its due time and its send time to the broker's confirmation
+    /// (Weir: the RECEIPT covering it), for messages due this long after the start or later.
+    pub(crate) confirm_latency_after: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +195,8 @@ pub(crate) struct PublisherReport {
     pub(crate) confirmed: u64,
     /// Since the start: the last message handed to the link.
     pub(crate) last_publish_at: Duration,
+    /// Publish to confirmation, from the due time (corrected) and the send time (raw), in ns.
+    pub(crate) confirm_latency: Option<(Histogram<u64>, Histogram<u64>)>,
     pub(crate) ended: Ended,
 }
 
@@ -333,6 +339,18 @@ struct Publishing {
     last_publish_at: Duration,
     /// Messages since the shared counter was last updated and the lag checked.
     unreported: u64,
+    /// With `spec.confirm_latency_after`: what times confirmations.
+    confirms: Option<Box<ConfirmTiming>>,
+}
+
+/// Publish-to-confirmation timing: (due, sent) of each unconfirmed message in publish order,
+/// and the histograms (corrected, raw) in ns.
+struct ConfirmTiming {
+    unconfirmed: VecDeque<(u64, u64)>,
+    /// Confirmed messages so far (the adapter's count when last looked at).
+    confirmed: u64,
+    corrected: Histogram<u64>,
+    raw: Histogram<u64>,
 }
 
 struct Receiving {
@@ -413,6 +431,16 @@ impl Worker {
                 });
                 let state = match plan.role {
                     Role::Publisher(spec) => State::Publisher(Publishing {
+                        confirms: spec.confirm_latency_after.map(|_| {
+                            Box::new(ConfirmTiming {
+                                unconfirmed: VecDeque::with_capacity(
+                                    spec.max_unconfirmed.min(1 << 20) as usize,
+                                ),
+                                confirmed: 0,
+                                corrected: new_histogram(),
+                                raw: new_histogram(),
+                            })
+                        }),
                         payload: vec![0xA5; spec.payload_len.max(TAG_LEN)],
                         spec,
                         published: 0,
@@ -639,6 +667,7 @@ impl Worker {
                     published: p.published,
                     confirmed: slot.link.adapter.confirmed(),
                     last_publish_at: p.last_publish_at,
+                    confirm_latency: p.confirms.map(|c| (c.corrected, c.raw)),
                     ended,
                 }),
                 State::Subscriber(r) => report.subscribers.push(SubscriberReport {
@@ -704,11 +733,22 @@ impl Slot {
         let now_ns = (now - start).as_nanos() as u64;
         let mut closed = None;
         let result = match state {
-            State::Publisher(_) => link.read(budget, &mut |event| {
-                if let Event::Closed(reason) = event {
-                    closed = Some(reason);
+            State::Publisher(publishing) => {
+                let result = link.read(budget, &mut |event| {
+                    if let Event::Closed(reason) = event {
+                        closed = Some(reason);
+                    }
+                });
+                if let Some(confirms) = &mut publishing.confirms {
+                    let after_ns = publishing
+                        .spec
+                        .confirm_latency_after
+                        .unwrap_or_default()
+                        .as_nanos() as u64;
+                    confirms.on_confirmed(link.adapter.confirmed(), now_ns, after_ns);
                 }
-            }),
+                result
+            }
             State::Subscriber(receiving) => {
                 let before = receiving.tracker.tally.received;
                 let result = link.read(budget, &mut |event| match event {
@@ -870,6 +910,9 @@ impl Publishing {
             };
             self.published += 1;
             self.unreported += 1;
+            if let Some(confirms) = &mut self.confirms {
+                confirms.unconfirmed.push_back((due_ns, sent_ns));
+            }
             let stamp = Stamp {
                 publisher: spec.index,
                 counter: self.published,
@@ -881,6 +924,22 @@ impl Publishing {
             self.last_publish_at = since_start;
         }
         Blocked::No
+    }
+}
+
+impl ConfirmTiming {
+    /// The broker has confirmed `confirmed` messages in all (cumulative) at `now_ns`.
+    fn on_confirmed(&mut self, confirmed: u64, now_ns: u64, after_ns: u64) {
+        while self.confirmed < confirmed {
+            let Some((due, sent)) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            self.confirmed += 1;
+            if due >= after_ns {
+                record(&mut self.corrected, now_ns.saturating_sub(due));
+                record(&mut self.raw, now_ns.saturating_sub(sent));
+            }
+        }
     }
 }
 
@@ -983,6 +1042,7 @@ mod tests {
             rate: None,
             payload_len: 64,
             max_unconfirmed: u64::MAX,
+            confirm_latency_after: None,
         };
         let mut publishing = Publishing {
             payload: vec![0; 64],
@@ -991,6 +1051,7 @@ mod tests {
             is_done: false,
             last_publish_at: Duration::ZERO,
             unreported: 0,
+            confirms: None,
         };
         let shared = shared(1_000);
         let start = Instant::now();
@@ -1016,5 +1077,39 @@ mod tests {
         let before = publishing.published;
         publishing.produce(&mut link, &shared, start, Instant::now());
         assert!(publishing.published > before);
+    }
+
+    #[test]
+    fn a_cumulative_confirmation_times_every_message_it_covers_once() {
+        let mut timing = ConfirmTiming {
+            unconfirmed: VecDeque::new(),
+            confirmed: 0,
+            corrected: new_histogram(),
+            raw: new_histogram(),
+        };
+        // (due, sent) in ns; the first is within the warm-up (due before 1,000 ns).
+        timing
+            .unconfirmed
+            .extend([(500, 600), (2_000, 3_000), (4_000, 4_000)]);
+        timing.on_confirmed(2, 10_000, 1_000);
+        assert_eq!(
+            timing.corrected.len(),
+            1,
+            "the warm-up message is not timed"
+        );
+        assert_eq!(
+            timing.corrected.max(),
+            timing.corrected.highest_equivalent(8_000)
+        );
+        assert_eq!(timing.raw.max(), timing.raw.highest_equivalent(7_000));
+        timing.on_confirmed(2, 11_000, 1_000);
+        assert_eq!(
+            timing.corrected.len(),
+            1,
+            "the same confirmation again times nothing"
+        );
+        timing.on_confirmed(3, 12_000, 1_000);
+        assert_eq!(timing.corrected.len(), 2);
+        assert!(timing.unconfirmed.is_empty());
     }
 }
