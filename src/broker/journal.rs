@@ -199,13 +199,25 @@ pub(crate) struct Journal {
     pub(crate) waiting: Vec<(SessionKey, u64)>,
     /// Bytes of `pending`, counted as in [`entry_bytes`].
     pub(crate) pending_bytes: u64,
-    /// Batches handed to the thread and not yet reported written, with their bytes.
-    pub(crate) in_flight: VecDeque<(JournalMark, u64)>,
+    /// Runs of positions in `pending`: (queue, first, last).
+    pub(crate) pending_positions: Vec<(QueueId, u64, u64)>,
+    /// Batches handed to the thread and not yet reported written.
+    pub(crate) in_flight: VecDeque<InFlight>,
     /// Bytes of `pending` and `in_flight`: what the journal thread has yet to write.
     pub(crate) in_flight_bytes: u64,
     /// Past this many bytes in flight, connections that publish to durable queues are not
     /// read until the journal catches up ([`MAX_IN_FLIGHT_BYTES`]; lowered by tests).
     pub(crate) max_in_flight_bytes: u64,
+}
+
+/// A batch the journal thread has not reported written yet.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    mark: JournalMark,
+    /// Its bytes, counted as in [`entry_bytes`].
+    bytes: u64,
+    /// Its messages: runs of positions (queue, first, last), to forget them if it fails.
+    positions: Vec<(QueueId, u64, u64)>,
 }
 
 /// Bytes of durable records the core lets wait for the journal thread (accepted, not yet
@@ -234,9 +246,11 @@ impl Broker {
         let mark = journal.open_mark;
         journal.open_mark = JournalMark(mark.0 + 1);
         if journal.pending_bytes > 0 {
-            journal
-                .in_flight
-                .push_back((mark, std::mem::take(&mut journal.pending_bytes)));
+            journal.in_flight.push_back(InFlight {
+                mark,
+                bytes: std::mem::take(&mut journal.pending_bytes),
+                positions: std::mem::take(&mut journal.pending_positions),
+            });
         }
         Some(JournalBatch {
             mark,
@@ -265,12 +279,21 @@ impl Broker {
             log::warn!("journal batch {} could not be written", mark.0);
         }
         let progress = self.journal.progress;
-        while let Some(&(mark, bytes)) = self.journal.in_flight.front() {
-            if mark > progress.written {
+        while self
+            .journal
+            .in_flight
+            .front()
+            .is_some_and(|batch| batch.mark <= progress.written)
+        {
+            let Some(batch) = self.journal.in_flight.pop_front() else {
                 break;
+            };
+            self.journal.in_flight_bytes -= batch.bytes;
+            if progress.failed.is_some_and(|from| from <= batch.mark) {
+                for &(queue, first, last) in &batch.positions {
+                    self.forget_refused(queue, first, last);
+                }
             }
-            self.journal.in_flight.pop_front();
-            self.journal.in_flight_bytes -= bytes;
         }
         if self.journal.in_flight_bytes <= self.journal.max_in_flight_bytes / RESUME_DIVISOR {
             self.release_journal_held();
@@ -380,6 +403,13 @@ impl Broker {
         }
         let bytes = entry_bytes(&message);
         self.journal.pending_bytes += bytes;
+        match self.journal.pending_positions.last_mut() {
+            Some((q, _, last)) if *q == queue && *last + 1 == position => *last = position,
+            _ => self
+                .journal
+                .pending_positions
+                .push((queue, position, position)),
+        }
         self.journal.in_flight_bytes += bytes;
         self.journal.pending.push(JournalEntry {
             queue: name,
@@ -411,6 +441,25 @@ impl Broker {
         }
         self.trim_retained(queue);
         position
+    }
+
+    /// Positions `first..=last` of `queue` were refused by the journal (STORAGE_FAILED): they
+    /// leave the retained list, so no SUBSCRIBE with START replays a message that is not on
+    /// disk and that its publisher will send again. (A subscriber attached when it was
+    /// published may have had it already: delivery does not wait for the disk.)
+    fn forget_refused(&mut self, queue: QueueId, first: u64, last: u64) {
+        let Some(durable) = self.routes.queue_mut(queue).durable.as_mut() else {
+            return;
+        };
+        let from = durable.retained.partition_point(|r| r.position < first);
+        let to = durable.retained.partition_point(|r| r.position <= last);
+        if from >= to {
+            return;
+        }
+        for refused in durable.retained.drain(from..to) {
+            durable.retained_bytes -= self.store.get(refused.msg).queue_bytes();
+            self.store.release(refused.msg);
+        }
     }
 
     /// Drops the oldest retained messages of `queue` beyond its `max_messages` and

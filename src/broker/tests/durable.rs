@@ -5,7 +5,8 @@ use super::harness::{test_config, Harness, Received};
 use crate::broker::journal::{JournalMark, JournalProgress};
 use crate::broker::ConnId;
 use crate::config::{Config, QueueConfig};
-use crate::protocol::{codec, ErrorCode, Frame, Publish};
+use crate::protocol::frame::START_OLDEST;
+use crate::protocol::{codec, ErrorCode, Frame, Publish, Start, Subscription};
 
 const PUBLISHER: ConnId = ConnId(1);
 const DURABLE: &str = "jobs";
@@ -199,4 +200,43 @@ fn past_the_journal_bound_publishers_to_durable_queues_are_not_read_until_it_cat
         .expect("read again once the journal caught up");
     assert_eq!(next.entries.len(), 8, "and held again past the bound");
     assert_eq!(next.entries[0].position, 9);
+}
+
+/// Issue 10: a message the journal refused is not on disk and its publisher sends it again;
+/// replaying it too would deliver it twice (or a message that exists nowhere).
+#[test]
+fn a_message_refused_with_storage_failed_leaves_the_retained_list_and_is_never_replayed() {
+    const READER: ConnId = ConnId(3);
+    let mut h = durable_harness();
+    h.publish(PUBLISHER, DURABLE, "e", "kept");
+    let kept = h.broker.poll_journal().unwrap().mark;
+    h.publish(PUBLISHER, DURABLE, "e", "refused");
+    let refused = h.broker.poll_journal().unwrap().mark;
+    let now = h.now;
+    h.broker.handle_durable(progress(kept.0, kept.0), now);
+    let failed = JournalProgress {
+        failed: Some(refused),
+        ..progress(refused.0, refused.0)
+    };
+    h.broker.handle_durable(failed, now);
+    let stats = h.stats();
+    let queue = stats.queues.iter().find(|q| q.name == DURABLE).unwrap();
+    assert_eq!((queue.retained, queue.first_position), (1, 1));
+
+    h.hello(READER);
+    h.send(
+        READER,
+        &Frame::Subscribe(Subscription {
+            queue: DURABLE.as_bytes(),
+            event: None,
+            start: Some(Start {
+                from: START_OLDEST,
+                value: 0,
+                first_position: 0,
+                skipped: 0,
+            }),
+        }),
+    );
+    h.drive();
+    assert_eq!(h.payloads(READER), ["kept"]);
 }
