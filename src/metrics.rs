@@ -69,6 +69,8 @@ pub enum Unit {
     Count,
     /// Seconds.
     Seconds,
+    /// Microseconds (figures that are whole µs and far below a second, such as an fsync).
+    Microseconds,
 }
 
 impl Unit {
@@ -78,6 +80,7 @@ impl Unit {
             Unit::Bytes => Some("_bytes"),
             Unit::Count => None,
             Unit::Seconds => Some("_seconds"),
+            Unit::Microseconds => Some("_microseconds"),
         }
     }
 }
@@ -269,6 +272,12 @@ declare_metrics! {
             "Payload bytes stored now.";
         sessions_detached_now = "weir_sessions_detached_now", Count,
             "Sessions detached now, waiting for a resume.";
+        journal_fsync_p50_microseconds = "weir_journal_fsync_p50_microseconds", Microseconds,
+            "Median time of the journal thread's fdatasync calls since start (the top of its \
+             histogram bucket, at most 12.5% above; 0 before the first).";
+        journal_fsync_p99_microseconds = "weir_journal_fsync_p99_microseconds", Microseconds,
+            "99th percentile time of the journal thread's fdatasync calls since start, as \
+             the median.";
     }
     families {
         Metric {
@@ -367,8 +376,9 @@ mod tests {
             assert!(names.insert(name), "{name} declared twice");
             assert!(name.starts_with("weir_"), "{name}");
             assert!(
-                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{name}: lowercase words only"
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}: lowercase words (and digits, as in p50) only"
             );
             let stem = match metric.kind {
                 Kind::Counter => name

@@ -16,10 +16,13 @@
 //! - **draining**: while the server itself holds a backlog for a subscriber that keeps up
 //!   (more than a window pending, at most half a window in flight, its socket not full),
 //!   connections that cannot carry acks (nothing in flight: typically publishers) are not read
-//!   until the backlog drains, and never longer than [`MAX_DRAIN`].
+//!   until the backlog drains, and never longer than [`MAX_DRAIN`];
+//! - **the journal's bound**: while more than `MAX_IN_FLIGHT_BYTES` of durable records wait
+//!   for the journal thread (`super::journal`), a connection that publishes to a durable
+//!   queue is not read until the thread has written them down to half that.
 //!
-//! Invariant: a connection held back by any of these is on exactly one of `read_again`,
-//! `deferred` or `paused` (each entry guarded by a flag on the connection), so the loop learns
+//! Invariant: a connection held back by any of these is on `read_again`, `deferred`,
+//! `paused` or `journal_held` (each entry guarded by a flag on the connection), so the loop learns
 //! of it again from [`Broker::poll_reads`](super::Broker::poll_reads): mio is edge-triggered
 //! and would not report readiness that was left unread.
 
@@ -66,6 +69,8 @@ pub(super) struct ConnFlow {
     pub(super) is_deferred: bool,
     /// On `Flow::paused`.
     pub(super) is_pause_listed: bool,
+    /// On `Flow::journal_held`: not read until the journal catches up.
+    pub(super) is_journal_held: bool,
     /// Reading is paused until then (rate limit or failed-auth slowdown); kept after the pause
     /// ends to tell one throttling episode from the next.
     pub(super) paused_until: Option<Instant>,
@@ -106,6 +111,8 @@ pub(super) struct Flow {
     deferred: Vec<ConnId>,
     /// Paused by a rate limit or the auth slowdown, with the time to look again.
     paused: Vec<(Instant, ConnId)>,
+    /// Publishers to durable queues held while the journal is past its bound.
+    journal_held: Vec<ConnId>,
     /// The last flush pass found a backlog of the server's making.
     is_draining: bool,
     /// Since when backlogs have been found turn after turn.
@@ -136,6 +143,9 @@ impl Broker {
         }
         if let Some(until) = state.flow.paused_until.filter(|&at| at > now) {
             list_paused(&mut self.flow, state, conn, until);
+            return Intake::Hold;
+        }
+        if state.flow.is_journal_held {
             return Intake::Hold;
         }
         if may_defer {
@@ -232,6 +242,9 @@ impl Broker {
             list_paused(&mut self.flow, state, conn, until);
             return Intake::Hold;
         }
+        if state.flow.is_journal_held {
+            return Intake::Hold;
+        }
         if stopped == Some(Stop::FanOutBudget) || self.flow.queued >= TURN_DELIVERIES {
             // This turn's fan-out work is done; the rest (held in its input or still in the
             // socket) comes next turn.
@@ -266,6 +279,32 @@ impl Broker {
             .filter(|state| state.close.is_none())
             .and_then(|state| state.session)
             .is_some_and(|key| self.sessions[key.0].queue.in_flight() == 0)
+    }
+
+    /// Stops reading `conn` until the journal is back under its bound.
+    pub(super) fn hold_for_journal(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
+            if !state.flow.is_journal_held {
+                state.flow.is_journal_held = true;
+                self.flow.journal_held.push(conn);
+            }
+        }
+    }
+
+    /// The journal caught up: every held connection is read again.
+    pub(super) fn release_journal_held(&mut self) {
+        for conn in self.flow.journal_held.drain(..) {
+            if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
+                state.flow.is_journal_held = false;
+                list_read_again(&mut self.flow.read_again, state, conn);
+            }
+        }
+    }
+
+    /// Whether reading `conn` waits for the journal.
+    pub(super) fn is_journal_held(&self, conn: ConnId) -> bool {
+        self.conn(conn)
+            .is_some_and(|state| state.flow.is_journal_held)
     }
 
     /// If reading `conn` is paused at `now`, until when.

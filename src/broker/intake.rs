@@ -94,7 +94,7 @@ impl Broker {
                     if self.flow.queued > queued && self.flow.queued >= TURN_DELIVERIES {
                         return (pos, Some(Stop::FanOutBudget));
                     }
-                    if self.read_paused_until(conn, now).is_some() {
+                    if self.read_paused_until(conn, now).is_some() || self.is_journal_held(conn) {
                         return (pos, Some(Stop::Paused));
                     }
                 }

@@ -254,6 +254,7 @@ impl Broker {
             journal: journal::Journal {
                 is_enabled: has_storage,
                 open_mark: journal::JournalMark(1),
+                max_in_flight_bytes: journal::MAX_IN_FLIGHT_BYTES,
                 ..journal::Journal::default()
             },
             conflation_hasher,

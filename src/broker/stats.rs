@@ -50,6 +50,8 @@ impl Broker {
             stored_messages: self.store.len() as u64,
             stored_bytes: self.store.payload_bytes(),
             sessions_detached_now: detached_now as u64,
+            journal_fsync_p50_microseconds: self.journal.progress.sync_p50_micros,
+            journal_fsync_p99_microseconds: self.journal.progress.sync_p99_micros,
         };
         let server = metrics::server_stats(&self.metrics, &gauges, closes, losses);
         let mut sessions: Vec<SessionStats> = self

@@ -144,6 +144,12 @@ pub struct ServerStats {
     /// Bytes written to segment files.
     #[serde(default)]
     pub journal_written_bytes: u64,
+    /// Median fdatasync time of the journal since start, µs (0 before the first).
+    #[serde(default)]
+    pub journal_fsync_p50_microseconds: u64,
+    /// 99th percentile fdatasync time of the journal since start, µs.
+    #[serde(default)]
+    pub journal_fsync_p99_microseconds: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
     /// Bytes written to sockets.

@@ -35,9 +35,6 @@ pub(crate) struct JournalThread {
     thread: JoinHandle<()>,
 }
 
-/// fdatasync latency histogram: bucket `i` counts syncs that took < 2^i µs.
-pub(crate) const SYNC_BUCKETS: usize = 24;
-
 impl JournalThread {
     /// Starts the thread over an opened store; it wakes the loop through `waker`.
     ///
@@ -77,7 +74,7 @@ struct Writer {
     offsets: Vec<usize>,
     /// Records of `fsync = "always"` queues written since the last sync.
     unsynced_records: u64,
-    sync_micros: [u64; SYNC_BUCKETS],
+    sync_micros: SyncHistogram,
 }
 
 impl Writer {
@@ -91,7 +88,7 @@ impl Writer {
             buffer: Vec::new(),
             offsets: Vec::new(),
             unsynced_records: 0,
-            sync_micros: [0; SYNC_BUCKETS],
+            sync_micros: SyncHistogram::default(),
         }
     }
 
@@ -230,9 +227,8 @@ impl Writer {
                 Ok(true) => {
                     synced_any = true;
                     self.progress.fsyncs += 1;
-                    let micros = started.elapsed().as_micros() as u64;
-                    let bucket = (64 - micros.leading_zeros()) as usize;
-                    self.sync_micros[bucket.min(SYNC_BUCKETS - 1)] += 1;
+                    self.sync_micros
+                        .record(started.elapsed().as_micros() as u64);
                 }
                 Ok(false) => {}
                 Err(e) => result = Err(e),
@@ -260,10 +256,105 @@ impl Writer {
     fn report(&mut self, failed: Option<JournalMark>) {
         let mut progress = self.progress;
         progress.failed = failed;
-        progress.sync_micros = self.sync_micros;
+        progress.sync_p50_micros = self.sync_micros.quantile(0.50);
+        progress.sync_p99_micros = self.sync_micros.quantile(0.99);
         // The loop may be gone at shutdown; then nobody waits for the report.
         if self.reports.send(progress).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+}
+
+/// fdatasync times in µs, log-linear: exact below 8 µs, then 8 buckets per power of two (each
+/// at most 12.5% wide), up to 2^27 µs (over two minutes; longer ones land in the last).
+#[derive(Clone, Debug)]
+struct SyncHistogram {
+    counts: [u64; SYNC_BUCKETS],
+    total: u64,
+}
+
+impl Default for SyncHistogram {
+    fn default() -> SyncHistogram {
+        SyncHistogram {
+            counts: [0; SYNC_BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+impl SyncHistogram {
+    fn record(&mut self, micros: u64) {
+        self.counts[bucket_of(micros)] += 1;
+        self.total += 1;
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (0 with no samples).
+    fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (bucket, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_top(bucket);
+            }
+        }
+        bucket_top(SYNC_BUCKETS - 1)
+    }
+}
+
+/// Exact buckets below this; then `SUB_BUCKETS` per power of two.
+const LINEAR_BELOW: u64 = 8;
+const SUB_BUCKETS: usize = 8;
+const SYNC_BUCKETS: usize = LINEAR_BELOW as usize + SUB_BUCKETS * 24;
+
+fn bucket_of(micros: u64) -> usize {
+    if micros < LINEAR_BELOW {
+        return micros as usize;
+    }
+    let exponent = 63 - micros.leading_zeros() as usize; // ≥ 3
+    let sub = ((micros >> (exponent - 3)) & 7) as usize;
+    (LINEAR_BELOW as usize + (exponent - 3) * SUB_BUCKETS + sub).min(SYNC_BUCKETS - 1)
+}
+
+/// The largest value of `bucket`.
+fn bucket_top(bucket: usize) -> u64 {
+    if bucket < LINEAR_BELOW as usize {
+        return bucket as u64;
+    }
+    let exponent = (bucket - LINEAR_BELOW as usize) / SUB_BUCKETS + 3;
+    let sub = ((bucket - LINEAR_BELOW as usize) % SUB_BUCKETS) as u64;
+    ((9 + sub) << (exponent - 3)) - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sync_time_lands_in_a_bucket_whose_top_is_within_an_eighth_above_it() {
+        for micros in (0..5_000).chain([65_535, 1 << 20, (1 << 27) - 1]) {
+            let top = bucket_top(bucket_of(micros));
+            assert!(top >= micros, "{micros} → {top}");
+            assert!(top <= micros + micros / 8, "{micros} → {top}");
+        }
+        assert_eq!(bucket_of(u64::MAX), SYNC_BUCKETS - 1);
+    }
+
+    #[test]
+    fn fsync_percentiles_come_from_the_recorded_times() {
+        let mut histogram = SyncHistogram::default();
+        assert_eq!(histogram.quantile(0.5), 0);
+        for _ in 0..98 {
+            histogram.record(200);
+        }
+        histogram.record(5_000);
+        histogram.record(5_000);
+        let p50 = histogram.quantile(0.50);
+        assert!((200..=225).contains(&p50), "{p50}");
+        let p99 = histogram.quantile(0.99);
+        assert!((5_000..=5_625).contains(&p99), "{p99}");
     }
 }

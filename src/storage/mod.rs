@@ -9,6 +9,9 @@
 //!
 //! ```text
 //! VERSION                      "weir-store 1\n": refused if it says anything else
+//! LOCK                         flock(2)ed exclusively while a server uses the store; a
+//!                              second server is refused at startup (the file stays, empty;
+//!                              the lock goes with the process, even on kill -9)
 //! queues/<hex of name>/        one directory per durable queue (see `segment.rs`)
 //!     00000000000000000001.log records, positions 1, 2, …
 //!     00000000000000000001.idx its sparse index
@@ -76,6 +79,8 @@ pub(crate) struct QueueFiles {
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(crate) queues: HashMap<Arc<[u8]>, QueueFiles>,
+    /// `LOCK`, held (flock) for as long as the store is open.
+    _lock: fs::File,
 }
 
 /// Opens `config.data_dir` for the durable queues of `config`, recovering their messages.
@@ -87,6 +92,7 @@ pub(crate) fn open(config: &Config) -> Result<(Store, Vec<RecoveredQueue>), Stor
         return Err(StoreError::new("no data_dir configured".into()));
     };
     prepare_dir(dir)?;
+    let lock = lock_dir(dir)?;
     let mut queues = HashMap::new();
     let mut recovered = Vec::new();
     for queue in config.queues.iter().filter(|q| q.durable) {
@@ -136,7 +142,37 @@ pub(crate) fn open(config: &Config) -> Result<(Store, Vec<RecoveredQueue>), Stor
             }
         }
     }
-    Ok((Store { queues }, recovered))
+    Ok((
+        Store {
+            queues,
+            _lock: lock,
+        },
+        recovered,
+    ))
+}
+
+/// Takes the store's lock: an exclusive flock on `LOCK`, without waiting.
+fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::new(format!("cannot open {}: {e}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::new(format!(
+            "data_dir {} is in use by another weir-server ({} is locked): two servers \
+             cannot share one store",
+            dir.display(),
+            path.display()
+        ))),
+        Err(e) => Err(StoreError::new(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Checks, creates or initialises the data directory (see the module docs).

@@ -511,3 +511,31 @@ fn a_full_disk_refuses_durable_publishes_with_storage_failed_and_recovers_when_s
     );
     drop(server);
 }
+
+/// Issue 10: two servers on one data_dir would interleave records in the same segments.
+#[test]
+fn a_second_server_on_a_data_dir_in_use_is_refused_with_exit_78_and_the_first_goes_on() {
+    let dir = TempDir::new("durable-lock");
+    let (first_config, first_addr) = config(&dir, "");
+    let first = Durable::start(&first_config, first_addr);
+    publish_durably(first_addr, ["before".to_owned()]);
+
+    let second_addr = free_addr();
+    let text = std::fs::read_to_string(&first_config)
+        .unwrap()
+        .replace(&first_addr.to_string(), &second_addr.to_string());
+    let second_config = dir.file("second.toml", &text);
+    let (code, stderr) = refused(&second_config);
+    assert_eq!(code, Some(78));
+    assert!(stderr.contains("in use by another weir-server"), "{stderr}");
+    assert!(stderr.contains("LOCK"), "{stderr}");
+
+    publish_durably(first_addr, ["after".to_owned()]);
+    // The lock goes with the process, even on kill -9: the next server starts.
+    first.kill();
+    let again = Durable::start(&second_config, second_addr);
+    let (_, messages) = replay(second_addr, start(START_OLDEST, 0), 2);
+    let payloads: Vec<&str> = messages.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(payloads, ["before", "after"]);
+    drop(again);
+}

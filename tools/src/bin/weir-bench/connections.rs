@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::report::Deliveries;
-use crate::scenario::{resolve, run_rounds, run_topic, watch, CommonArgs, Meters, Metric, Outcome};
+use crate::scenario::{resolve, run_rounds, watch, CommonArgs, Meters, Metric, Outcome};
 use crate::target::{AdapterOptions, Target};
 use crate::throughput::mib;
 use crate::worker::{Ended, LinkPlan, Role, Run, RunSettings, SubscriberSpec};
@@ -55,7 +55,7 @@ pub(crate) fn main(args: &ConnectionsArgs) -> io::Result<bool> {
 
 fn run_once(target: &Target, args: &ConnectionsArgs) -> io::Result<Outcome> {
     let address = resolve(target)?;
-    let topic = run_topic(&args.common.topic);
+    let topic = args.common.run_topic();
     let count = args.connections as usize;
     let threads = usize::from(args.client_threads);
     let mut groups: Vec<Vec<LinkPlan>> = (0..threads).map(|_| Vec::new()).collect();

@@ -2,6 +2,9 @@
 //! open loop: message i is due at start + i / rate whatever happened before), subscribers
 //! timing each delivery against the time it was due. That is the coordinated-omission
 //! correction (see [`crate::histogram`]); the time from the actual send is reported too.
+//! The publisher times each message the same two ways up to the broker's confirmation of it
+//! (Weir: the cumulative RECEIPT covering its seq, which for a durable queue comes after the
+//! covering fdatasync), so publish-to-receipt is measured in the same run.
 //!
 //! Publisher and subscribers share one worker that never sleeps (busy polling), so a
 //! delivery is seen within one loop turn and the schedule is kept to within a few µs: the
@@ -17,7 +20,7 @@ use serde_json::json;
 
 use crate::histogram::{new_histogram, LatencySummary};
 use crate::report::Deliveries;
-use crate::scenario::{resolve, run_rounds, run_topic, watch, CommonArgs, Meters, Metric, Outcome};
+use crate::scenario::{resolve, run_rounds, watch, CommonArgs, Meters, Metric, Outcome};
 use crate::target::{AdapterOptions, Target};
 use crate::throughput::{limits, percent};
 use crate::worker::{LinkPlan, PublisherSpec, Role, Run, RunSettings, SubscriberSpec};
@@ -63,7 +66,7 @@ pub(crate) fn main(args: &LatencyArgs) -> io::Result<bool> {
 
 fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
     let address = resolve(target)?;
-    let topic = run_topic(&args.common.topic);
+    let topic = args.common.run_topic();
     let options = AdapterOptions {
         topic: topic.clone(),
         window: args.window,
@@ -85,6 +88,7 @@ fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
             rate: Some(args.rate),
             payload_len: args.payload as usize,
             max_unconfirmed,
+            confirm_latency_after: Some(args.warmup),
         }),
         read_buf_bytes: READ_BUF_BYTES,
     }];
@@ -124,8 +128,18 @@ fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
             add(&mut raw, r);
         }
     }
+    let mut confirm_corrected = new_histogram();
+    let mut confirm_raw = new_histogram();
+    for publisher in &report.publishers {
+        if let Some((c, r)) = &publisher.confirm_latency {
+            add(&mut confirm_corrected, c);
+            add(&mut confirm_raw, r);
+        }
+    }
     let corrected = LatencySummary::of(&corrected);
     let raw = LatencySummary::of(&raw);
+    let confirm_corrected = LatencySummary::of(&confirm_corrected);
+    let confirm_raw = LatencySummary::of(&confirm_raw);
     let (server_cpu, bench_cpu) = meters.cpu_over(args.duration);
     let achieved = per_sec(deliveries.total_sent(), args.duration);
     let mut notes = deliveries.problems();
@@ -155,6 +169,8 @@ fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
     for (label, s) in [
         ("from due time (CO-corrected)", corrected),
         ("from send time (uncorrected)", raw),
+        ("publish to confirmation, from due", confirm_corrected),
+        ("publish to confirmation, from send", confirm_raw),
     ] {
         let _ = writeln!(
             text,
@@ -186,6 +202,18 @@ fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
         Metric::new("p99_9_us", "p99.9 µs", Some(corrected.p999)).with_decimals(1),
         Metric::new("max_us", "max µs", Some(corrected.max)).with_decimals(1),
         Metric::new("raw_p99_us", "p99 µs from send", Some(raw.p99)).with_decimals(1),
+        Metric::new(
+            "confirm_p50_us",
+            "confirmation p50 µs",
+            Some(confirm_corrected.p50),
+        )
+        .with_decimals(1),
+        Metric::new(
+            "confirm_p99_us",
+            "confirmation p99 µs",
+            Some(confirm_corrected.p99),
+        )
+        .with_decimals(1),
         Metric::new("sent_per_s", "sent msg/s", Some(achieved)),
         Metric::new("server_cpu_pct", "server CPU %", server_cpu),
         Metric::new(
@@ -205,6 +233,8 @@ fn run_once(target: &Target, args: &LatencyArgs) -> io::Result<Outcome> {
         "subscribers": args.subscribers,
         "latency_corrected": corrected.to_json(),
         "latency_uncorrected": raw.to_json(),
+        "confirm_latency_corrected": confirm_corrected.to_json(),
+        "confirm_latency_uncorrected": confirm_raw.to_json(),
         "sent_msgs_per_s": achieved.round(),
         "deliveries": deliveries.to_json(),
         "server_cpu_pct": server_cpu,

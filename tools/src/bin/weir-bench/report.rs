@@ -230,6 +230,7 @@ mod tests {
                 published: 5,
                 confirmed: 5,
                 last_publish_at: Duration::ZERO,
+                confirm_latency: None,
                 ended: Ended::Complete,
             }],
             subscribers: vec![

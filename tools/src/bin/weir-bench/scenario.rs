@@ -41,6 +41,10 @@ pub(crate) struct CommonArgs {
     /// its own name under it, so runs do not see each other's messages.
     #[arg(long, default_value = "bench", value_parser = check_topic)]
     pub(crate) topic: String,
+    /// Use --topic as the name itself, every run the same: for a queue the server declares
+    /// (a Weir `durable = true` queue in `[[queues]]`). Runs then share the queue.
+    #[arg(long)]
+    pub(crate) exact_topic: bool,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub(crate) json: bool,
@@ -402,6 +406,18 @@ pub(crate) fn utc_timestamp(time: SystemTime) -> String {
 }
 
 /// A unique name per run: the prefix, this process, a counter.
+impl CommonArgs {
+    /// The queue name for one run: `--topic` as given with `--exact-topic`, else a fresh
+    /// one under it ([`run_topic`]).
+    pub(crate) fn run_topic(&self) -> String {
+        if self.exact_topic {
+            self.topic.clone()
+        } else {
+            run_topic(&self.topic)
+        }
+    }
+}
+
 pub(crate) fn run_topic(prefix: &str) -> String {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed) + 1;

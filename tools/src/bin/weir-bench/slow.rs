@@ -16,9 +16,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::report::Deliveries;
-use crate::scenario::{
-    resolve, run_rounds, run_topic, watch, CommonArgs, Meters, Metric, Outcome, Watched,
-};
+use crate::scenario::{resolve, run_rounds, watch, CommonArgs, Meters, Metric, Outcome, Watched};
 use crate::target::{AdapterOptions, Target};
 use crate::throughput::{mib, percent};
 use crate::worker::{
@@ -78,7 +76,7 @@ fn phase(
     with_slow: bool,
 ) -> io::Result<Phase> {
     let address = resolve(target)?;
-    let topic = run_topic(&args.common.topic);
+    let topic = args.common.run_topic();
     let options = AdapterOptions {
         topic: topic.clone(),
         window: 0,
@@ -114,6 +112,7 @@ fn phase(
                 rate: None,
                 payload_len: args.payload as usize,
                 max_unconfirmed,
+                confirm_latency_after: None,
             }),
         )],
         vec![plan("fast", subscriber(FAST, None))],

@@ -23,7 +23,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::report::Deliveries;
-use crate::scenario::{resolve, run_rounds, run_topic, watch, CommonArgs, Meters, Metric, Outcome};
+use crate::scenario::{resolve, run_rounds, watch, CommonArgs, Meters, Metric, Outcome};
 use crate::target::{AdapterOptions, Target};
 use crate::worker::{LinkPlan, PublisherSpec, Role, Run, RunSettings, SubscriberSpec};
 use crate::{parse_secs, per_sec, thousands};
@@ -96,7 +96,7 @@ fn run_once(
     subscribers: u16,
 ) -> io::Result<Outcome> {
     let address = resolve(target)?;
-    let topic = run_topic(&args.common.topic);
+    let topic = args.common.run_topic();
     let options = AdapterOptions {
         topic: topic.clone(),
         window: args.window,
@@ -120,6 +120,7 @@ fn run_once(
             rate: None,
             payload_len: args.payload as usize,
             max_unconfirmed,
+            confirm_latency_after: None,
         };
         groups.push(vec![LinkPlan {
             address,
