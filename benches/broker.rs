@@ -164,6 +164,8 @@ impl Bench {
                 let sub = Subscription {
                     queue: QUEUE,
                     event: None,
+                    group: None,
+                    is_pattern: false,
                 };
                 encode_subscription(Op::Subscribe, &sub, &mut frames)
                     .expect("SUBSCRIBE is within limits");

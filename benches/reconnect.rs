@@ -106,6 +106,8 @@ fn main() {
     let sub = Subscription {
         queue: b"bench",
         event: None,
+        group: None,
+        is_pattern: false,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
     subscriber.send(&out);

@@ -271,6 +271,7 @@ impl Broker {
             redelivered: 0,
             resumes: 0,
             grant: granted,
+            group: Default::default(),
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {
@@ -505,6 +506,7 @@ impl Broker {
         self.timers
             .schedule(now + interval, TimerTarget::Conn(conn.0), generation);
         self.mark_dirty(conn);
+        self.pump_groups_of(key);
     }
 
     /// Marks a connection closing after its session moved elsewhere.

@@ -47,10 +47,12 @@ mod close;
 mod delivery_queue;
 mod ending;
 mod flow;
+mod groups;
 mod heartbeat;
 mod hello;
 mod intake;
 mod origin;
+mod patterns;
 mod publish;
 mod reload;
 mod routes;
@@ -88,6 +90,7 @@ use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
 use delivery_queue::Nodes;
 use flow::{ConnFlow, Flow, PublishBuckets};
+use groups::Groups;
 use hello::Tombstones;
 use origin::Entropy;
 use routes::Routes;
@@ -115,6 +118,8 @@ pub struct Broker {
     nodes: Nodes,
     store: MessageStore,
     routes: Routes,
+    /// Competing-consumer groups (`groups.rs`).
+    groups: Groups,
     timers: Timers,
     dirty: Vec<ConnId>,
     /// Who is held back from reading, and this turn's budgets.
@@ -138,6 +143,8 @@ pub struct Broker {
     entropy: Entropy,
     /// Reused target list for fan-out (no allocation per publish once grown).
     targets: Vec<SessionKey>,
+    /// Reused list of group assignments one ACK released.
+    released_tags: Vec<delivery_queue::GroupTag>,
     /// Keyed hasher for conflation identities; random per broker so clients cannot aim
     /// collisions.
     conflation_hasher: foldhash::quality::FixedState,
@@ -219,6 +226,7 @@ impl Broker {
             nodes: Nodes::new(),
             store: MessageStore::default(),
             routes,
+            groups: Groups::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
             flow: Flow::default(),
@@ -233,6 +241,7 @@ impl Broker {
             now: origin.now,
             entropy,
             targets: Vec::new(),
+            released_tags: Vec::new(),
             authenticator: config.authenticator().unwrap_or_else(|error| {
                 // Validation parsed it already; a config that skipped validation gets no users.
                 log::warn!("authentication config refused: {error}");
@@ -523,6 +532,7 @@ impl Broker {
                 TimerTarget::Session(key) => self.check_session(SessionKey(key), generation),
             }
         }
+        self.expire_group_deadlines(now);
         self.tombstones.expire(now);
     }
 
@@ -544,10 +554,14 @@ impl Broker {
 
     /// The earliest deadline the loop must wake for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.next_deadline(), self.flow_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next_deadline(),
+            self.flow_deadline(),
+            self.groups.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- helpers ----

@@ -94,11 +94,18 @@ impl Broker {
     }
 
     /// Queues one accepted message for every matching session.
-    fn route(&mut self, queue: QueueId, message_id: u64, conflates: bool, publish: &Publish<'_>) {
+    pub(super) fn route(
+        &mut self,
+        queue: QueueId,
+        message_id: u64,
+        conflates: bool,
+        publish: &Publish<'_>,
+    ) {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.routes.targets(queue, publish.event, &mut targets);
-        if !targets.is_empty() {
+        let has_groups = self.groups.has_groups(queue);
+        if !targets.is_empty() || has_groups {
             let key = publish.key.unwrap_or_default();
             let conflation = conflates.then(|| {
                 std::hash::BuildHasher::hash_one(
@@ -116,6 +123,10 @@ impl Broker {
             );
             for &session in &targets {
                 self.enqueue(session, msg);
+            }
+            // Competing consumers (groups.rs): one member of each group.
+            if has_groups {
+                self.dispatch_to_groups(queue, publish.event, msg);
             }
             self.store.release_if_unused(msg);
         }
@@ -237,14 +248,22 @@ impl Broker {
         let span_before = session.queue.span();
         let store = &mut self.store;
         let mut freed_bytes = 0;
-        session.queue.ack_up_to(ack.up_to, |msg| {
-            freed_bytes += store.get(msg).queue_bytes();
-            store.release(msg);
+        // Group assignments released by this ack (reused list: no allocation once grown).
+        let mut released = std::mem::take(&mut self.released_tags);
+        session.queue.ack_up_to(ack.up_to, |entry| {
+            freed_bytes += store.get(entry.msg).queue_bytes();
+            store.release(entry.msg);
+            if entry.tag.is_group() {
+                released.push(entry.tag);
+            }
         });
         for seq in ack.seqs.iter() {
-            if let Some(msg) = session.queue.ack_one(seq) {
-                freed_bytes += store.get(msg).queue_bytes();
-                store.release(msg);
+            if let Some(entry) = session.queue.ack_one(seq) {
+                freed_bytes += store.get(entry.msg).queue_bytes();
+                store.release(entry.msg);
+                if entry.tag.is_group() {
+                    released.push(entry.tag);
+                }
             }
         }
         session.queue.release_bytes(freed_bytes);
@@ -254,5 +273,9 @@ impl Broker {
         if session.queue.span() < span_before && session.queue.has_pending() {
             self.mark_dirty(conn);
         }
+        for tag in released.drain(..) {
+            self.handle_group_release(tag);
+        }
+        self.released_tags = released;
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::delivery_queue::{DeliveryQueue, NodeKey};
+use super::groups::GroupMembership;
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -72,6 +73,8 @@ pub(crate) struct Session {
     pub(crate) resumes: u64,
     /// Who authenticated it and what it may do, as checked at open or at its latest resume.
     pub(crate) grant: Arc<Grant>,
+    /// Its competing-consumer group memberships and dead-letter counts (`groups.rs`).
+    pub(crate) group: GroupMembership,
 }
 
 /// A session's conflation map (see [`Session::conflation`]).
@@ -95,7 +98,9 @@ impl Session {
 
     /// Messages were conflated away since the last DROPPED, and the client takes DROPPED.
     pub(crate) fn is_drop_notice_due(&self) -> bool {
-        self.has_extensions && self.conflated > self.conflated_told
+        self.has_extensions
+            && (self.conflated > self.conflated_told
+                || self.group.dead_lettered > self.group.dead_lettered_told)
     }
 
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {

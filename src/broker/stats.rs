@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::metrics::{self, Gauges};
 use crate::protocol::stats::{
-    ClosedSessionStats, QueueStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, GroupStats, QueueStats, SessionStats, StatsReport, SubscriptionStats,
 };
 use crate::protocol::ErrorCode;
 
@@ -135,12 +135,29 @@ impl Broker {
                 missed: t.missed,
             })
             .collect();
+        let groups = self
+            .groups
+            .iter()
+            .map(|view| GroupStats {
+                queue: lossy(&self.routes.queue(view.group.queue).name),
+                event: view.group.event.as_deref().map(lossy),
+                name: lossy(&view.group.name),
+                members: u64::from(view.group.member_count),
+                unassigned: view.unassigned,
+                in_flight: view.in_flight,
+                assigned: view.group.assigned,
+                acked: view.group.acked,
+                redelivered: view.group.redelivered,
+                dead_lettered: view.group.dead_lettered,
+            })
+            .collect();
         StatsReport {
             server,
             sessions,
             queues,
             sessions_omitted: 0,
             closed_sessions,
+            groups,
         }
     }
 }

@@ -22,6 +22,11 @@ impl Broker {
             self.fail(conn, ErrorCode::LimitExceeded, 0, text);
             return;
         }
+        if sub.group.is_some() || sub.is_pattern {
+            // Issue #14: groups.rs (competing consumers), patterns.rs.
+            self.handle_subscribe_extended(conn, key, sub);
+            return;
+        }
         let permissions = &self.sessions[key.0].grant.permissions;
         if !permissions.may_subscribe(sub.queue) {
             let text = "this session may not subscribe to this queue";
@@ -33,7 +38,9 @@ impl Broker {
         let is_subscribed =
             existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
         if !is_subscribed {
-            if session.subscriptions.len() >= self.config.max_subscriptions {
+            if session.subscriptions.len() + session.group.groups.len()
+                >= self.config.max_subscriptions
+            {
                 let text = "max_subscriptions reached";
                 self.fail(conn, ErrorCode::LimitExceeded, 0, text);
                 return;
@@ -74,6 +81,11 @@ impl Broker {
         key: SessionKey,
         sub: &Subscription<'_>,
     ) {
+        if sub.group.is_some() || sub.is_pattern {
+            // Issue #14: groups.rs (competing consumers), patterns.rs.
+            self.handle_unsubscribe_extended(conn, key, sub);
+            return;
+        }
         if let Some(queue) = self.routes.find(sub.queue) {
             let session = &mut self.sessions[key.0];
             if let Some(index) = session.find_subscription(queue, sub.event) {

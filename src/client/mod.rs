@@ -532,7 +532,12 @@ impl Client {
             return Err(ClientError::InvalidArgument("queue name is empty"));
         }
         let deadline = self.deadline();
-        let sub = Subscription { queue, event };
+        let sub = Subscription {
+            queue,
+            event,
+            group: None,
+            is_pattern: false,
+        };
         self.write_buf.push(self.session.max_frame_len, |out| {
             encode_subscription(op, &sub, out)
         })?;

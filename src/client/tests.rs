@@ -154,11 +154,17 @@ pub(super) fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
         queue: b"db",
         event: b"update",
         payload,
+        delivery_count: None,
     })
 }
 
 pub(super) fn subscribed<'a>(queue: &'a [u8], event: Option<&'a [u8]>) -> Frame<'a> {
-    Frame::Subscribed(Subscription { queue, event })
+    Frame::Subscribed(Subscription {
+        queue,
+        event,
+        group: None,
+        is_pattern: false,
+    })
 }
 
 pub(super) fn goodbye(code: ErrorCode, text: &str) -> Frame<'_> {
@@ -418,7 +424,9 @@ fn deliveries_arriving_before_subscribed_are_kept_for_recv() {
                 frame,
                 Frame::Subscribe(Subscription {
                     queue: b"db",
-                    event: None
+                    event: None,
+                    group: None,
+                    is_pattern: false,
                 })
             );
         });
@@ -447,7 +455,9 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 frame,
                 Frame::Subscribe(Subscription {
                     queue: b"db",
-                    event: Some(b"update")
+                    event: Some(b"update"),
+                    group: None,
+                    is_pattern: false,
                 })
             );
         });
@@ -459,13 +469,17 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 frame,
                 Frame::Unsubscribe(Subscription {
                     queue: b"db",
-                    event: Some(b"update")
+                    event: Some(b"update"),
+                    group: None,
+                    is_pattern: false,
                 })
             );
         });
         peer.send(Frame::Unsubscribed(Subscription {
             queue: b"db",
             event: Some(b"update"),
+            group: None,
+            is_pattern: false,
         }));
         // The client must not have read past its reply: this PONG answers its PING.
         peer.next(|frame| assert_eq!(frame, Frame::Ping(1)));

@@ -26,6 +26,34 @@ pub struct StatsReport {
     /// Recently ended sessions, most recent first (at most 100).
     #[serde(default)]
     pub closed_sessions: Vec<ClosedSessionStats>,
+    /// Competing-consumer groups (protocol.md §Groups).
+    #[serde(default)]
+    pub groups: Vec<GroupStats>,
+}
+
+/// One competing-consumer group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Queue name.
+    pub queue: String,
+    /// Event filter; `None` for every event.
+    pub event: Option<String>,
+    /// Group name.
+    pub name: String,
+    /// Members now.
+    pub members: u64,
+    /// Messages waiting in the group, not yet given to a member.
+    pub unassigned: u64,
+    /// Messages members hold now (queued for them or sent, not acked).
+    pub in_flight: u64,
+    /// Messages given to members (redeliveries included).
+    pub assigned: u64,
+    /// Deliveries members acked.
+    pub acked: u64,
+    /// Messages given again after an ack deadline or a member's session end.
+    pub redelivered: u64,
+    /// Messages that reached max_deliveries.
+    pub dead_lettered: u64,
 }
 
 /// A session that ended recently: what a client resuming it will be told.
@@ -84,6 +112,15 @@ pub struct ServerStats {
     /// DELIVER frames sent again after resumes.
     #[serde(default)]
     pub messages_redelivered: u64,
+    /// Group messages given to another member after an ack deadline or a session end.
+    #[serde(default)]
+    pub messages_group_redelivered: u64,
+    /// Group messages that reached max_deliveries.
+    #[serde(default)]
+    pub messages_dead_lettered: u64,
+    /// Group messages dropped at max_deliveries (no dead-letter queue).
+    #[serde(default)]
+    pub messages_dropped_max_deliveries: u64,
     /// Sessions resumed.
     #[serde(default)]
     pub sessions_resumed: u64,

@@ -198,6 +198,8 @@ impl RawConn {
         let sub = Subscription {
             queue: queue.as_bytes(),
             event: event.map(str::as_bytes),
+            group: None,
+            is_pattern: false,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
         self.send(&out);

@@ -54,6 +54,8 @@ fn cases() -> Vec<Case> {
     let sub = Subscription {
         queue: b"q",
         event: None,
+        group: None,
+        is_pattern: false,
     };
     encode_subscription(Op::Subscribe, &sub, &mut subscribe_first).unwrap();
     let mut ack_unsent = Vec::new();

@@ -124,6 +124,8 @@ fn pub_sub_works_over_tls_and_payloads_arrive_intact_in_order() {
     let sub = Subscription {
         queue: b"db",
         event: None,
+        group: None,
+        is_pattern: false,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
     subscriber.send(&out);

@@ -9,6 +9,7 @@ mod harness;
 mod backlog;
 mod conflation;
 mod delivery;
+mod groups;
 mod heartbeat;
 mod intake;
 mod lifecycle;

@@ -4,8 +4,9 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
-    Resume, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
-    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Resume, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH,
+    HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{DecodeError, ErrorCode, RESUME_TOKEN_LEN};
@@ -177,9 +178,14 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             })
         }
         Op::Subscribe | Op::Unsubscribe | Op::Subscribed | Op::Unsubscribed => {
-            let flags = r.flags(SUBSCRIBE_ALL_EVENTS)?;
+            let flags = r.flags(SUBSCRIBE_ALL_EVENTS | SUBSCRIBE_GROUP | SUBSCRIBE_PATTERN)?;
             let queue = r.name("queue")?;
             let event = r.name("event")?;
+            let group = if flags & SUBSCRIBE_GROUP != 0 {
+                Some(r.name("group")?)
+            } else {
+                None
+            };
             r.finish()?;
             let event = if flags & SUBSCRIBE_ALL_EVENTS != 0 {
                 if !event.is_empty() {
@@ -189,7 +195,12 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             } else {
                 Some(event)
             };
-            let sub = Subscription { queue, event };
+            let sub = Subscription {
+                queue,
+                event,
+                group,
+                is_pattern: flags & SUBSCRIBE_PATTERN != 0,
+            };
             match op {
                 Op::Subscribe => Frame::Subscribe(sub),
                 Op::Unsubscribe => Frame::Unsubscribe(sub),
@@ -254,14 +265,27 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             r.finish()?;
             Frame::Welcome(welcome)
         }
-        Op::Deliver => Frame::Deliver(Deliver {
-            seq: r.u64("seq")?,
-            message_id: r.u64("message_id")?,
-            flags: r.u8("flags")?,
-            queue: r.name("queue")?,
-            event: r.name("event")?,
-            payload: r.rest(),
-        }),
+        Op::Deliver => {
+            let seq = r.u64("seq")?;
+            let message_id = r.u64("message_id")?;
+            let flags = r.u8("flags")?;
+            let queue = r.name("queue")?;
+            let event = r.name("event")?;
+            let delivery_count = if flags & DELIVER_DELIVERY_COUNT != 0 {
+                Some(r.u16("delivery_count")?)
+            } else {
+                None
+            };
+            Frame::Deliver(Deliver {
+                seq,
+                message_id,
+                flags,
+                queue,
+                event,
+                delivery_count,
+                payload: r.rest(),
+            })
+        }
         Op::Receipt => {
             let seq = r.u64("seq")?;
             r.finish()?;

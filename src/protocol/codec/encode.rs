@@ -3,8 +3,9 @@
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::frame::{
-    Dropped, Frame, Hello, Publish, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH,
-    HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Dropped, Frame, Hello, Publish, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL,
+    ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN,
+    PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -82,10 +83,11 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             encode_welcome(welcome, out);
             Ok(())
         }
-        Frame::Deliver(ref d) => encode_deliver(
+        Frame::Deliver(ref d) => encode_deliver_counted(
             d.seq,
             d.message_id,
             d.flags,
+            d.delivery_count,
             d.queue,
             d.event,
             d.payload,
@@ -214,15 +216,31 @@ pub fn encode_subscription(
     check_name(sub.queue)?;
     let event = sub.event.unwrap_or_default();
     check_name(event)?;
-    let body = 1 + 1 + sub.queue.len() + 1 + event.len();
+    let group_len = match sub.group {
+        Some(group) => {
+            check_name(group)?;
+            1 + group.len()
+        }
+        None => 0,
+    };
+    let body = 1 + 1 + sub.queue.len() + 1 + event.len() + group_len;
     FrameHeader::write(op, body, out);
-    out.push(if sub.event.is_none() {
-        SUBSCRIBE_ALL_EVENTS
-    } else {
-        0
-    });
+    let mut flags = 0;
+    if sub.event.is_none() {
+        flags |= SUBSCRIBE_ALL_EVENTS;
+    }
+    if sub.group.is_some() {
+        flags |= SUBSCRIBE_GROUP;
+    }
+    if sub.is_pattern {
+        flags |= SUBSCRIBE_PATTERN;
+    }
+    out.push(flags);
     put_name(out, sub.queue);
     put_name(out, event);
+    if let Some(group) = sub.group {
+        put_name(out, group);
+    }
     Ok(())
 }
 
@@ -300,9 +318,33 @@ pub fn encode_deliver(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    encode_deliver_counted(seq, message_id, flags, None, queue, event, payload, out)
+}
+
+/// Appends DELIVER with an optional delivery count (protocol.md §DELIVER, DELIVERY_COUNT): the
+/// flag is set exactly when `delivery_count` is `Some`, whatever `flags` says.
+///
+/// # Errors
+/// As [`encode_deliver`].
+#[allow(clippy::too_many_arguments)]
+pub fn encode_deliver_counted(
+    seq: u64,
+    message_id: u64,
+    flags: u8,
+    delivery_count: Option<u16>,
+    queue: &[u8],
+    event: &[u8],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     check_name(queue)?;
     check_name(event)?;
-    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + payload.len();
+    let count_len = if delivery_count.is_some() { 2 } else { 0 };
+    let flags = match delivery_count {
+        Some(_) => flags | DELIVER_DELIVERY_COUNT,
+        None => flags & !DELIVER_DELIVERY_COUNT,
+    };
+    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + count_len + payload.len();
     check_total(body)?;
     // One reservation and a stack-built fixed part: this runs once per subscriber per message.
     out.reserve(LEN_PREFIX_LEN + HEADER_LEN + body);
@@ -319,6 +361,9 @@ pub fn encode_deliver(
     out.extend_from_slice(queue);
     out.push(event.len() as u8);
     out.extend_from_slice(event);
+    if let Some(count) = delivery_count {
+        put_u16(out, count);
+    }
     out.extend_from_slice(payload);
     Ok(())
 }

@@ -5,16 +5,18 @@
 use std::collections::BTreeSet;
 
 use super::support::{
-    decode_all, example_welcome, repo_path, Owned, OwnedError, OwnedHello, EXAMPLE_TOKEN,
+    decode_all, example_welcome, repo_path, Owned, OwnedDeliver, OwnedError, OwnedHello,
+    OwnedSubscription, EXAMPLE_TOKEN,
 };
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
-    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
-    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
+    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_DELIVERY_COUNT, DELIVER_REDELIVERED,
+    DROPPED_CONFLATED, OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
-    ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, GroupStats, QueueStats, ServerStats, SessionStats, StatsReport,
+    SubscriptionStats,
 };
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
 
@@ -125,6 +127,10 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
         queues: vec![QueueStats::default()],
         sessions_omitted: 0,
         closed_sessions: vec![ClosedSessionStats::default()],
+        groups: vec![GroupStats {
+            event: Some("resize".to_owned()),
+            ..GroupStats::default()
+        }],
     };
     let json = serde_json::to_value(&report).unwrap();
     let mut from_code = Vec::new();
@@ -300,6 +306,30 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             Owned::Welcome(Welcome {
                 reconnect_keep_alive_ms: Some(60_000),
                 ..welcome
+            })
+        }),
+        ("SUBSCRIBE with GROUP", {
+            let Owned::Subscription { op, sub } = Owned::subscription(Op::Subscribe, b"jobs", None)
+            else {
+                unreachable!()
+            };
+            Owned::Subscription {
+                op,
+                sub: OwnedSubscription {
+                    group: Some(b"w".to_vec()),
+                    ..sub
+                },
+            }
+        }),
+        ("DELIVER with DELIVERY_COUNT", {
+            let Owned::Deliver(deliver) =
+                Owned::deliver(9, 4, DELIVER_DELIVERY_COUNT, b"jobs", b"", b"hi")
+            else {
+                unreachable!()
+            };
+            Owned::Deliver(OwnedDeliver {
+                delivery_count: Some(3),
+                ..deliver
             })
         }),
         (

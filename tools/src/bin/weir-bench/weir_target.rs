@@ -81,6 +81,8 @@ impl Adapter for WeirAdapter {
         let subscription = Subscription {
             queue: &self.queue,
             event: None,
+            group: None,
+            is_pattern: false,
         };
         // Cannot fail: the queue name is checked by clap to fit (see `check_topic`).
         let _ = encode_subscription(Op::Subscribe, &subscription, out);
