@@ -201,6 +201,59 @@ impl Client {
         self.request_subscription(Op::Subscribe, queue.as_ref(), Some(event))
     }
 
+    /// Joins the competing-consumer group `group` of `queue` (every event with `event: None`)
+    /// and waits for SUBSCRIBED: each message of the queue goes to one member of the group,
+    /// which must ack it within the queue's `ack_deadline_ms` (protocol.md §Groups).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set, or for an empty name; otherwise as
+    /// [`Client::subscribe`].
+    pub fn subscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_group(Op::Subscribe, queue.as_ref(), event, group.as_ref())
+    }
+
+    /// Leaves the group joined with [`Client::subscribe_group`] and waits for UNSUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_group`].
+    pub fn unsubscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_group(Op::Unsubscribe, queue.as_ref(), event, group.as_ref())
+    }
+
+    fn request_group(
+        &mut self,
+        op: Op,
+        queue: &[u8],
+        event: Option<&[u8]>,
+        group: &[u8],
+    ) -> Result<(), ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "groups need ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        if group.is_empty() || event == Some(&[][..]) {
+            return Err(ClientError::InvalidArgument("empty group or event name"));
+        }
+        let sub = Subscription {
+            queue,
+            event,
+            group: Some(group),
+            is_pattern: false,
+        };
+        self.request(op, sub)
+    }
+
     /// Subscribes to every event of `queue` (ALL_EVENTS) and waits for SUBSCRIBED.
     ///
     /// # Errors
@@ -527,29 +580,31 @@ impl Client {
         queue: &[u8],
         event: Option<&[u8]>,
     ) -> Result<(), ClientError> {
-        self.session.check_open()?;
-        if queue.is_empty() {
-            return Err(ClientError::InvalidArgument("queue name is empty"));
-        }
-        let deadline = self.deadline();
         let sub = Subscription {
             queue,
             event,
             group: None,
             is_pattern: false,
         };
+        self.request(op, sub)
+    }
+
+    fn request(&mut self, op: Op, sub: Subscription<'_>) -> Result<(), ClientError> {
+        self.session.check_open()?;
+        if sub.queue.is_empty() {
+            return Err(ClientError::InvalidArgument("queue name is empty"));
+        }
+        let deadline = self.deadline();
         self.write_buf.push(self.session.max_frame_len, |out| {
             encode_subscription(op, &sub, out)
         })?;
         self.write_out()?;
         loop {
             match self.step(deadline)? {
-                Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(queue, event) => {
+                Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(&sub) => {
                     return Ok(())
                 }
-                Some(Reply::Unsubscribed(echo))
-                    if op == Op::Unsubscribe && echo.is(queue, event) =>
-                {
+                Some(Reply::Unsubscribed(echo)) if op == Op::Unsubscribe && echo.is(&sub) => {
                     return Ok(())
                 }
                 _ => {}

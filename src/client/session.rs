@@ -63,6 +63,7 @@ pub(super) enum Reply {
 pub(super) struct OwnedSubscription {
     queue: Vec<u8>,
     event: Option<Vec<u8>>,
+    group: Option<Vec<u8>>,
 }
 
 impl OwnedSubscription {
@@ -70,12 +71,15 @@ impl OwnedSubscription {
         OwnedSubscription {
             queue: sub.queue.to_vec(),
             event: sub.event.map(<[u8]>::to_vec),
+            group: sub.group.map(<[u8]>::to_vec),
         }
     }
 
-    /// True when this echoes the subscription `queue`, `event` (`None`: ALL_EVENTS).
-    pub(super) fn is(&self, queue: &[u8], event: Option<&[u8]>) -> bool {
-        self.queue == queue && self.event.as_deref() == event
+    /// True when this echoes the subscription `sub` (queue, event, group).
+    pub(super) fn is(&self, sub: &Subscription<'_>) -> bool {
+        self.queue == sub.queue
+            && self.event.as_deref() == sub.event
+            && self.group.as_deref() == sub.group
     }
 }
 

@@ -125,6 +125,7 @@ pub(super) fn options() -> ClientOptions {
         inflight_window: 16,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     }
 }
 

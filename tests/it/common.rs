@@ -24,6 +24,7 @@ pub fn client_options(name: &str) -> ClientOptions {
         inflight_window: 0,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod chaos_proxy;
 mod common;
 mod extensions;
+mod groups;
 mod malformed_frames;
 mod metrics_endpoint;
 mod proxy_haproxy;

@@ -43,6 +43,7 @@ pub(crate) fn client_options(cli: &Cli) -> ClientOptions {
         timeout: Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         // Checked in `main`.
         auth: credentials(cli).ok().flatten(),
+        extensions: false,
     }
 }
 
