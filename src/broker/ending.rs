@@ -162,6 +162,9 @@ impl Broker {
         } else {
             self.metrics.messages_dropped_session_closed += dropped;
         }
+        if !session.patterns.is_empty() {
+            self.forget_pattern_session(key);
+        }
         for sub in &session.subscriptions {
             match &sub.event {
                 None => self

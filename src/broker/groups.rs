@@ -282,8 +282,7 @@ impl Broker {
             return;
         }
         let session = &self.sessions[key.0];
-        if session.subscriptions.len() + session.group.groups.len() >= self.config.max_subscriptions
-        {
+        if session.subscription_count() >= self.config.max_subscriptions {
             self.fail(
                 conn,
                 ErrorCode::LimitExceeded,
@@ -292,10 +291,7 @@ impl Broker {
             );
             return;
         }
-        let Ok(queue) = self
-            .routes
-            .find_or_create(sub.queue, self.config.max_queues)
-        else {
+        let Ok(queue) = self.find_or_create_queue(sub.queue) else {
             self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
             return;
         };
@@ -766,10 +762,7 @@ impl Broker {
             warn!("a group message reached max_deliveries and has no dead_letter_queue: dropped");
             return;
         };
-        let Ok(dead_letter_queue) = self
-            .routes
-            .find_or_create(name.as_bytes(), self.config.max_queues)
-        else {
+        let Ok(dead_letter_queue) = self.find_or_create_queue(name.as_bytes()) else {
             self.metrics.messages_dropped_max_deliveries += 1;
             warn!("dead_letter_queue {name:?} cannot be created (max_queues): message dropped");
             return;

@@ -257,6 +257,7 @@ impl Broker {
             window,
             queue: DeliveryQueue::default(),
             subscriptions: Vec::new(),
+            patterns: Vec::new(),
             conflation: None,
             last_queue: None,
             last_publish_seq: 0,

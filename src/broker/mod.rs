@@ -93,6 +93,7 @@ use flow::{ConnFlow, Flow, PublishBuckets};
 use groups::Groups;
 use hello::Tombstones;
 use origin::Entropy;
+use patterns::Patterns;
 use routes::Routes;
 use session::Session;
 use store::MessageStore;
@@ -120,6 +121,8 @@ pub struct Broker {
     routes: Routes,
     /// Competing-consumer groups (`groups.rs`).
     groups: Groups,
+    /// Pattern subscribers, matched against each new queue (`patterns.rs`).
+    patterns: Patterns,
     timers: Timers,
     dirty: Vec<ConnId>,
     /// Who is held back from reading, and this turn's budgets.
@@ -227,6 +230,7 @@ impl Broker {
             store: MessageStore::default(),
             routes,
             groups: Groups::default(),
+            patterns: Patterns::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
             flow: Flow::default(),

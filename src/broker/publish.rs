@@ -60,10 +60,7 @@ impl Broker {
                 return;
             }
             None => {
-                let Ok(id) = self
-                    .routes
-                    .find_or_create(publish.queue, self.config.max_queues)
-                else {
+                let Ok(id) = self.find_or_create_queue(publish.queue) else {
                     let text = "max_queues reached";
                     self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
                     return;

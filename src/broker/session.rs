@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::delivery_queue::{DeliveryQueue, NodeKey};
 use super::groups::GroupMembership;
+use super::patterns::PatternSubscription;
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -25,6 +26,11 @@ pub struct SessionKey(pub(crate) usize);
 pub(crate) struct Subscription {
     pub(crate) queue: QueueId,
     pub(crate) event: Option<Box<[u8]>>,
+    /// A SUBSCRIBE named this queue itself (listed in STATS, removed by UNSUBSCRIBE).
+    pub(crate) is_literal: bool,
+    /// Pattern subscriptions of this session matching the queue (`patterns.rs`). The entry
+    /// routes while it is literal or this is above 0.
+    pub(crate) pattern_refs: u32,
 }
 
 #[derive(Debug)]
@@ -75,6 +81,8 @@ pub(crate) struct Session {
     pub(crate) grant: Arc<Grant>,
     /// Its competing-consumer group memberships and dead-letter counts (`groups.rs`).
     pub(crate) group: GroupMembership,
+    /// Its pattern subscriptions (`patterns.rs`); bounded by `max_subscriptions`.
+    pub(crate) patterns: Vec<PatternSubscription>,
 }
 
 /// A session's conflation map (see [`Session::conflation`]).
@@ -101,6 +109,13 @@ impl Session {
         self.has_extensions
             && (self.conflated > self.conflated_told
                 || self.group.dead_lettered > self.group.dead_lettered_told)
+    }
+
+    /// Subscriptions counted against `max_subscriptions`: literal ones, group memberships and
+    /// patterns (the entries patterns add are not counted again).
+    pub(crate) fn subscription_count(&self) -> usize {
+        let literal = self.subscriptions.iter().filter(|s| s.is_literal).count();
+        literal + self.group.groups.len() + self.patterns.len()
     }
 
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {

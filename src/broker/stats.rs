@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::metrics::{self, Gauges};
 use crate::protocol::stats::{
-    ClosedSessionStats, GroupStats, QueueStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, GroupStats, PatternStats, QueueStats, SessionStats, StatsReport,
+    SubscriptionStats,
 };
 use crate::protocol::ErrorCode;
 
@@ -93,9 +94,19 @@ impl Broker {
                     subscriptions: s
                         .subscriptions
                         .iter()
+                        .filter(|sub| sub.is_literal)
                         .map(|sub| SubscriptionStats {
                             queue: lossy(&self.routes.queue(sub.queue).name),
                             event: sub.event.as_deref().map(lossy),
+                        })
+                        .collect(),
+                    patterns: s
+                        .patterns
+                        .iter()
+                        .map(|p| PatternStats {
+                            pattern: lossy(&p.pattern),
+                            event: p.event.as_deref().map(lossy),
+                            queues: p.matched.len() as u64,
                         })
                         .collect(),
                     queue_depth: u64::from(s.queue.depth()),

@@ -254,6 +254,58 @@ impl Client {
         self.request(op, sub)
     }
 
+    /// Subscribes to every queue matching `pattern` (one event, or every event with `event:
+    /// None`), queues created later included, and waits for SUBSCRIBED. Levels are separated
+    /// by `.`; a level `*` matches one level, a last level `>` one or more (protocol.md
+    /// §Patterns). Each message reaches this session once however many subscriptions match.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set, or for an empty event name; the server refuses a
+    /// malformed pattern with INVALID_NAME; otherwise as [`Client::subscribe`].
+    pub fn subscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_pattern(Op::Subscribe, pattern.as_ref(), event)
+    }
+
+    /// Removes the subscription made with [`Client::subscribe_pattern`] with the same pattern
+    /// and event, and waits for UNSUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_pattern`].
+    pub fn unsubscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_pattern(Op::Unsubscribe, pattern.as_ref(), event)
+    }
+
+    fn request_pattern(
+        &mut self,
+        op: Op,
+        pattern: &[u8],
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "patterns need ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        if pattern.is_empty() || event == Some(&[][..]) {
+            return Err(ClientError::InvalidArgument("empty pattern or event name"));
+        }
+        let sub = Subscription {
+            queue: pattern,
+            event,
+            group: None,
+            is_pattern: true,
+        };
+        self.request(op, sub)
+    }
+
     /// Subscribes to every event of `queue` (ALL_EVENTS) and waits for SUBSCRIBED.
     ///
     /// # Errors

@@ -206,6 +206,9 @@ pub struct SessionStats {
     pub throttled_ms: u64,
     /// Subscriptions; `event: null` means ALL_EVENTS.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// Pattern subscriptions (protocol.md §Patterns).
+    #[serde(default)]
+    pub patterns: Vec<PatternStats>,
     /// Messages held: pending + in flight.
     pub queue_depth: u64,
     /// Payload bytes held.
@@ -238,6 +241,17 @@ pub struct SubscriptionStats {
     pub queue: String,
     /// Event name, or `None` (JSON null) for ALL_EVENTS.
     pub event: Option<String>,
+}
+
+/// One pattern subscription.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternStats {
+    /// The pattern, as subscribed.
+    pub pattern: String,
+    /// Event name, or `None` (JSON null) for ALL_EVENTS.
+    pub event: Option<String>,
+    /// Queues it matches now (those the session may subscribe to).
+    pub queues: u64,
 }
 
 /// One queue.

@@ -11,6 +11,7 @@ mod extensions;
 mod groups;
 mod malformed_frames;
 mod metrics_endpoint;
+mod patterns;
 mod proxy_haproxy;
 mod pubsub;
 mod reconnect_chaos;

@@ -342,6 +342,24 @@ impl Harness {
         self.send(conn, &Frame::Subscribe(sub));
     }
 
+    /// SUBSCRIBE with PATTERN (the session needs EXTENSIONS).
+    pub(super) fn subscribe_pattern(&mut self, conn: ConnId, pattern: &str, event: Option<&str>) {
+        let sub = Subscription {
+            is_pattern: true,
+            ..subscription(pattern, event)
+        };
+        self.send(conn, &Frame::Subscribe(sub));
+    }
+
+    /// UNSUBSCRIBE with PATTERN.
+    pub(super) fn unsubscribe_pattern(&mut self, conn: ConnId, pattern: &str, event: Option<&str>) {
+        let sub = Subscription {
+            is_pattern: true,
+            ..subscription(pattern, event)
+        };
+        self.send(conn, &Frame::Unsubscribe(sub));
+    }
+
     /// UNSUBSCRIBE from `group`.
     pub(super) fn unsubscribe_group(
         &mut self,

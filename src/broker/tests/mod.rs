@@ -15,6 +15,7 @@ mod intake;
 mod lifecycle;
 mod model;
 mod overflow;
+mod patterns;
 mod publish;
 mod reconnect;
 mod routing;

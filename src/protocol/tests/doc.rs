@@ -15,8 +15,8 @@ use crate::protocol::frame::{
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
-    ClosedSessionStats, GroupStats, QueueStats, ServerStats, SessionStats, StatsReport,
-    SubscriptionStats,
+    ClosedSessionStats, GroupStats, PatternStats, QueueStats, ServerStats, SessionStats,
+    StatsReport, SubscriptionStats,
 };
 use crate::protocol::{ErrorCode, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
 
@@ -119,6 +119,11 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
             subscriptions: vec![SubscriptionStats {
                 queue: "db".to_owned(),
                 event: Some("update".to_owned()),
+            }],
+            patterns: vec![PatternStats {
+                pattern: "orders.>".to_owned(),
+                event: Some("created".to_owned()),
+                queues: 2,
             }],
             detached_ms: Some(1),
             expires_in_ms: Some(1),
@@ -317,6 +322,20 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
                 op,
                 sub: OwnedSubscription {
                     group: Some(b"w".to_vec()),
+                    ..sub
+                },
+            }
+        }),
+        ("SUBSCRIBE with PATTERN", {
+            let Owned::Subscription { op, sub } =
+                Owned::subscription(Op::Subscribe, b"orders.>", None)
+            else {
+                unreachable!()
+            };
+            Owned::Subscription {
+                op,
+                sub: OwnedSubscription {
+                    is_pattern: true,
                     ..sub
                 },
             }
