@@ -233,6 +233,7 @@ fn publish_frame(key: Option<&[u8]>) -> Vec<u8> {
         queue: QUEUE,
         event: b"tick",
         key,
+        ttl_ms: None,
         payload: &payload,
     };
     let mut frame = Vec::new();

@@ -123,6 +123,7 @@ fn main() {
             queue: b"bench",
             event: b"tick",
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         encode_publish(&publish, &mut out).unwrap();

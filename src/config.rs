@@ -326,6 +326,10 @@ pub struct QueueConfig {
     /// dropped, counted in `messages_dropped_max_deliveries`. Default none.
     #[serde(default)]
     pub dead_letter_queue: Option<String>,
+    /// Time to live of this queue's messages, in ms, for publishes that give none
+    /// (protocol.md §Time to live); 0 = never expire. Default 0.
+    #[serde(default)]
+    pub ttl_ms: u32,
 }
 
 /// Default `ack_deadline_ms` of a queue's groups: 30 s, the visibility timeout SQS defaults
@@ -353,6 +357,7 @@ impl QueueConfig {
             ack_deadline_ms: DEFAULT_ACK_DEADLINE_MS,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             dead_letter_queue: None,
+            ttl_ms: 0,
         }
     }
 }

@@ -218,6 +218,9 @@ declare_metrics! {
         messages_dropped_max_deliveries = "weir_messages_dropped_max_deliveries_total", Count,
             "Group messages dropped at max_deliveries: no dead_letter_queue, or it could not \
              be created.";
+        messages_expired = "weir_messages_expired_total", Count,
+            "Queued messages whose time to live ran out before they were sent (each session \
+             queue or group backlog that held one counts once).";
         sessions_detached = "weir_sessions_detached_total", Count,
             "Sessions detached when their connection ended (kept for a resume).";
         sessions_resumed = "weir_sessions_resumed_total", Count,

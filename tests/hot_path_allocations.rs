@@ -123,6 +123,7 @@ impl Rig {
             queue: b"db",
             event: b"update",
             key: None,
+            ttl_ms: None,
             payload,
         };
         encode_publish(&publish, &mut self.input).unwrap();

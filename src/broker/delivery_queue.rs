@@ -51,7 +51,7 @@ pub(crate) struct Entry {
 
 /// Key of a node in the shared node slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NodeKey(usize);
+pub(crate) struct NodeKey(pub(super) usize);
 
 /// One pending message in one session's queue.
 #[derive(Debug)]
@@ -60,6 +60,12 @@ pub(crate) struct QueueNode {
     tag: GroupTag,
     prev: usize,
     next: usize,
+    /// For a message with a time to live (`expiry.rs`): the session whose queue holds it,
+    /// and the links of the message's chain of pending nodes (every session holding it
+    /// unsent), starting at an anchor node of its own. NIL links otherwise.
+    owner: usize,
+    msg_prev: usize,
+    msg_next: usize,
 }
 
 /// The shared node slab.
@@ -204,6 +210,9 @@ impl DeliveryQueue {
             tag,
             prev: self.tail,
             next: NIL,
+            owner: NIL,
+            msg_prev: NIL,
+            msg_next: NIL,
         });
         if self.tail == NIL {
             self.head = key;
@@ -216,6 +225,18 @@ impl DeliveryQueue {
         NodeKey(key)
     }
 
+    /// The oldest pending node and its entry.
+    pub(crate) fn front(&self, nodes: &Nodes) -> Option<(NodeKey, Entry)> {
+        let node = nodes.get(self.head)?;
+        Some((
+            NodeKey(self.head),
+            Entry {
+                msg: node.msg,
+                tag: node.tag,
+            },
+        ))
+    }
+
     /// The message of a pending node (for conflation checks).
     pub(crate) fn node_msg(nodes: &Nodes, node: NodeKey) -> Option<MsgKey> {
         nodes.get(node.0).map(|n| n.msg)
@@ -225,6 +246,7 @@ impl DeliveryQueue {
     ///
     /// Precondition: `node` is in this queue's pending list.
     pub(crate) fn remove(&mut self, nodes: &mut Nodes, node: NodeKey, bytes: u64) -> MsgKey {
+        unlink_expiry(nodes, node.0);
         let QueueNode {
             msg, prev, next, ..
         } = nodes.remove(node.0);
@@ -250,6 +272,8 @@ impl DeliveryQueue {
             return None;
         }
         let node = NodeKey(self.head);
+        // Sent: no longer expires (in-flight messages are never expired).
+        unlink_expiry(nodes, self.head);
         let QueueNode { msg, tag, next, .. } = nodes.remove(self.head);
         self.head = next;
         if next == NIL {
@@ -319,6 +343,7 @@ impl DeliveryQueue {
     /// Empties the queue, calling `freed` for every message it held (pending and in flight).
     pub(crate) fn drain(&mut self, nodes: &mut Nodes, mut freed: impl FnMut(Entry)) {
         while self.head != NIL {
+            unlink_expiry(nodes, self.head);
             let QueueNode { msg, tag, next, .. } = nodes.remove(self.head);
             self.head = next;
             freed(Entry { msg, tag });
@@ -331,6 +356,74 @@ impl DeliveryQueue {
         self.in_flight = 0;
         self.bytes = 0;
         self.redeliveries_left = 0;
+    }
+}
+
+/// A new expiry chain for `msg` (`expiry.rs`): an anchor node in no session's queue.
+pub(crate) fn new_anchor(nodes: &mut Nodes, msg: MsgKey) -> NodeKey {
+    NodeKey(nodes.insert(QueueNode {
+        msg,
+        tag: GroupTag::NONE,
+        prev: NIL,
+        next: NIL,
+        owner: NIL,
+        msg_prev: NIL,
+        msg_next: NIL,
+    }))
+}
+
+/// Links the pending node `node` of session `owner` into the expiry chain after `anchor`.
+pub(crate) fn link_expiry(nodes: &mut Nodes, anchor: NodeKey, node: NodeKey, owner: usize) {
+    let Some(first) = nodes.get(anchor.0).map(|a| a.msg_next) else {
+        return;
+    };
+    if let Some(n) = nodes.get_mut(node.0) {
+        n.owner = owner;
+        n.msg_prev = anchor.0;
+        n.msg_next = first;
+    }
+    if let Some(f) = nodes.get_mut(first) {
+        f.msg_prev = node.0;
+    }
+    nodes[anchor.0].msg_next = node.0;
+}
+
+/// The first pending node on `anchor`'s chain, with its session and entry; `None` once the
+/// chain is empty (every holder sent, dropped or ended).
+pub(crate) fn first_in_chain(nodes: &Nodes, anchor: NodeKey) -> Option<(usize, NodeKey, Entry)> {
+    let first = nodes.get(anchor.0)?.msg_next;
+    let node = nodes.get(first)?;
+    Some((
+        node.owner,
+        NodeKey(first),
+        Entry {
+            msg: node.msg,
+            tag: node.tag,
+        },
+    ))
+}
+
+/// Removes an anchor whose chain is empty.
+pub(crate) fn remove_anchor(nodes: &mut Nodes, anchor: NodeKey) {
+    if nodes.get(anchor.0).is_some_and(|a| a.msg_next == NIL) {
+        nodes.remove(anchor.0);
+    }
+}
+
+/// Takes a node out of its expiry chain (no-op for one in none). O(1).
+fn unlink_expiry(nodes: &mut Nodes, key: usize) {
+    let Some(node) = nodes.get(key) else {
+        return;
+    };
+    let (prev, next) = (node.msg_prev, node.msg_next);
+    if prev == NIL {
+        return;
+    }
+    if let Some(p) = nodes.get_mut(prev) {
+        p.msg_next = next;
+    }
+    if let Some(n) = nodes.get_mut(next) {
+        n.msg_prev = prev;
     }
 }
 

@@ -569,10 +569,13 @@ impl Broker {
         let bytes = self.store.get(msg).queue_bytes();
         let session = &mut self.sessions[session_key.0];
         // Bounded by u32: assignments ≤ members × window.
-        session
-            .queue
-            .push_back_tagged(&mut self.nodes, msg, GroupTag(tag as u32), bytes);
+        let node =
+            session
+                .queue
+                .push_back_tagged(&mut self.nodes, msg, GroupTag(tag as u32), bytes);
         self.store.retain(msg);
+        self.link_if_expiring(session_key, msg, node);
+        let session = &mut self.sessions[session_key.0];
         self.flow.queued += 1;
         if session.queue.span() < session.window {
             if let Some(conn) = session.conn {
@@ -591,6 +594,16 @@ impl Broker {
             let Some(&waiting) = group.backlog.front() else {
                 return;
             };
+            if self.is_expired(waiting.msg) {
+                // Its time to live ran out while no member had room (expiry.rs).
+                let bytes = self.store.get(waiting.msg).queue_bytes();
+                let group = &mut self.groups.groups[id.0 as usize];
+                group.backlog.pop_front();
+                group.backlog_bytes -= bytes;
+                self.metrics.messages_expired += 1;
+                self.store.release(waiting.msg);
+                continue;
+            }
             let Some(slot) = self.pick_member(id) else {
                 return;
             };
@@ -629,6 +642,23 @@ impl Broker {
             if member.session == assignment.session {
                 // Saturating: a session that left and joined again may reuse its old slot.
                 member.held = member.held.saturating_sub(1);
+            }
+        }
+        self.pump_group(assignment.group);
+    }
+
+    /// A pending group message expired in its member's queue (`expiry.rs`): the assignment
+    /// ends (it is not offered again) and the member may take the next message. The caller
+    /// releases the member's store reference.
+    pub(super) fn handle_group_expired(&mut self, tag: GroupTag) {
+        let Some(assignment) = self.groups.take_assignment(tag.0) else {
+            return;
+        };
+        if let Some(group) = self.groups.groups.get_mut(assignment.group.0 as usize) {
+            if let Some(Some(member)) = group.members.get_mut(assignment.slot as usize) {
+                if member.session == assignment.session {
+                    member.held = member.held.saturating_sub(1);
+                }
             }
         }
         self.pump_group(assignment.group);
@@ -775,6 +805,7 @@ impl Broker {
             queue: name.as_bytes(),
             event: &event,
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         self.routes.queue_mut(dead_letter_queue).published += 1;

@@ -267,6 +267,8 @@ impl Broker {
             acked: 0,
             conflated: 0,
             conflated_told: 0,
+            expired: 0,
+            expired_told: 0,
             is_ended_by_arrival: false,
             has_extensions: hello.extensions,
             redelivered: 0,

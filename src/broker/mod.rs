@@ -46,6 +46,7 @@ pub mod auth;
 mod close;
 mod delivery_queue;
 mod ending;
+mod expiry;
 mod flow;
 mod groups;
 mod heartbeat;
@@ -89,6 +90,7 @@ use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
 use delivery_queue::Nodes;
+use expiry::Expiry;
 use flow::{ConnFlow, Flow, PublishBuckets};
 use groups::Groups;
 use hello::Tombstones;
@@ -123,6 +125,8 @@ pub struct Broker {
     groups: Groups,
     /// Pattern subscribers, matched against each new queue (`patterns.rs`).
     patterns: Patterns,
+    /// Messages with a time to live, by deadline (`expiry.rs`).
+    expiry: Expiry,
     timers: Timers,
     dirty: Vec<ConnId>,
     /// Who is held back from reading, and this turn's budgets.
@@ -231,6 +235,7 @@ impl Broker {
             routes,
             groups: Groups::default(),
             patterns: Patterns::default(),
+            expiry: Expiry::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
             flow: Flow::default(),
@@ -537,6 +542,7 @@ impl Broker {
             }
         }
         self.expire_group_deadlines(now);
+        self.expire_due(now);
         self.tombstones.expire(now);
     }
 
@@ -562,6 +568,7 @@ impl Broker {
             self.timers.next_deadline(),
             self.flow_deadline(),
             self.groups.next_deadline(),
+            self.expiry.next_deadline(),
         ]
         .into_iter()
         .flatten()

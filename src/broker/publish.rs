@@ -22,6 +22,11 @@ impl Broker {
             }
             return;
         }
+        if publish.ttl_ms.is_some() && !session.has_extensions {
+            let text = "PUBLISH with TTL needs a HELLO with EXTENSIONS";
+            self.fail(conn, ErrorCode::MalformedFrame, publish.seq, text);
+            return;
+        }
         if publish.queue.is_empty() {
             self.fail(
                 conn,
@@ -118,6 +123,9 @@ impl Broker {
                 key,
                 publish.payload,
             );
+            if let Some(at) = self.deadline_for(queue, publish.ttl_ms) {
+                self.schedule_expiry(msg, at);
+            }
             for &session in &targets {
                 self.enqueue(session, msg);
             }
@@ -204,6 +212,8 @@ impl Broker {
         let node = session.queue.push_back(&mut self.nodes, msg, bytes);
         self.flow.queued += 1;
         self.store.retain(msg);
+        self.link_if_expiring(key, msg, node);
+        let session = &mut self.sessions[key.0];
         if let Some(hash) = conflation {
             // Allocated once per session, at its first conflating message.
             session

@@ -28,6 +28,8 @@ pub(crate) struct Queue {
     pub(crate) max_payload_len: Option<u32>,
     /// Messages accepted for this queue.
     pub(crate) published: u64,
+    /// Default time to live of its messages, in ms (0 = none; `expiry.rs`).
+    pub(crate) ttl_ms: u32,
     /// Sessions subscribed to every event.
     all_events: SessionList,
     /// Sessions subscribed to a named event and not to ALL_EVENTS; `None` until the first
@@ -69,6 +71,7 @@ impl Routes {
         let queue = &mut self.queues[id.0 as usize];
         queue.conflate = declared.conflate;
         queue.max_payload_len = declared.max_payload_len;
+        queue.ttl_ms = declared.ttl_ms;
     }
 
     /// A declaration was removed from the config: the queue stays, with default settings.
@@ -77,6 +80,7 @@ impl Routes {
             let queue = &mut self.queues[id.0 as usize];
             queue.conflate = false;
             queue.max_payload_len = None;
+            queue.ttl_ms = 0;
         }
     }
 
@@ -113,6 +117,7 @@ impl Routes {
             conflate: false,
             max_payload_len: None,
             published: 0,
+            ttl_ms: 0,
             all_events: SessionList::Empty,
             by_event: None,
             subscribers: 0,

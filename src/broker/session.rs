@@ -68,6 +68,10 @@ pub(crate) struct Session {
     pub(crate) conflated: u64,
     /// `conflated` as of the latest DROPPED(CONFLATED) sent (protocol.md §DROPPED).
     pub(crate) conflated_told: u64,
+    /// Its queued messages whose time to live ran out before they were sent (`expiry.rs`).
+    pub(crate) expired: u64,
+    /// `expired` as of the latest DROPPED(EXPIRED) sent.
+    pub(crate) expired_told: u64,
     /// The session ends because of a message's arrival (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for
     /// a message too large for its listener): that message is missed too (protocol.md §LOST).
     pub(crate) is_ended_by_arrival: bool,
@@ -108,6 +112,7 @@ impl Session {
     pub(crate) fn is_drop_notice_due(&self) -> bool {
         self.has_extensions
             && (self.conflated > self.conflated_told
+                || self.expired > self.expired_told
                 || self.group.dead_lettered > self.group.dead_lettered_told)
     }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::metrics::{self, Gauges};
 use crate::protocol::stats::{
-    ClosedSessionStats, GroupStats, PatternStats, QueueStats, SessionStats, StatsReport,
-    SubscriptionStats,
+    ClosedSessionStats, DroppedStats, GroupStats, PatternStats, QueueStats, SessionStats,
+    StatsReport, SubscriptionStats,
 };
 use crate::protocol::ErrorCode;
 
@@ -118,6 +118,11 @@ impl Broker {
                     acked: s.acked,
                     conflated: s.conflated,
                     redelivered: s.redelivered,
+                    dropped: DroppedStats {
+                        conflated: s.conflated,
+                        expired: s.expired,
+                        dead_lettered: s.group.dead_lettered,
+                    },
                     last_publish_seq: s.last_publish_seq,
                     last_delivery_seq: s.queue.last_sent_seq,
                 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::{Broker, CloseReason, ConnId};
 use crate::protocol::codec::{encode_deliver_counted, encode_dropped, encode_receipt};
 use crate::protocol::frame::{
-    Dropped, DELIVER_REDELIVERED, DROPPED_CONFLATED, DROPPED_DEAD_LETTERED,
+    Dropped, DELIVER_REDELIVERED, DROPPED_CONFLATED, DROPPED_DEAD_LETTERED, DROPPED_EXPIRED,
 };
 use crate::protocol::ErrorCode;
 
@@ -30,6 +30,10 @@ impl Broker {
     ) -> usize {
         self.now = now;
         let start = out.len();
+        if let Some(key) = self.conn(conn).and_then(|state| state.session) {
+            // Never send a message whose time to live ran out (expiry.rs).
+            self.expire_pending_front(key);
+        }
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return 0;
         };
@@ -58,6 +62,16 @@ impl Broker {
                     };
                     encode_dropped(&dropped, out);
                     session.conflated_told = total;
+                }
+                if session.expired > session.expired_told {
+                    let total = session.expired;
+                    let dropped = Dropped {
+                        reason: DROPPED_EXPIRED,
+                        count: total - session.expired_told,
+                        total,
+                    };
+                    encode_dropped(&dropped, out);
+                    session.expired_told = total;
                 }
                 let group = &mut session.group;
                 if group.dead_lettered > group.dead_lettered_told {

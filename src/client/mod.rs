@@ -617,6 +617,7 @@ impl Client {
             queue,
             event,
             key,
+            ttl_ms: None,
             payload,
         };
         self.write_buf.push(self.session.max_frame_len, |out| {

@@ -26,6 +26,9 @@ pub const DROPPED_DEAD_LETTERED: u16 = 0x0003;
 pub const MAX_AUTH_SECRET_LEN: usize = 2_048;
 /// PUBLISH flag: the body carries a conflation key.
 pub const PUBLISH_CONFLATE: u8 = 0x01;
+/// PUBLISH flag: a u32 `ttl_ms` follows the event name (and key), before the payload
+/// (EXTENSIONS only; protocol.md §Time to live).
+pub const PUBLISH_TTL: u8 = 0x02;
 /// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: every event of the queue.
 pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
 /// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: a group name follows the event
@@ -205,6 +208,8 @@ pub struct Publish<'a> {
     pub event: &'a [u8],
     /// Conflation key, when the CONFLATE flag is set (may be empty).
     pub key: Option<&'a [u8]>,
+    /// Time to live in milliseconds (TTL flag), if any; 0 never expires.
+    pub ttl_ms: Option<u32>,
     /// Message payload: the rest of the frame.
     pub payload: &'a [u8],
 }

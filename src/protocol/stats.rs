@@ -121,6 +121,9 @@ pub struct ServerStats {
     /// Group messages dropped at max_deliveries (no dead-letter queue).
     #[serde(default)]
     pub messages_dropped_max_deliveries: u64,
+    /// Queued messages whose time to live ran out before they were sent.
+    #[serde(default)]
+    pub messages_expired: u64,
     /// Sessions resumed.
     #[serde(default)]
     pub sessions_resumed: u64,
@@ -228,6 +231,9 @@ pub struct SessionStats {
     /// Deliveries sent to it again after resumes.
     #[serde(default)]
     pub redelivered: u64,
+    /// Its messages dropped without closing it, by reason (the DROPPED totals).
+    #[serde(default)]
+    pub dropped: DroppedStats,
     /// Highest publish seq accepted from it.
     pub last_publish_seq: u64,
     /// Highest delivery seq sent to it.
@@ -241,6 +247,20 @@ pub struct SubscriptionStats {
     pub queue: String,
     /// Event name, or `None` (JSON null) for ALL_EVENTS.
     pub event: Option<String>,
+}
+
+/// A session's drops by reason (protocol.md §DROPPED).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedStats {
+    /// Replaced by conflation.
+    #[serde(default)]
+    pub conflated: u64,
+    /// Time to live ran out before they were sent.
+    #[serde(default)]
+    pub expired: u64,
+    /// Group messages it held last that reached `max_deliveries`.
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 /// One pattern subscription.

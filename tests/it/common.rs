@@ -215,6 +215,7 @@ impl RawConn {
             queue: queue.as_bytes(),
             event: event.as_bytes(),
             key: None,
+            ttl_ms: None,
             payload,
         };
         encode_publish(&publish, &mut out).unwrap();

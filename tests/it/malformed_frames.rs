@@ -35,6 +35,7 @@ fn publish_bytes(seq: u64, queue: &[u8]) -> Vec<u8> {
         queue,
         event: b"e",
         key: None,
+        ttl_ms: None,
         payload: b"x",
     };
     encode_publish(&publish, &mut out).unwrap();

@@ -142,6 +142,7 @@ fn pub_sub_works_over_tls_and_payloads_arrive_intact_in_order() {
             queue: b"db",
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         encode_publish(&publish, &mut out).unwrap();

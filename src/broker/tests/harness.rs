@@ -301,6 +301,29 @@ impl Harness {
         seq
     }
 
+    /// Publishes with the next seq and a time to live (the session needs EXTENSIONS).
+    pub(super) fn publish_ttl(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        payload: &str,
+        ttl_ms: u32,
+    ) -> u64 {
+        let client = self.client_mut(conn);
+        let seq = client.next_publish_seq;
+        client.next_publish_seq += 1;
+        let publish = Publish {
+            seq,
+            queue: queue.as_bytes(),
+            event: b"e",
+            key: None,
+            ttl_ms: Some(ttl_ms),
+            payload: payload.as_bytes(),
+        };
+        self.send(conn, &Frame::Publish(publish));
+        seq
+    }
+
     /// Publishes with an explicit seq (the connection's own counter is left alone).
     pub(super) fn publish_with_seq(
         &mut self,
@@ -316,6 +339,7 @@ impl Harness {
             queue: queue.as_bytes(),
             event: event.as_bytes(),
             key,
+            ttl_ms: None,
             payload,
         };
         self.send(conn, &Frame::Publish(publish));

@@ -9,6 +9,7 @@ mod harness;
 mod backlog;
 mod conflation;
 mod delivery;
+mod expiry;
 mod groups;
 mod heartbeat;
 mod intake;

@@ -5,8 +5,8 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::protocol::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
     Resume, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH,
-    HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
-    SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
+    HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, PUBLISH_TTL,
+    SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{DecodeError, ErrorCode, RESUME_TOKEN_LEN};
@@ -161,11 +161,16 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
         }
         Op::Publish => {
             let seq = r.u64("seq")?;
-            let flags = r.flags(PUBLISH_CONFLATE)?;
+            let flags = r.flags(PUBLISH_CONFLATE | PUBLISH_TTL)?;
             let queue = r.name("queue")?;
             let event = r.name("event")?;
             let key = if flags & PUBLISH_CONFLATE != 0 {
                 Some(r.name("key")?)
+            } else {
+                None
+            };
+            let ttl_ms = if flags & PUBLISH_TTL != 0 {
+                Some(r.u32("ttl_ms")?)
             } else {
                 None
             };
@@ -174,6 +179,7 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
                 queue,
                 event,
                 key,
+                ttl_ms,
                 payload: r.rest(),
             })
         }

@@ -5,7 +5,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::protocol::frame::{
     Dropped, Frame, Hello, Publish, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL,
     ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN,
-    PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
+    PUBLISH_CONFLATE, PUBLISH_TTL, SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{ErrorCode, MAX_NAME_LEN, RESUME_TOKEN_LEN};
@@ -185,20 +185,37 @@ pub fn encode_publish(publish: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), En
         }
         None => 0,
     };
-    let body =
-        8 + 1 + 1 + publish.queue.len() + 1 + publish.event.len() + key_len + publish.payload.len();
+    let ttl_len = if publish.ttl_ms.is_some() { 4 } else { 0 };
+    let body = 8
+        + 1
+        + 1
+        + publish.queue.len()
+        + 1
+        + publish.event.len()
+        + key_len
+        + ttl_len
+        + publish.payload.len();
     check_total(body)?;
     FrameHeader::write(Op::Publish, body, out);
     put_u64(out, publish.seq);
-    out.push(if publish.key.is_some() {
+    let conflate = if publish.key.is_some() {
         PUBLISH_CONFLATE
     } else {
         0
-    });
+    };
+    let ttl = if publish.ttl_ms.is_some() {
+        PUBLISH_TTL
+    } else {
+        0
+    };
+    out.push(conflate | ttl);
     put_name(out, publish.queue);
     put_name(out, publish.event);
     if let Some(key) = publish.key {
         put_name(out, key);
+    }
+    if let Some(ttl_ms) = publish.ttl_ms {
+        out.extend_from_slice(&ttl_ms.to_be_bytes());
     }
     out.extend_from_slice(publish.payload);
     Ok(())

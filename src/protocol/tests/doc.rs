@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use super::support::{
     decode_all, example_welcome, repo_path, Owned, OwnedDeliver, OwnedError, OwnedHello,
-    OwnedSubscription, EXAMPLE_TOKEN,
+    OwnedPublish, OwnedSubscription, EXAMPLE_TOKEN,
 };
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
@@ -325,6 +325,15 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
                     ..sub
                 },
             }
+        }),
+        ("PUBLISH with TTL", {
+            let Owned::Publish(publish) = Owned::publish(3, b"px", b"", None, b"1.08") else {
+                unreachable!()
+            };
+            Owned::Publish(OwnedPublish {
+                ttl_ms: Some(5_000),
+                ..publish
+            })
         }),
         ("SUBSCRIBE with PATTERN", {
             let Owned::Subscription { op, sub } =

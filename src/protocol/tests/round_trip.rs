@@ -197,6 +197,7 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
             queue,
             event,
             key,
+            ttl_ms: None,
             payload: b"p",
         };
         assert_eq!(

@@ -54,6 +54,7 @@ pub(super) struct OwnedPublish {
     pub(super) queue: Vec<u8>,
     pub(super) event: Vec<u8>,
     pub(super) key: Option<Vec<u8>>,
+    pub(super) ttl_ms: Option<u32>,
     pub(super) payload: Vec<u8>,
 }
 
@@ -191,6 +192,7 @@ impl Owned {
             queue: queue.to_vec(),
             event: event.to_vec(),
             key: key.map(<[u8]>::to_vec),
+            ttl_ms: None,
             payload: payload.to_vec(),
         })
     }
@@ -283,6 +285,7 @@ impl OwnedPublish {
             queue: &self.queue,
             event: &self.event,
             key: self.key.as_deref(),
+            ttl_ms: self.ttl_ms,
             payload: &self.payload,
         }
     }
@@ -395,14 +398,16 @@ pub(super) fn publish() -> impl Strategy<Value = Owned> {
         name_bytes(),
         name_bytes(),
         prop::option::of(name_bytes()),
+        prop::option::of(any::<u32>()),
         bytes(0..=256),
     )
-        .prop_map(|(seq, queue, event, key, payload)| {
+        .prop_map(|(seq, queue, event, key, ttl_ms, payload)| {
             Owned::Publish(OwnedPublish {
                 seq,
                 queue,
                 event,
                 key,
+                ttl_ms,
                 payload,
             })
         })

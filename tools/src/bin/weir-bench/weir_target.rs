@@ -95,6 +95,7 @@ impl Adapter for WeirAdapter {
             queue: &self.queue,
             event: b"",
             key: None,
+            ttl_ms: None,
             payload,
         };
         // Cannot fail: names fit and payloads are far below u32::MAX.
