@@ -152,6 +152,41 @@ impl Client {
         self.publish_frame(queue.as_ref(), event.as_ref(), None, payload.as_ref())
     }
 
+    /// Like [`Client::publish`], with a time to live: a subscriber that has not been sent the
+    /// message `ttl_ms` after the server accepted it never gets it (protocol.md §Time to
+    /// live); 0 never expires, overriding the queue's `ttl_ms`.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set; otherwise as [`Client::publish`].
+    pub fn publish_with_ttl(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+        ttl_ms: u32,
+    ) -> Result<u64, ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "a time to live needs ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        self.publish_frame_ttl(
+            queue.as_ref(),
+            event.as_ref(),
+            None,
+            Some(ttl_ms),
+            payload.as_ref(),
+        )
+    }
+
+    /// The running total of messages dropped from this session's queue for a DROPPED reason
+    /// (`DROPPED_CONFLATED`, `DROPPED_EXPIRED`, `DROPPED_DEAD_LETTERED` in
+    /// [`crate::protocol::frame`]), as of the latest DROPPED read (EXTENSIONS only; 0 before).
+    pub fn dropped_total(&self, reason: u16) -> u64 {
+        let index = usize::from(reason).wrapping_sub(1);
+        self.session.dropped_totals.get(index).copied().unwrap_or(0)
+    }
+
     /// Like [`Client::publish`], with a conflation key: while a message with the same queue,
     /// event and key is still waiting to be sent to a subscriber, this one replaces it there.
     ///
@@ -606,6 +641,17 @@ impl Client {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<u64, ClientError> {
+        self.publish_frame_ttl(queue, event, key, None, payload)
+    }
+
+    fn publish_frame_ttl(
+        &mut self,
+        queue: &[u8],
+        event: &[u8],
+        key: Option<&[u8]>,
+        ttl_ms: Option<u32>,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
         self.session.check_open()?;
         if queue.is_empty() {
             return Err(ClientError::InvalidArgument("queue name is empty"));
@@ -617,7 +663,7 @@ impl Client {
             queue,
             event,
             key,
-            ttl_ms: None,
+            ttl_ms,
             payload,
         };
         self.write_buf.push(self.session.max_frame_len, |out| {

@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod chaos_proxy;
 mod common;
+mod expiry;
 mod extensions;
 mod groups;
 mod malformed_frames;
