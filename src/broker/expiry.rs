@@ -10,6 +10,11 @@
 //! so the loop comes straight back). In-flight (sent, unacked) messages are never expired.
 //! A message that reaches the head of a session's queue expired is also dropped at send time.
 //!
+//! Memory: one anchor node and one heap entry (about 80 bytes) per message with a time to live,
+//! kept until its deadline even when every subscriber was sent it sooner; so bounded by
+//! publish rate × time to live, not by a configured limit. A timer wheel, or freeing the anchor
+//! with the message and checking heap entries on pop, would tighten this (not done yet).
+//!
 //! Invariants: an anchor lives until its heap entry is handled (at or after its deadline),
 //! so a live message's anchor key is never reused before its deadline; nodes are linked to
 //! an anchor only before its deadline.
