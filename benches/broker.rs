@@ -165,6 +165,8 @@ impl Bench {
                     queue: QUEUE,
                     event: None,
                     start: None,
+                    group: None,
+                    is_pattern: false,
                 };
                 encode_subscription(Op::Subscribe, &sub, &mut frames)
                     .expect("SUBSCRIBE is within limits");
@@ -232,6 +234,7 @@ fn publish_frame(key: Option<&[u8]>) -> Vec<u8> {
         queue: QUEUE,
         event: b"tick",
         key,
+        ttl_ms: None,
         payload: &payload,
     };
     let mut frame = Vec::new();

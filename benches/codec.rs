@@ -26,6 +26,7 @@ fn publish(c: &mut Criterion) {
             queue: QUEUE,
             event: EVENT,
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         let mut wire = Vec::new();

@@ -107,6 +107,8 @@ fn main() {
         queue: b"bench",
         event: None,
         start: None,
+        group: None,
+        is_pattern: false,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
     subscriber.send(&out);
@@ -122,6 +124,7 @@ fn main() {
             queue: b"bench",
             event: b"tick",
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         encode_publish(&publish, &mut out).unwrap();

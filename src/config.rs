@@ -373,6 +373,37 @@ pub struct QueueConfig {
     /// Most payload bytes a durable queue retains, same rule. Default 1 GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Groups of this queue: a delivery not acked this many ms after it was sent goes to
+    /// another member (protocol.md §Groups). Default [`DEFAULT_ACK_DEADLINE_MS`].
+    #[serde(default = "default_ack_deadline_ms")]
+    pub ack_deadline_ms: u64,
+    /// Groups of this queue: deliveries of one message before it is dead-lettered, 1..=1000.
+    /// Default [`DEFAULT_MAX_DELIVERIES`].
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u16,
+    /// Groups of this queue: where a message goes after `max_deliveries`; without one it is
+    /// dropped, counted in `messages_dropped_max_deliveries`. Default none.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    /// Time to live of this queue's messages, in ms, for publishes that give none
+    /// (protocol.md §Time to live); 0 = never expire. Default 0.
+    #[serde(default)]
+    pub ttl_ms: u32,
+}
+
+/// Default `ack_deadline_ms` of a queue's groups: 30 s, the visibility timeout SQS defaults
+/// to; long enough for most jobs, short enough that a hung worker's jobs move on.
+pub const DEFAULT_ACK_DEADLINE_MS: u64 = 30_000;
+/// Default `max_deliveries` of a queue's groups: a job that failed 5 workers is a poison
+/// message, not bad luck.
+pub const DEFAULT_MAX_DELIVERIES: u16 = 5;
+
+fn default_ack_deadline_ms() -> u64 {
+    DEFAULT_ACK_DEADLINE_MS
+}
+
+fn default_max_deliveries() -> u16 {
+    DEFAULT_MAX_DELIVERIES
 }
 
 /// When a durable queue's messages are synced to disk (`fsync` / `fsync_interval_ms`).
@@ -401,6 +432,10 @@ impl QueueConfig {
             fsync_interval_ms: None,
             max_messages: None,
             max_bytes: None,
+            ack_deadline_ms: DEFAULT_ACK_DEADLINE_MS,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            dead_letter_queue: None,
+            ttl_ms: 0,
         }
     }
 
@@ -711,6 +746,24 @@ impl Config {
             }
             if !names.insert(queue.name.as_str()) {
                 return invalid(format!("queue {:?} is declared twice", queue.name));
+            }
+            if queue.ack_deadline_ms == 0 || !(1..=1_000).contains(&queue.max_deliveries) {
+                return invalid(format!(
+                    "queue {:?}: ack_deadline_ms must be > 0 and max_deliveries 1 to 1000",
+                    queue.name
+                ));
+            }
+            if let Some(dead_letter_queue) = &queue.dead_letter_queue {
+                if dead_letter_queue.is_empty()
+                    || dead_letter_queue.len() > MAX_NAME_LEN
+                    || *dead_letter_queue == queue.name
+                {
+                    return invalid(format!(
+                        "queue {:?}: dead_letter_queue must be 1 to {MAX_NAME_LEN} bytes and \
+                         another queue",
+                        queue.name
+                    ));
+                }
             }
             if queue.max_payload_len == Some(0) {
                 return invalid(format!(

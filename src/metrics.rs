@@ -213,6 +213,17 @@ declare_metrics! {
             "Messages a session still held when it ended for a reason other than overflow.";
         messages_redelivered = "weir_messages_redelivered_total", Count,
             "DELIVER frames sent again, with REDELIVERED, after a resume.";
+        messages_group_redelivered = "weir_messages_group_redelivered_total", Count,
+            "Group messages given to another member after an ack deadline or a session end.";
+        messages_dead_lettered = "weir_messages_dead_lettered_total", Count,
+            "Group messages that reached max_deliveries (moved to the dead-letter queue, or \
+             dropped when there is none).";
+        messages_dropped_max_deliveries = "weir_messages_dropped_max_deliveries_total", Count,
+            "Group messages dropped at max_deliveries: no dead_letter_queue, or it could not \
+             be created.";
+        messages_expired = "weir_messages_expired_total", Count,
+            "Queued messages whose time to live ran out before they were sent (each session \
+             queue or group backlog that held one counts once).";
         sessions_detached = "weir_sessions_detached_total", Count,
             "Sessions detached when their connection ended (kept for a resume).";
         sessions_resumed = "weir_sessions_resumed_total", Count,

@@ -57,6 +57,9 @@ fn feed(broker: &mut Broker, conn: ConnId, bytes: &[u8], now: Instant) {
     );
 }
 
+/// The allocation counter is global: the tests of this binary measure one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Rig {
     broker: Broker,
     now: Instant,
@@ -68,6 +71,11 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_group(None)
+    }
+
+    /// Every subscriber a member of `group` when given (issue #14: competing consumers).
+    fn with_group(group: Option<&[u8]>) -> Rig {
         let now = Instant::now();
         let mut rig = Rig {
             broker: Broker::new(Config::default(), Origin::fixed(now, 1)),
@@ -82,7 +90,7 @@ impl Rig {
             rig.broker.handle_connect(conn, peer, rig.now);
             rig.input.clear();
             let hello = Hello {
-                extensions: false,
+                extensions: group.is_some(),
                 inflight_window: 0,
                 client_name: b"alloc",
                 resume: None,
@@ -93,6 +101,8 @@ impl Rig {
                 let sub = Subscription {
                     queue: b"db",
                     event: Some(b"update"),
+                    group,
+                    is_pattern: false,
                     start: None,
                 };
                 encode_subscription(Op::Subscribe, &sub, &mut rig.input).unwrap();
@@ -114,6 +124,7 @@ impl Rig {
             queue: b"db",
             event: b"update",
             key: None,
+            ttl_ms: None,
             payload,
         };
         encode_publish(&publish, &mut self.input).unwrap();
@@ -152,6 +163,7 @@ impl Rig {
 
 #[test]
 fn publish_deliver_ack_allocates_nothing_once_warmed_up() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut rig = Rig::new();
     let payload = [7u8; 64];
     for _ in 0..10_000 {
@@ -177,4 +189,33 @@ fn publish_deliver_ack_allocates_nothing_once_warmed_up() {
         stats.server.stored_messages, 0,
         "every message acked and freed"
     );
+}
+
+#[test]
+fn group_dispatch_deliver_ack_allocates_nothing_once_warmed_up() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rig = Rig::with_group(Some(b"workers"));
+    let payload = [7u8; 64];
+    for _ in 0..10_000 {
+        rig.round(&payload);
+    }
+    let rounds = 10_000u64;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..rounds {
+        rig.round(&payload);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "{rounds} group rounds, {SUBSCRIBERS} members: {allocations} allocations, {} deliveries",
+        rig.delivered
+    );
+    assert_eq!(
+        rig.delivered,
+        2 * rounds,
+        "each message to exactly one member"
+    );
+    assert_eq!(allocations, 0, "no allocation per group message");
+    let stats = rig.broker.stats();
+    assert_eq!(stats.server.stored_messages, 0, "every job acked and freed");
+    assert_eq!(stats.groups[0].acked, 2 * rounds);
 }

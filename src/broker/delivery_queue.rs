@@ -27,16 +27,45 @@ use super::store::MsgKey;
 
 const NIL: usize = usize::MAX;
 
+/// What a queued message is held for: [`GroupTag::NONE`] for a plain subscription, else the
+/// key of the group assignment it serves (`groups.rs`), so an ack or a session end releases
+/// the assignment in O(1), without a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GroupTag(pub(crate) u32);
+
+impl GroupTag {
+    /// Not a group message.
+    pub(crate) const NONE: GroupTag = GroupTag(u32::MAX);
+
+    pub(crate) fn is_group(self) -> bool {
+        self != GroupTag::NONE
+    }
+}
+
+/// One held message: its key and what it is held for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) msg: MsgKey,
+    pub(crate) tag: GroupTag,
+}
+
 /// Key of a node in the shared node slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NodeKey(usize);
+pub(crate) struct NodeKey(pub(super) usize);
 
 /// One pending message in one session's queue.
 #[derive(Debug)]
 pub(crate) struct QueueNode {
     msg: MsgKey,
+    tag: GroupTag,
     prev: usize,
     next: usize,
+    /// For a message with a time to live (`expiry.rs`): the session whose queue holds it,
+    /// and the links of the message's chain of pending nodes (every session holding it
+    /// unsent), starting at an anchor node of its own. NIL links otherwise.
+    owner: usize,
+    msg_prev: usize,
+    msg_next: usize,
 }
 
 /// The shared node slab.
@@ -50,7 +79,7 @@ pub(crate) struct DeliveryQueue {
     pending_len: u32,
     /// Seq of `ring[0]`; the next seq to send when `ring` is empty.
     base_seq: u64,
-    ring: VecDeque<Option<MsgKey>>,
+    ring: VecDeque<Option<Entry>>,
     in_flight: u32,
     /// Payload bytes held, pending and in flight.
     pub(crate) bytes: u64,
@@ -146,7 +175,7 @@ impl DeliveryQueue {
     }
 
     /// Next in-flight message to redeliver, with its seq.
-    pub(crate) fn next_redelivery(&mut self) -> Option<(MsgKey, u64)> {
+    pub(crate) fn next_redelivery(&mut self) -> Option<(Entry, u64)> {
         while self.resend_from <= self.last_sent_seq {
             let seq = self.resend_from.max(self.base_seq);
             self.resend_from = seq + 1;
@@ -165,10 +194,25 @@ impl DeliveryQueue {
 
     /// Appends a message at the tail of the pending list.
     pub(crate) fn push_back(&mut self, nodes: &mut Nodes, msg: MsgKey, bytes: u64) -> NodeKey {
+        self.push_back_tagged(nodes, msg, GroupTag::NONE, bytes)
+    }
+
+    /// Appends a message held for `tag` at the tail of the pending list.
+    pub(crate) fn push_back_tagged(
+        &mut self,
+        nodes: &mut Nodes,
+        msg: MsgKey,
+        tag: GroupTag,
+        bytes: u64,
+    ) -> NodeKey {
         let key = nodes.insert(QueueNode {
             msg,
+            tag,
             prev: self.tail,
             next: NIL,
+            owner: NIL,
+            msg_prev: NIL,
+            msg_next: NIL,
         });
         if self.tail == NIL {
             self.head = key;
@@ -181,6 +225,18 @@ impl DeliveryQueue {
         NodeKey(key)
     }
 
+    /// The oldest pending node and its entry.
+    pub(crate) fn front(&self, nodes: &Nodes) -> Option<(NodeKey, Entry)> {
+        let node = nodes.get(self.head)?;
+        Some((
+            NodeKey(self.head),
+            Entry {
+                msg: node.msg,
+                tag: node.tag,
+            },
+        ))
+    }
+
     /// The message of a pending node (for conflation checks).
     pub(crate) fn node_msg(nodes: &Nodes, node: NodeKey) -> Option<MsgKey> {
         nodes.get(node.0).map(|n| n.msg)
@@ -190,7 +246,10 @@ impl DeliveryQueue {
     ///
     /// Precondition: `node` is in this queue's pending list.
     pub(crate) fn remove(&mut self, nodes: &mut Nodes, node: NodeKey, bytes: u64) -> MsgKey {
-        let QueueNode { msg, prev, next } = nodes.remove(node.0);
+        unlink_expiry(nodes, node.0);
+        let QueueNode {
+            msg, prev, next, ..
+        } = nodes.remove(node.0);
         if prev == NIL {
             self.head = next;
         } else {
@@ -208,12 +267,14 @@ impl DeliveryQueue {
 
     /// Moves the head of the pending list into flight; returns its message, the node it was in
     /// (now freed) and its delivery seq.
-    pub(crate) fn send_next(&mut self, nodes: &mut Nodes) -> Option<(MsgKey, NodeKey, u64)> {
+    pub(crate) fn send_next(&mut self, nodes: &mut Nodes) -> Option<(Entry, NodeKey, u64)> {
         if self.head == NIL {
             return None;
         }
         let node = NodeKey(self.head);
-        let QueueNode { msg, next, .. } = nodes.remove(self.head);
+        // Sent: no longer expires (in-flight messages are never expired).
+        unlink_expiry(nodes, self.head);
+        let QueueNode { msg, tag, next, .. } = nodes.remove(self.head);
         self.head = next;
         if next == NIL {
             self.tail = NIL;
@@ -229,13 +290,14 @@ impl DeliveryQueue {
             // Nothing left to redeliver: keep the cursor just past the newest sent seq.
             self.resend_from += 1;
         }
-        self.ring.push_back(Some(msg));
+        let entry = Entry { msg, tag };
+        self.ring.push_back(Some(entry));
         self.in_flight += 1;
-        Some((msg, node, self.last_sent_seq))
+        Some((entry, node, self.last_sent_seq))
     }
 
     /// Acks every in-flight seq ≤ `up_to`, calling `freed` for each message released.
-    pub(crate) fn ack_up_to(&mut self, up_to: u64, mut freed: impl FnMut(MsgKey)) {
+    pub(crate) fn ack_up_to(&mut self, up_to: u64, mut freed: impl FnMut(Entry)) {
         while self.base_seq <= up_to {
             let Some(slot) = self.ring.pop_front() else {
                 break;
@@ -253,8 +315,9 @@ impl DeliveryQueue {
         self.trim_front();
     }
 
-    /// Acks one seq if it is in flight; returns its message.
-    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<MsgKey> {
+    /// Acks one seq if it is in flight; returns its message. Also how a group takes back a
+    /// delivery whose ack deadline passed: a later ack of that seq is then a no-op.
+    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<Entry> {
         let index = usize::try_from(seq.checked_sub(self.base_seq)?).ok()?;
         let msg = self.ring.get_mut(index)?.take()?;
         self.in_flight -= 1;
@@ -278,11 +341,12 @@ impl DeliveryQueue {
     }
 
     /// Empties the queue, calling `freed` for every message it held (pending and in flight).
-    pub(crate) fn drain(&mut self, nodes: &mut Nodes, mut freed: impl FnMut(MsgKey)) {
+    pub(crate) fn drain(&mut self, nodes: &mut Nodes, mut freed: impl FnMut(Entry)) {
         while self.head != NIL {
-            let QueueNode { msg, next, .. } = nodes.remove(self.head);
+            unlink_expiry(nodes, self.head);
+            let QueueNode { msg, tag, next, .. } = nodes.remove(self.head);
             self.head = next;
-            freed(msg);
+            freed(Entry { msg, tag });
         }
         self.tail = NIL;
         self.pending_len = 0;
@@ -292,6 +356,74 @@ impl DeliveryQueue {
         self.in_flight = 0;
         self.bytes = 0;
         self.redeliveries_left = 0;
+    }
+}
+
+/// A new expiry chain for `msg` (`expiry.rs`): an anchor node in no session's queue.
+pub(crate) fn new_anchor(nodes: &mut Nodes, msg: MsgKey) -> NodeKey {
+    NodeKey(nodes.insert(QueueNode {
+        msg,
+        tag: GroupTag::NONE,
+        prev: NIL,
+        next: NIL,
+        owner: NIL,
+        msg_prev: NIL,
+        msg_next: NIL,
+    }))
+}
+
+/// Links the pending node `node` of session `owner` into the expiry chain after `anchor`.
+pub(crate) fn link_expiry(nodes: &mut Nodes, anchor: NodeKey, node: NodeKey, owner: usize) {
+    let Some(first) = nodes.get(anchor.0).map(|a| a.msg_next) else {
+        return;
+    };
+    if let Some(n) = nodes.get_mut(node.0) {
+        n.owner = owner;
+        n.msg_prev = anchor.0;
+        n.msg_next = first;
+    }
+    if let Some(f) = nodes.get_mut(first) {
+        f.msg_prev = node.0;
+    }
+    nodes[anchor.0].msg_next = node.0;
+}
+
+/// The first pending node on `anchor`'s chain, with its session and entry; `None` once the
+/// chain is empty (every holder sent, dropped or ended).
+pub(crate) fn first_in_chain(nodes: &Nodes, anchor: NodeKey) -> Option<(usize, NodeKey, Entry)> {
+    let first = nodes.get(anchor.0)?.msg_next;
+    let node = nodes.get(first)?;
+    Some((
+        node.owner,
+        NodeKey(first),
+        Entry {
+            msg: node.msg,
+            tag: node.tag,
+        },
+    ))
+}
+
+/// Removes an anchor whose chain is empty.
+pub(crate) fn remove_anchor(nodes: &mut Nodes, anchor: NodeKey) {
+    if nodes.get(anchor.0).is_some_and(|a| a.msg_next == NIL) {
+        nodes.remove(anchor.0);
+    }
+}
+
+/// Takes a node out of its expiry chain (no-op for one in none). O(1).
+fn unlink_expiry(nodes: &mut Nodes, key: usize) {
+    let Some(node) = nodes.get(key) else {
+        return;
+    };
+    let (prev, next) = (node.msg_prev, node.msg_next);
+    if prev == NIL {
+        return;
+    }
+    if let Some(p) = nodes.get_mut(prev) {
+        p.msg_next = next;
+    }
+    if let Some(n) = nodes.get_mut(next) {
+        n.msg_prev = prev;
     }
 }
 
@@ -312,7 +444,7 @@ mod tests {
         }
         assert_eq!(q.depth(), 3);
         let sent: Vec<_> = std::iter::from_fn(|| q.send_next(&mut nodes))
-            .map(|(m, _, seq)| (m, seq))
+            .map(|(e, _, seq)| (e.msg, seq))
             .collect();
         assert_eq!(sent, vec![(msg(0), 1), (msg(1), 2), (msg(2), 3)]);
         assert_eq!(q.in_flight(), 3);
@@ -328,7 +460,7 @@ mod tests {
         q.push_back(&mut nodes, msg(2), 1);
         assert_eq!(q.remove(&mut nodes, middle, 1), msg(1));
         let order: Vec<_> = std::iter::from_fn(|| q.send_next(&mut nodes))
-            .map(|(m, _, _)| m)
+            .map(|(e, _, _)| e.msg)
             .collect();
         assert_eq!(order, vec![msg(0), msg(2)]);
     }
@@ -341,20 +473,20 @@ mod tests {
             q.push_back(&mut nodes, msg(n), 1);
             q.send_next(&mut nodes);
         }
-        assert_eq!(q.ack_one(3), Some(msg(2)));
+        assert_eq!(q.ack_one(3).map(|e| e.msg), Some(msg(2)));
         assert_eq!(q.ack_one(3), None, "second ack of the same seq is a no-op");
         let mut freed = Vec::new();
-        q.ack_up_to(2, |m| freed.push(m));
+        q.ack_up_to(2, |e| freed.push(e.msg));
         assert_eq!(freed, vec![msg(0), msg(1)]);
         assert_eq!(q.in_flight(), 2);
         freed.clear();
-        q.ack_up_to(5, |m| freed.push(m));
+        q.ack_up_to(5, |e| freed.push(e.msg));
         assert_eq!(freed, vec![msg(3), msg(4)]);
         assert_eq!(q.in_flight(), 0);
         // The next send continues the sequence.
         q.push_back(&mut nodes, msg(9), 1);
         assert_eq!(q.send_next(&mut nodes).map(|s| s.2), Some(6));
-        assert_eq!(q.ack_one(6), Some(msg(9)));
+        assert_eq!(q.ack_one(6).map(|e| e.msg), Some(msg(9)));
     }
 
     #[test]
@@ -368,7 +500,9 @@ mod tests {
         q.ack_one(4);
         q.set_resend_from(3);
         assert!(q.has_redeliveries());
-        let again: Vec<_> = std::iter::from_fn(|| q.next_redelivery()).collect();
+        let again: Vec<_> = std::iter::from_fn(|| q.next_redelivery())
+            .map(|(e, seq)| (e.msg, seq))
+            .collect();
         assert_eq!(again, vec![(msg(2), 3), (msg(4), 5)]);
         assert!(!q.has_redeliveries());
         // New sends continue after the newest seq and are not redelivered.
@@ -425,7 +559,7 @@ mod tests {
         }
         q.send_next(&mut nodes);
         let mut freed = Vec::new();
-        q.drain(&mut nodes, |m| freed.push(m));
+        q.drain(&mut nodes, |e| freed.push(e.msg));
         freed.sort_by_key(|m| m.0);
         assert_eq!(freed, (0..4).map(msg).collect::<Vec<_>>());
         assert_eq!(q.depth(), 0);

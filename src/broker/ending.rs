@@ -144,14 +144,26 @@ impl Broker {
         );
         let mut dropped = 0;
         let store = &mut self.store;
-        session.queue.drain(&mut self.nodes, |msg| {
-            dropped += 1;
-            store.release(msg);
-        });
+        // Group messages go back to their groups (groups.rs), after it leaves them.
+        let mut group_entries = Vec::new();
+        super::groups::drain_entries(
+            &mut session.queue,
+            &mut self.nodes,
+            &mut group_entries,
+            |msg| {
+                dropped += 1;
+                store.release(msg);
+            },
+        );
+        self.leave_all_groups(&session.group.groups);
+        self.reclaim_from_ended_session(&group_entries);
         if reason == ErrorCode::QueueOverflow {
             self.metrics.messages_dropped_overflow += dropped;
         } else {
             self.metrics.messages_dropped_session_closed += dropped;
+        }
+        if !session.patterns.is_empty() {
+            self.forget_pattern_session(key);
         }
         for sub in &session.subscriptions {
             match &sub.event {

@@ -257,6 +257,7 @@ impl Broker {
             window,
             queue: DeliveryQueue::default(),
             subscriptions: Vec::new(),
+            patterns: Vec::new(),
             conflation: None,
             last_queue: None,
             last_publish_seq: 0,
@@ -267,11 +268,14 @@ impl Broker {
             acked: 0,
             conflated: 0,
             conflated_told: 0,
+            expired: 0,
+            expired_told: 0,
             is_ended_by_arrival: false,
             has_extensions: hello.extensions,
             redelivered: 0,
             resumes: 0,
             grant: granted,
+            group: Default::default(),
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {
@@ -506,6 +510,7 @@ impl Broker {
         self.timers
             .schedule(now + interval, TimerTarget::Conn(conn.0), generation);
         self.mark_dirty(conn);
+        self.pump_groups_of(key);
     }
 
     /// Marks a connection closing after its session moved elsewhere.

@@ -47,12 +47,15 @@ mod close;
 mod dashboard;
 mod delivery_queue;
 mod ending;
+mod expiry;
 mod flow;
+mod groups;
 mod heartbeat;
 mod hello;
 mod intake;
 pub mod journal;
 mod origin;
+mod patterns;
 mod publish;
 mod reload;
 mod routes;
@@ -90,9 +93,12 @@ use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
 use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
 use delivery_queue::Nodes;
+use expiry::Expiry;
 use flow::{ConnFlow, Flow, PublishBuckets};
+use groups::Groups;
 use hello::Tombstones;
 use origin::Entropy;
+use patterns::Patterns;
 use routes::Routes;
 use session::Session;
 use store::MessageStore;
@@ -118,6 +124,12 @@ pub struct Broker {
     nodes: Nodes,
     store: MessageStore,
     routes: Routes,
+    /// Competing-consumer groups (`groups.rs`).
+    groups: Groups,
+    /// Pattern subscribers, matched against each new queue (`patterns.rs`).
+    patterns: Patterns,
+    /// Messages with a time to live, by deadline (`expiry.rs`).
+    expiry: Expiry,
     timers: Timers,
     dirty: Vec<ConnId>,
     /// Who is held back from reading, and this turn's budgets.
@@ -141,6 +153,8 @@ pub struct Broker {
     entropy: Entropy,
     /// Reused target list for fan-out (no allocation per publish once grown).
     targets: Vec<SessionKey>,
+    /// Reused list of group assignments one ACK released.
+    released_tags: Vec<delivery_queue::GroupTag>,
     /// Keyed hasher for conflation identities; random per broker so clients cannot aim
     /// collisions.
     conflation_hasher: foldhash::quality::FixedState,
@@ -225,6 +239,9 @@ impl Broker {
             nodes: Nodes::new(),
             store: MessageStore::default(),
             routes,
+            groups: Groups::default(),
+            patterns: Patterns::default(),
+            expiry: Expiry::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
             flow: Flow::default(),
@@ -239,6 +256,7 @@ impl Broker {
             now: origin.now,
             entropy,
             targets: Vec::new(),
+            released_tags: Vec::new(),
             authenticator: config.authenticator().unwrap_or_else(|error| {
                 // Validation parsed it already; a config that skipped validation gets no users.
                 log::warn!("authentication config refused: {error}");
@@ -541,6 +559,8 @@ impl Broker {
                 TimerTarget::Session(key) => self.check_session(SessionKey(key), generation),
             }
         }
+        self.expire_group_deadlines(now);
+        self.expire_due(now);
         self.tombstones.expire(now);
     }
 
@@ -562,10 +582,15 @@ impl Broker {
 
     /// The earliest deadline the loop must wake for.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.next_deadline(), self.flow_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next_deadline(),
+            self.flow_deadline(),
+            self.groups.next_deadline(),
+            self.expiry.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- helpers ----

@@ -23,6 +23,11 @@ impl Broker {
             }
             return;
         }
+        if publish.ttl_ms.is_some() && !session.has_extensions {
+            let text = "PUBLISH with TTL needs a HELLO with EXTENSIONS";
+            self.fail(conn, ErrorCode::MalformedFrame, publish.seq, text);
+            return;
+        }
         if publish.queue.is_empty() {
             self.fail(
                 conn,
@@ -61,10 +66,7 @@ impl Broker {
                 return;
             }
             None => {
-                let Ok(id) = self
-                    .routes
-                    .find_or_create(publish.queue, self.config.max_queues)
-                else {
+                let Ok(id) = self.find_or_create_queue(publish.queue) else {
                     let text = "max_queues reached";
                     self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
                     return;
@@ -107,9 +109,10 @@ impl Broker {
         self.journal_publish(queue_id, key, publish.seq, msg, message);
     }
 
-    /// Queues one accepted message for every matching session. With `keep`, the message is
-    /// stored even without a target and its key returned unreleased (the caller retains it).
-    fn route(
+    /// Queues one accepted message for every matching session and one member of each group
+    /// of its queue. With `keep`, the message is stored even without a target and its key
+    /// returned unreleased (the caller retains it: durable queues).
+    pub(super) fn route(
         &mut self,
         queue: QueueId,
         message_id: u64,
@@ -120,8 +123,9 @@ impl Broker {
         let mut targets = std::mem::take(&mut self.targets);
         targets.clear();
         self.routes.targets(queue, publish.event, &mut targets);
+        let has_groups = self.groups.has_groups(queue);
         let mut kept = None;
-        if !targets.is_empty() || keep {
+        if !targets.is_empty() || has_groups || keep {
             let key = publish.key.unwrap_or_default();
             let conflation = conflates.then(|| {
                 std::hash::BuildHasher::hash_one(
@@ -137,8 +141,15 @@ impl Broker {
                 key,
                 publish.payload,
             );
+            if let Some(at) = self.deadline_for(queue, publish.ttl_ms) {
+                self.schedule_expiry(msg, at);
+            }
             for &session in &targets {
                 self.enqueue(session, msg);
+            }
+            // Competing consumers (groups.rs): one member of each group.
+            if has_groups {
+                self.dispatch_to_groups(queue, publish.event, msg);
             }
             if keep {
                 kept = Some(msg);
@@ -224,6 +235,8 @@ impl Broker {
         let node = session.queue.push_back(&mut self.nodes, msg, bytes);
         self.flow.queued += 1;
         self.store.retain(msg);
+        self.link_if_expiring(key, msg, node);
+        let session = &mut self.sessions[key.0];
         if let Some(hash) = conflation {
             // Allocated once per session, at its first conflating message.
             session
@@ -265,14 +278,22 @@ impl Broker {
         let span_before = session.queue.span();
         let store = &mut self.store;
         let mut freed_bytes = 0;
-        session.queue.ack_up_to(ack.up_to, |msg| {
-            freed_bytes += store.get(msg).queue_bytes();
-            store.release(msg);
+        // Group assignments released by this ack (reused list: no allocation once grown).
+        let mut released = std::mem::take(&mut self.released_tags);
+        session.queue.ack_up_to(ack.up_to, |entry| {
+            freed_bytes += store.get(entry.msg).queue_bytes();
+            store.release(entry.msg);
+            if entry.tag.is_group() {
+                released.push(entry.tag);
+            }
         });
         for seq in ack.seqs.iter() {
-            if let Some(msg) = session.queue.ack_one(seq) {
-                freed_bytes += store.get(msg).queue_bytes();
-                store.release(msg);
+            if let Some(entry) = session.queue.ack_one(seq) {
+                freed_bytes += store.get(entry.msg).queue_bytes();
+                store.release(entry.msg);
+                if entry.tag.is_group() {
+                    released.push(entry.tag);
+                }
             }
         }
         session.queue.release_bytes(freed_bytes);
@@ -282,5 +303,9 @@ impl Broker {
         if session.queue.span() < span_before && session.queue.has_pending() {
             self.mark_dirty(conn);
         }
+        for tag in released.drain(..) {
+            self.handle_group_release(tag);
+        }
+        self.released_tags = released;
     }
 }

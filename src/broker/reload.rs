@@ -16,7 +16,12 @@ impl Broker {
     /// needs a restart holds its running values). Never drops a connection.
     pub fn handle_reload(&mut self, new: Config) {
         for declared in &new.queues {
+            let before = self.routes.len();
             self.routes.declare(declared, false);
+            if self.routes.len() > before {
+                // A new queue: pattern subscriptions may match it (patterns.rs).
+                self.match_new_queue(super::QueueId(before as u32));
+            }
         }
         for stale in self
             .config

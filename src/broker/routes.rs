@@ -34,6 +34,8 @@ pub(crate) struct Queue {
     /// Positions, retained messages and sync policy of a durable queue; `None` for the
     /// others (every queue without a `data_dir`).
     pub(crate) durable: Option<Box<DurableQueue>>,
+    /// Default time to live of its messages, in ms (0 = none; `expiry.rs`).
+    pub(crate) ttl_ms: u32,
     /// Sessions subscribed to every event.
     all_events: SessionList,
     /// Sessions subscribed to a named event and not to ALL_EVENTS; `None` until the first
@@ -102,6 +104,7 @@ impl Routes {
             ),
             None => {}
         }
+        queue.ttl_ms = declared.ttl_ms;
     }
 
     /// A declaration was removed from the config: the queue stays, with default settings.
@@ -110,6 +113,7 @@ impl Routes {
             let queue = &mut self.queues[id.0 as usize];
             queue.conflate = false;
             queue.max_payload_len = None;
+            queue.ttl_ms = 0;
         }
     }
 
@@ -148,6 +152,7 @@ impl Routes {
             published: 0,
             delivered: 0,
             durable: None,
+            ttl_ms: 0,
             all_events: SessionList::Empty,
             by_event: None,
             subscribers: 0,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::delivery_queue::{DeliveryQueue, NodeKey};
+use super::groups::GroupMembership;
 use super::journal::ReceiptHold;
+use super::patterns::PatternSubscription;
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
 use crate::protocol::RESUME_TOKEN_LEN;
@@ -25,6 +27,11 @@ pub struct SessionKey(pub(crate) usize);
 pub(crate) struct Subscription {
     pub(crate) queue: QueueId,
     pub(crate) event: Option<Box<[u8]>>,
+    /// A SUBSCRIBE named this queue itself (listed in STATS, removed by UNSUBSCRIBE).
+    pub(crate) is_literal: bool,
+    /// Pattern subscriptions of this session matching the queue (`patterns.rs`). The entry
+    /// routes while it is literal or this is above 0.
+    pub(crate) pattern_refs: u32,
 }
 
 #[derive(Debug)]
@@ -67,6 +74,10 @@ pub(crate) struct Session {
     pub(crate) conflated: u64,
     /// `conflated` as of the latest DROPPED(CONFLATED) sent (protocol.md §DROPPED).
     pub(crate) conflated_told: u64,
+    /// Its queued messages whose time to live ran out before they were sent (`expiry.rs`).
+    pub(crate) expired: u64,
+    /// `expired` as of the latest DROPPED(EXPIRED) sent.
+    pub(crate) expired_told: u64,
     /// The session ends because of a message's arrival (QUEUE_OVERFLOW, or LIMIT_EXCEEDED for
     /// a message too large for its listener): that message is missed too (protocol.md §LOST).
     pub(crate) is_ended_by_arrival: bool,
@@ -78,6 +89,10 @@ pub(crate) struct Session {
     pub(crate) resumes: u64,
     /// Who authenticated it and what it may do, as checked at open or at its latest resume.
     pub(crate) grant: Arc<Grant>,
+    /// Its competing-consumer group memberships and dead-letter counts (`groups.rs`).
+    pub(crate) group: GroupMembership,
+    /// Its pattern subscriptions (`patterns.rs`); bounded by `max_subscriptions`.
+    pub(crate) patterns: Vec<PatternSubscription>,
 }
 
 /// A session's conflation map (see [`Session::conflation`]).
@@ -107,7 +122,17 @@ impl Session {
 
     /// Messages were conflated away since the last DROPPED, and the client takes DROPPED.
     pub(crate) fn is_drop_notice_due(&self) -> bool {
-        self.has_extensions && self.conflated > self.conflated_told
+        self.has_extensions
+            && (self.conflated > self.conflated_told
+                || self.expired > self.expired_told
+                || self.group.dead_lettered > self.group.dead_lettered_told)
+    }
+
+    /// Subscriptions counted against `max_subscriptions`: literal ones, group memberships and
+    /// patterns (the entries patterns add are not counted again).
+    pub(crate) fn subscription_count(&self) -> usize {
+        let literal = self.subscriptions.iter().filter(|s| s.is_literal).count();
+        literal + self.group.groups.len() + self.patterns.len()
     }
 
     pub(crate) fn has_all_events(&self, queue: QueueId) -> bool {

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::metrics::{self, Gauges};
 use crate::protocol::stats::{
-    ClosedSessionStats, QueueStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, DroppedStats, GroupStats, PatternStats, QueueStats, SessionStats,
+    StatsReport, SubscriptionStats,
 };
 use crate::protocol::ErrorCode;
 
@@ -95,9 +96,19 @@ impl Broker {
                     subscriptions: s
                         .subscriptions
                         .iter()
+                        .filter(|sub| sub.is_literal)
                         .map(|sub| SubscriptionStats {
                             queue: lossy(&self.routes.queue(sub.queue).name),
                             event: sub.event.as_deref().map(lossy),
+                        })
+                        .collect(),
+                    patterns: s
+                        .patterns
+                        .iter()
+                        .map(|p| PatternStats {
+                            pattern: lossy(&p.pattern),
+                            event: p.event.as_deref().map(lossy),
+                            queues: p.matched.len() as u64,
                         })
                         .collect(),
                     queue_depth: u64::from(s.queue.depth()),
@@ -109,6 +120,11 @@ impl Broker {
                     acked: s.acked,
                     conflated: s.conflated,
                     redelivered: s.redelivered,
+                    dropped: DroppedStats {
+                        conflated: s.conflated,
+                        expired: s.expired,
+                        dead_lettered: s.group.dead_lettered,
+                    },
                     last_publish_seq: s.last_publish_seq,
                     last_delivery_seq: s.queue.last_sent_seq,
                 }
@@ -144,12 +160,29 @@ impl Broker {
                 missed: t.missed,
             })
             .collect();
+        let groups = self
+            .groups
+            .iter()
+            .map(|view| GroupStats {
+                queue: lossy(&self.routes.queue(view.group.queue).name),
+                event: view.group.event.as_deref().map(lossy),
+                name: lossy(&view.group.name),
+                members: u64::from(view.group.member_count),
+                unassigned: view.unassigned,
+                in_flight: view.in_flight,
+                assigned: view.group.assigned,
+                acked: view.group.acked,
+                redelivered: view.group.redelivered,
+                dead_lettered: view.group.dead_lettered,
+            })
+            .collect();
         StatsReport {
             server,
             sessions,
             queues,
             sessions_omitted: 0,
             closed_sessions,
+            groups,
         }
     }
 }

@@ -9,8 +9,11 @@
 //! up; malloc and free were 13% of the server's instructions per message under callgrind.
 //! Larger payloads are allocated exactly and freed.
 
+use std::time::Instant;
+
 use slab::Slab;
 
+use super::delivery_queue::NodeKey;
 use super::QueueId;
 
 /// Key of a stored message in the [`MessageStore`] slab.
@@ -28,6 +31,9 @@ pub(crate) struct StoredMessage {
     pub(crate) conflation: Option<u64>,
     /// Number of session queues holding this message; the message is freed at 0.
     pub(crate) refs: u32,
+    /// When its time to live runs out, if it has one (`expiry.rs`), and the anchor node of
+    /// the chain of pending queue nodes holding it.
+    pub(crate) expiry: Option<(Instant, NodeKey)>,
     event_len: u8,
     key_len: u8,
     /// Bytes of `data` in use.
@@ -141,6 +147,7 @@ impl MessageStore {
             queue,
             conflation,
             refs: 0,
+            expiry: None,
             event_len,
             key_len,
             // Bounded by the frame limit (≤ 64 MiB).
@@ -152,6 +159,11 @@ impl MessageStore {
     pub(crate) fn get(&self, key: MsgKey) -> &StoredMessage {
         // Invariant: a MsgKey is only held while its message has refs > 0, so it is live.
         &self.messages[key.0]
+    }
+
+    /// Gives a just-inserted message its expiry (see [`StoredMessage::expiry`]).
+    pub(crate) fn set_expiry(&mut self, key: MsgKey, at: Instant, anchor: NodeKey) {
+        self.messages[key.0].expiry = Some((at, anchor));
     }
 
     pub(crate) fn retain(&mut self, key: MsgKey) {

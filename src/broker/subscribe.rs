@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE. Layout and rules: protocol.md §SUBSCRIBE.
 
 use super::session;
-use super::{Broker, ConnId, SessionKey};
+use super::{Broker, ConnId, QueueId, SessionKey};
 use crate::protocol::codec::encode_subscription;
 use crate::protocol::{ErrorCode, Op, Subscription};
 
@@ -22,6 +22,11 @@ impl Broker {
             self.fail(conn, ErrorCode::LimitExceeded, 0, text);
             return;
         }
+        if sub.group.is_some() || sub.is_pattern {
+            // Issue #14: groups.rs (competing consumers), patterns.rs.
+            self.handle_subscribe_extended(conn, key, sub);
+            return;
+        }
         let permissions = &self.sessions[key.0].grant.permissions;
         if !permissions.may_subscribe(sub.queue) {
             let text = "this session may not subscribe to this queue";
@@ -30,38 +35,22 @@ impl Broker {
         }
         let existing = self.routes.find(sub.queue);
         let session = &self.sessions[key.0];
-        let is_subscribed =
-            existing.is_some_and(|q| session.find_subscription(q, sub.event).is_some());
+        let is_subscribed = existing.is_some_and(|q| {
+            session
+                .find_subscription(q, sub.event)
+                .is_some_and(|i| session.subscriptions[i].is_literal)
+        });
         if !is_subscribed {
-            if session.subscriptions.len() >= self.config.max_subscriptions {
+            if session.subscription_count() >= self.config.max_subscriptions {
                 let text = "max_subscriptions reached";
                 self.fail(conn, ErrorCode::LimitExceeded, 0, text);
                 return;
             }
-            let Ok(queue) = self
-                .routes
-                .find_or_create(sub.queue, self.config.max_queues)
-            else {
+            let Ok(queue) = self.find_or_create_queue(sub.queue) else {
                 self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
                 return;
             };
-            let session = &mut self.sessions[key.0];
-            let had_any = session.subscriptions.iter().any(|s| s.queue == queue);
-            let has_all = session.has_all_events(queue);
-            match sub.event {
-                None => self
-                    .routes
-                    .add_all_events(queue, key, session.named_events(queue)),
-                Some(event) if !has_all => self.routes.add_event(queue, key, event),
-                Some(_) => {}
-            }
-            session.push_subscription(session::Subscription {
-                queue,
-                event: sub.event.map(Box::from),
-            });
-            if !had_any {
-                self.routes.queue_mut(queue).subscribers += 1;
-            }
+            self.add_subscription_ref(key, queue, sub.event, Source::Literal);
         }
         let mut answer = *sub;
         if let Some(start) = sub.start {
@@ -81,26 +70,101 @@ impl Broker {
         key: SessionKey,
         sub: &Subscription<'_>,
     ) {
+        if sub.group.is_some() || sub.is_pattern {
+            // Issue #14: groups.rs (competing consumers), patterns.rs.
+            self.handle_unsubscribe_extended(conn, key, sub);
+            return;
+        }
         if let Some(queue) = self.routes.find(sub.queue) {
-            let session = &mut self.sessions[key.0];
-            if let Some(index) = session.find_subscription(queue, sub.event) {
-                session.subscriptions.swap_remove(index);
-                match sub.event {
-                    None => self
-                        .routes
-                        .remove_all_events(queue, key, session.named_events(queue)),
-                    Some(event) if !session.has_all_events(queue) => {
-                        self.routes.remove_event(queue, key, event);
-                    }
-                    Some(_) => {}
-                }
-                if !session.subscriptions.iter().any(|s| s.queue == queue) {
-                    self.routes.queue_mut(queue).subscribers -= 1;
-                }
-            }
+            self.remove_subscription_ref(key, queue, sub.event, Source::Literal);
         }
         self.push_control(conn, |out| {
             let _ = encode_subscription(Op::Unsubscribed, sub, out);
         });
     }
+
+    /// Adds a reference to the session's (queue, event) subscription entry, creating and
+    /// routing the entry on the first one. A literal SUBSCRIBE and each matching pattern hold
+    /// one reference each, so the session is routed once however many of them match.
+    pub(super) fn add_subscription_ref(
+        &mut self,
+        key: SessionKey,
+        queue: QueueId,
+        event: Option<&[u8]>,
+        source: Source,
+    ) {
+        let session = &mut self.sessions[key.0];
+        if let Some(index) = session.find_subscription(queue, event) {
+            let entry = &mut session.subscriptions[index];
+            match source {
+                Source::Literal => entry.is_literal = true,
+                Source::Pattern => entry.pattern_refs += 1,
+            }
+            return;
+        }
+        let had_any = session.subscriptions.iter().any(|s| s.queue == queue);
+        let has_all = session.has_all_events(queue);
+        match event {
+            None => self
+                .routes
+                .add_all_events(queue, key, session.named_events(queue)),
+            Some(event) if !has_all => self.routes.add_event(queue, key, event),
+            Some(_) => {}
+        }
+        session.push_subscription(session::Subscription {
+            queue,
+            event: event.map(Box::from),
+            is_literal: source == Source::Literal,
+            pattern_refs: u32::from(source == Source::Pattern),
+        });
+        if !had_any {
+            self.routes.queue_mut(queue).subscribers += 1;
+        }
+    }
+
+    /// Drops one reference added by [`Self::add_subscription_ref`]; the entry stops routing
+    /// with its last reference.
+    pub(super) fn remove_subscription_ref(
+        &mut self,
+        key: SessionKey,
+        queue: QueueId,
+        event: Option<&[u8]>,
+        source: Source,
+    ) {
+        let session = &mut self.sessions[key.0];
+        let Some(index) = session.find_subscription(queue, event) else {
+            return;
+        };
+        let entry = &mut session.subscriptions[index];
+        match source {
+            Source::Literal if !entry.is_literal => return,
+            Source::Literal => entry.is_literal = false,
+            Source::Pattern => entry.pattern_refs = entry.pattern_refs.saturating_sub(1),
+        }
+        if entry.is_literal || entry.pattern_refs > 0 {
+            return;
+        }
+        session.subscriptions.swap_remove(index);
+        match event {
+            None => self
+                .routes
+                .remove_all_events(queue, key, session.named_events(queue)),
+            Some(event) if !session.has_all_events(queue) => {
+                self.routes.remove_event(queue, key, event);
+            }
+            Some(_) => {}
+        }
+        if !session.subscriptions.iter().any(|s| s.queue == queue) {
+            self.routes.queue_mut(queue).subscribers -= 1;
+        }
+    }
+}
+
+/// Who holds a reference on a subscription entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// A SUBSCRIBE naming the queue itself.
+    Literal,
+    /// A pattern subscription matching the queue (`patterns.rs`).
+    Pattern,
 }

@@ -9,8 +9,10 @@
 use std::time::Instant;
 
 use super::{Broker, CloseReason, ConnId};
-use crate::protocol::codec::{encode_deliver, encode_dropped, encode_receipt};
-use crate::protocol::frame::{Dropped, DELIVER_REDELIVERED, DROPPED_CONFLATED};
+use crate::protocol::codec::{encode_deliver_counted, encode_dropped, encode_receipt};
+use crate::protocol::frame::{
+    Dropped, DELIVER_REDELIVERED, DROPPED_CONFLATED, DROPPED_DEAD_LETTERED, DROPPED_EXPIRED,
+};
 use crate::protocol::ErrorCode;
 
 impl Broker {
@@ -28,6 +30,10 @@ impl Broker {
     ) -> usize {
         self.now = now;
         let start = out.len();
+        if let Some(key) = self.conn(conn).and_then(|state| state.session) {
+            // Never send a message whose time to live ran out (expiry.rs).
+            self.expire_pending_front(key);
+        }
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return 0;
         };
@@ -50,15 +56,38 @@ impl Broker {
                 session.is_receipt_due = false;
             }
             if session.is_drop_notice_due() {
-                let total = session.conflated;
-                let count = total - session.conflated_told;
-                let dropped = Dropped {
-                    reason: DROPPED_CONFLATED,
-                    count,
-                    total,
-                };
-                encode_dropped(&dropped, out);
-                session.conflated_told = total;
+                if session.conflated > session.conflated_told {
+                    let total = session.conflated;
+                    let count = total - session.conflated_told;
+                    let dropped = Dropped {
+                        reason: DROPPED_CONFLATED,
+                        count,
+                        total,
+                    };
+                    encode_dropped(&dropped, out);
+                    session.conflated_told = total;
+                }
+                if session.expired > session.expired_told {
+                    let total = session.expired;
+                    let dropped = Dropped {
+                        reason: DROPPED_EXPIRED,
+                        count: total - session.expired_told,
+                        total,
+                    };
+                    encode_dropped(&dropped, out);
+                    session.expired_told = total;
+                }
+                let group = &mut session.group;
+                if group.dead_lettered > group.dead_lettered_told {
+                    let total = group.dead_lettered;
+                    let dropped = Dropped {
+                        reason: DROPPED_DEAD_LETTERED,
+                        count: total - group.dead_lettered_told,
+                        total,
+                    };
+                    encode_dropped(&dropped, out);
+                    group.dead_lettered_told = total;
+                }
             }
             if session.queue.pending_len() > session.window
                 && session.queue.in_flight() <= session.window / 2
@@ -66,16 +95,21 @@ impl Broker {
                 self.flow.backlogged += 1;
             }
             while out.len() < room {
-                let Some((msg, seq)) = session.queue.next_redelivery() else {
+                let Some((entry, seq)) = session.queue.next_redelivery() else {
                     break;
                 };
-                let message = self.store.get(msg);
+                let message = self.store.get(entry.msg);
                 let queue = &self.routes.queue(message.queue).name;
+                let delivery_count = match entry.tag.is_group() && session.has_extensions {
+                    true => self.groups.delivery_count(entry.tag),
+                    false => None,
+                };
                 // Cannot fail: names were ≤ 255 bytes when decoded, payload ≤ max_frame_len.
-                let _ = encode_deliver(
+                let _ = encode_deliver_counted(
                     seq,
                     message.id,
                     DELIVER_REDELIVERED,
+                    delivery_count,
                     queue,
                     message.event(),
                     message.payload(),
@@ -85,10 +119,10 @@ impl Broker {
                 self.metrics.messages_redelivered += 1;
             }
             while out.len() < room && session.queue.span() < session.window {
-                let Some((msg, node, seq)) = session.queue.send_next(&mut self.nodes) else {
+                let Some((entry, node, seq)) = session.queue.send_next(&mut self.nodes) else {
                     break;
                 };
-                let message = self.store.get(msg);
+                let message = self.store.get(entry.msg);
                 if let (Some(hash), Some(conflation)) =
                     (message.conflation, &mut session.conflation)
                 {
@@ -97,10 +131,19 @@ impl Broker {
                     }
                 }
                 let queue = &self.routes.queue(message.queue).name;
-                let _ = encode_deliver(
+                let delivery_count = match entry.tag.is_group() {
+                    // The ack deadline starts now (groups.rs).
+                    true => self
+                        .groups
+                        .handle_sent(entry.tag, seq, now)
+                        .filter(|_| session.has_extensions),
+                    false => None,
+                };
+                let _ = encode_deliver_counted(
                     seq,
                     message.id,
                     0,
+                    delivery_count,
                     queue,
                     message.event(),
                     message.payload(),

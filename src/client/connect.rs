@@ -89,7 +89,7 @@ impl Client {
         client.write_buf.push(MAX_FRAME_LEN_BEFORE_HELLO, |out| {
             encode_hello(
                 &Hello {
-                    extensions: false,
+                    extensions: options.extensions,
                     inflight_window: options.inflight_window,
                     client_name: options.name.as_bytes(),
                     resume: resume.copied(),

@@ -67,6 +67,9 @@ pub struct Delivery {
     pub event: Vec<u8>,
     /// Payload.
     pub payload: Vec<u8>,
+    /// For a group message delivered before to a member that did not ack it: how many times
+    /// it has been delivered, this time included (protocol.md §DELIVER, DELIVERY_COUNT).
+    pub delivery_count: Option<u16>,
 }
 
 impl Delivery {
@@ -79,6 +82,7 @@ impl Delivery {
             queue: deliver.queue.to_vec(),
             event: deliver.event.to_vec(),
             payload: deliver.payload.to_vec(),
+            delivery_count: deliver.delivery_count,
         }
     }
 
@@ -96,6 +100,7 @@ impl Delivery {
             },
             queue: &self.queue,
             event: &self.event,
+            delivery_count: self.delivery_count,
             payload: &self.payload,
         }
     }

@@ -152,6 +152,41 @@ impl Client {
         self.publish_frame(queue.as_ref(), event.as_ref(), None, payload.as_ref())
     }
 
+    /// Like [`Client::publish`], with a time to live: a subscriber that has not been sent the
+    /// message `ttl_ms` after the server accepted it never gets it (protocol.md §Time to
+    /// live); 0 never expires, overriding the queue's `ttl_ms`.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set; otherwise as [`Client::publish`].
+    pub fn publish_with_ttl(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+        ttl_ms: u32,
+    ) -> Result<u64, ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "a time to live needs ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        self.publish_frame_ttl(
+            queue.as_ref(),
+            event.as_ref(),
+            None,
+            Some(ttl_ms),
+            payload.as_ref(),
+        )
+    }
+
+    /// The running total of messages dropped from this session's queue for a DROPPED reason
+    /// (`DROPPED_CONFLATED`, `DROPPED_EXPIRED`, `DROPPED_DEAD_LETTERED` in
+    /// [`crate::protocol::frame`]), as of the latest DROPPED read (EXTENSIONS only; 0 before).
+    pub fn dropped_total(&self, reason: u16) -> u64 {
+        let index = usize::from(reason).wrapping_sub(1);
+        self.session.dropped_totals.get(index).copied().unwrap_or(0)
+    }
+
     /// Like [`Client::publish`], with a conflation key: while a message with the same queue,
     /// event and key is still waiting to be sent to a subscriber, this one replaces it there.
     ///
@@ -200,6 +235,113 @@ impl Client {
         let event = named_event(event.as_ref())?;
         self.request_subscription(Op::Subscribe, queue.as_ref(), Some(event), None)
             .map(|_| ())
+    }
+
+    /// Joins the competing-consumer group `group` of `queue` (every event with `event: None`)
+    /// and waits for SUBSCRIBED: each message of the queue goes to one member of the group,
+    /// which must ack it within the queue's `ack_deadline_ms` (protocol.md §Groups).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set, or for an empty name; otherwise as
+    /// [`Client::subscribe`].
+    pub fn subscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_group(Op::Subscribe, queue.as_ref(), event, group.as_ref())
+    }
+
+    /// Leaves the group joined with [`Client::subscribe_group`] and waits for UNSUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_group`].
+    pub fn unsubscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_group(Op::Unsubscribe, queue.as_ref(), event, group.as_ref())
+    }
+
+    fn request_group(
+        &mut self,
+        op: Op,
+        queue: &[u8],
+        event: Option<&[u8]>,
+        group: &[u8],
+    ) -> Result<(), ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "groups need ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        if group.is_empty() || event == Some(&[][..]) {
+            return Err(ClientError::InvalidArgument("empty group or event name"));
+        }
+        let sub = Subscription {
+            queue,
+            event,
+            group: Some(group),
+            is_pattern: false,
+            start: None,
+        };
+        self.request(op, sub).map(|_| ())
+    }
+
+    /// Subscribes to every queue matching `pattern` (one event, or every event with `event:
+    /// None`), queues created later included, and waits for SUBSCRIBED. Levels are separated
+    /// by `.`; a level `*` matches one level, a last level `>` one or more (protocol.md
+    /// §Patterns). Each message reaches this session once however many subscriptions match.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] unless the client connected with
+    /// [`ClientOptions::extensions`] set, or for an empty event name; the server refuses a
+    /// malformed pattern with INVALID_NAME; otherwise as [`Client::subscribe`].
+    pub fn subscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_pattern(Op::Subscribe, pattern.as_ref(), event)
+    }
+
+    /// Removes the subscription made with [`Client::subscribe_pattern`] with the same pattern
+    /// and event, and waits for UNSUBSCRIBED.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_pattern`].
+    pub fn unsubscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        self.request_pattern(Op::Unsubscribe, pattern.as_ref(), event)
+    }
+
+    fn request_pattern(
+        &mut self,
+        op: Op,
+        pattern: &[u8],
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        if self.session.welcome.reconnect_keep_alive_ms.is_none() {
+            let text = "patterns need ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        if pattern.is_empty() || event == Some(&[][..]) {
+            return Err(ClientError::InvalidArgument("empty pattern or event name"));
+        }
+        let sub = Subscription {
+            queue: pattern,
+            event,
+            group: None,
+            is_pattern: true,
+            start: None,
+        };
+        self.request(op, sub).map(|_| ())
     }
 
     /// Subscribes to every event of `queue` (ALL_EVENTS) and waits for SUBSCRIBED.
@@ -521,6 +663,17 @@ impl Client {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<u64, ClientError> {
+        self.publish_frame_ttl(queue, event, key, None, payload)
+    }
+
+    fn publish_frame_ttl(
+        &mut self,
+        queue: &[u8],
+        event: &[u8],
+        key: Option<&[u8]>,
+        ttl_ms: Option<u32>,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
         self.session.check_open()?;
         if queue.is_empty() {
             return Err(ClientError::InvalidArgument("queue name is empty"));
@@ -532,6 +685,7 @@ impl Client {
             queue,
             event,
             key,
+            ttl_ms,
             payload,
         };
         self.write_buf.push(self.session.max_frame_len, |out| {
@@ -548,28 +702,34 @@ impl Client {
         event: Option<&[u8]>,
         start: Option<Start>,
     ) -> Result<Option<Start>, ClientError> {
-        self.session.check_open()?;
-        if queue.is_empty() {
-            return Err(ClientError::InvalidArgument("queue name is empty"));
-        }
-        let deadline = self.deadline();
         let sub = Subscription {
             queue,
             event,
+            group: None,
+            is_pattern: false,
             start,
         };
+        self.request(op, sub)
+    }
+
+    /// Sends SUBSCRIBE or UNSUBSCRIBE and waits for its answer; SUBSCRIBED's START block, if
+    /// the request had one.
+    fn request(&mut self, op: Op, sub: Subscription<'_>) -> Result<Option<Start>, ClientError> {
+        self.session.check_open()?;
+        if sub.queue.is_empty() {
+            return Err(ClientError::InvalidArgument("queue name is empty"));
+        }
+        let deadline = self.deadline();
         self.write_buf.push(self.session.max_frame_len, |out| {
             encode_subscription(op, &sub, out)
         })?;
         self.write_out()?;
         loop {
             match self.step(deadline)? {
-                Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(queue, event) => {
+                Some(Reply::Subscribed(echo)) if op == Op::Subscribe && echo.is(&sub) => {
                     return Ok(echo.start)
                 }
-                Some(Reply::Unsubscribed(echo))
-                    if op == Op::Unsubscribe && echo.is(queue, event) =>
-                {
+                Some(Reply::Unsubscribed(echo)) if op == Op::Unsubscribe && echo.is(&sub) => {
                     return Ok(None)
                 }
                 _ => {}

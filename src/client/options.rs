@@ -21,6 +21,10 @@ pub struct ClientOptions {
     /// Credentials sent in every HELLO, resumes included; `None` connects anonymously
     /// (protocol.md §Authentication).
     pub auth: Option<Credentials>,
+    /// Set EXTENSIONS in HELLO (protocol.md §Extensions): needed for
+    /// [`Client::subscribe_group`]; the server then also sends DROPPED notices, which this
+    /// client skips. Default false.
+    pub extensions: bool,
 }
 
 /// Credentials for HELLO's auth block. `Debug` never shows the secret.
@@ -88,6 +92,7 @@ impl Default for ClientOptions {
             inflight_window: 0,
             timeout: Some(DEFAULT_TIMEOUT),
             auth: None,
+            extensions: false,
         }
     }
 }

@@ -38,6 +38,9 @@ pub(super) struct Session {
     pub(super) stats_requested: u64,
     /// STATS_REPLY frames received.
     stats_answered: u64,
+    /// Latest DROPPED `total` per reason 1 (CONFLATED), 2 (EXPIRED), 3 (DEAD_LETTERED), at
+    /// index reason − 1 (EXTENSIONS only).
+    pub(super) dropped_totals: [u64; 3],
     /// Deliveries and receipts received while the application was not reading, oldest first.
     /// Consecutive receipts are merged, so a publisher that never reads holds at most one.
     pub(super) inbox: VecDeque<Event>,
@@ -65,6 +68,7 @@ pub(super) struct OwnedSubscription {
     event: Option<Vec<u8>>,
     /// SUBSCRIBED's START block, when the SUBSCRIBE had one.
     pub(super) start: Option<Start>,
+    group: Option<Vec<u8>>,
 }
 
 impl OwnedSubscription {
@@ -73,12 +77,15 @@ impl OwnedSubscription {
             queue: sub.queue.to_vec(),
             event: sub.event.map(<[u8]>::to_vec),
             start: sub.start,
+            group: sub.group.map(<[u8]>::to_vec),
         }
     }
 
-    /// True when this echoes the subscription `queue`, `event` (`None`: ALL_EVENTS).
-    pub(super) fn is(&self, queue: &[u8], event: Option<&[u8]>) -> bool {
-        self.queue == queue && self.event.as_deref() == event
+    /// True when this echoes the subscription `sub` (queue, event, group).
+    pub(super) fn is(&self, sub: &Subscription<'_>) -> bool {
+        self.queue == sub.queue
+            && self.event.as_deref() == sub.event
+            && self.group.as_deref() == sub.group
     }
 }
 
@@ -106,6 +113,7 @@ impl Session {
             decode_limit: MAX_FRAME_LEN.saturating_add(DELIVER_OVERHEAD_BYTES),
             last_publish_seq: 0,
             last_receipt: 0,
+            dropped_totals: [0; 3],
             last_delivery_seq: 0,
             next_ping_nonce: 1,
             stats_requested: 0,
@@ -187,8 +195,13 @@ impl Session {
                     text: String::from_utf8_lossy(goodbye.text).into_owned(),
                 }))
             }
-            // Sent only after a HELLO with EXTENSIONS, which this client does not set; harmless.
-            Frame::Dropped(_) => {}
+            // Sent only after a HELLO with EXTENSIONS: the running totals are kept.
+            Frame::Dropped(dropped) => {
+                let index = usize::from(dropped.reason).wrapping_sub(1);
+                if let Some(total) = self.dropped_totals.get_mut(index) {
+                    *total = (*total).max(dropped.total);
+                }
+            }
             Frame::Welcome(_)
             | Frame::Hello(_)
             | Frame::Publish(_)

@@ -125,6 +125,7 @@ pub(super) fn options() -> ClientOptions {
         inflight_window: 16,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     }
 }
 
@@ -154,6 +155,7 @@ pub(super) fn deliver(seq: u64, payload: &[u8]) -> Frame<'_> {
         queue: b"db",
         event: b"update",
         payload,
+        delivery_count: None,
     })
 }
 
@@ -161,6 +163,8 @@ pub(super) fn subscribed<'a>(queue: &'a [u8], event: Option<&'a [u8]>) -> Frame<
     Frame::Subscribed(Subscription {
         queue,
         event,
+        group: None,
+        is_pattern: false,
         start: None,
     })
 }
@@ -423,6 +427,8 @@ fn deliveries_arriving_before_subscribed_are_kept_for_recv() {
                 Frame::Subscribe(Subscription {
                     queue: b"db",
                     event: None,
+                    group: None,
+                    is_pattern: false,
                     start: None
                 })
             );
@@ -453,6 +459,8 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 Frame::Subscribe(Subscription {
                     queue: b"db",
                     event: Some(b"update"),
+                    group: None,
+                    is_pattern: false,
                     start: None
                 })
             );
@@ -466,6 +474,8 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
                 Frame::Unsubscribe(Subscription {
                     queue: b"db",
                     event: Some(b"update"),
+                    group: None,
+                    is_pattern: false,
                     start: None
                 })
             );
@@ -473,6 +483,8 @@ fn a_reply_for_another_subscription_does_not_end_the_wait() {
         peer.send(Frame::Unsubscribed(Subscription {
             queue: b"db",
             event: Some(b"update"),
+            group: None,
+            is_pattern: false,
             start: None,
         }));
         // The client must not have read past its reply: this PONG answers its PING.

@@ -17,15 +17,29 @@ pub const HELLO_AUTH: u8 = 0x02;
 pub const HELLO_EXTENSIONS: u8 = 0x04;
 /// DROPPED reason: messages replaced in the session's queue by conflation.
 pub const DROPPED_CONFLATED: u16 = 0x0001;
+/// DROPPED reason: messages whose time to live ran out before they were delivered.
+pub const DROPPED_EXPIRED: u16 = 0x0002;
+/// DROPPED reason: group messages this session was the last to hold, moved to the group's
+/// dead-letter queue (or dropped when it has none) after `max_deliveries`.
+pub const DROPPED_DEAD_LETTERED: u16 = 0x0003;
 /// Longest secret (password, token or signed token) in a HELLO auth block, in bytes.
 pub const MAX_AUTH_SECRET_LEN: usize = 2_048;
 /// PUBLISH flag: the body carries a conflation key.
 pub const PUBLISH_CONFLATE: u8 = 0x01;
+/// PUBLISH flag: a u32 `ttl_ms` follows the event name (and key), before the payload
+/// (EXTENSIONS only; protocol.md §Time to live).
+pub const PUBLISH_TTL: u8 = 0x02;
 /// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: every event of the queue.
 pub const SUBSCRIBE_ALL_EVENTS: u8 = 0x01;
-/// SUBSCRIBE / SUBSCRIBED flag: a start block follows the event name (durable queues,
-/// protocol.md §SUBSCRIBE).
-pub const SUBSCRIBE_START: u8 = 0x02;
+/// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: a group name follows the event
+/// name; the subscription is one member of that competing-consumer group (EXTENSIONS only).
+pub const SUBSCRIBE_GROUP: u8 = 0x02;
+/// SUBSCRIBE / UNSUBSCRIBE / SUBSCRIBED / UNSUBSCRIBED flag: the queue name is a pattern of
+/// `.`-separated levels where `*` matches one level and a final `>` the rest (EXTENSIONS only).
+pub const SUBSCRIBE_PATTERN: u8 = 0x04;
+/// SUBSCRIBE / SUBSCRIBED flag: a start block follows the event name and any group name
+/// (durable queues, protocol.md §SUBSCRIBE).
+pub const SUBSCRIBE_START: u8 = 0x08;
 /// SUBSCRIBE start: from the position given.
 pub const START_POSITION: u8 = 0x01;
 /// SUBSCRIBE start: from the oldest retained message.
@@ -34,6 +48,9 @@ pub const START_OLDEST: u8 = 0x02;
 pub const START_LAST: u8 = 0x03;
 /// DELIVER flag: this sequence number was sent before on an earlier connection.
 pub const DELIVER_REDELIVERED: u8 = 0x01;
+/// DELIVER flag: a u16 delivery count follows the event name (a group message delivered
+/// before to a member that did not ack it; sent only after a HELLO with EXTENSIONS).
+pub const DELIVER_DELIVERY_COUNT: u8 = 0x02;
 /// ERROR flag: the server closes the connection after this frame.
 pub const ERROR_FATAL: u8 = 0x01;
 /// ERROR flag: a `ref_op` byte follows `ref_seq` (sent only after a HELLO with EXTENSIONS).
@@ -200,6 +217,8 @@ pub struct Publish<'a> {
     pub event: &'a [u8],
     /// Conflation key, when the CONFLATE flag is set (may be empty).
     pub key: Option<&'a [u8]>,
+    /// Time to live in milliseconds (TTL flag), if any; 0 never expires.
+    pub ttl_ms: Option<u32>,
     /// Message payload: the rest of the frame.
     pub payload: &'a [u8],
 }
@@ -211,6 +230,10 @@ pub struct Subscription<'a> {
     pub queue: &'a [u8],
     /// `None` for every event of the queue (ALL_EVENTS flag), else one event name.
     pub event: Option<&'a [u8]>,
+    /// The competing-consumer group joined (GROUP flag), if any.
+    pub group: Option<&'a [u8]>,
+    /// `queue` is a pattern (PATTERN flag).
+    pub is_pattern: bool,
     /// The START block (SUBSCRIBE and SUBSCRIBED only): where the subscription begins in a
     /// durable queue's retained messages. `None`: new messages only.
     pub start: Option<Start>,
@@ -330,12 +353,15 @@ pub struct Deliver<'a> {
     pub seq: u64,
     /// Server-wide message id, the same in every session the message reaches.
     pub message_id: u64,
-    /// [`DELIVER_REDELIVERED`] or 0.
+    /// [`DELIVER_REDELIVERED`], [`DELIVER_DELIVERY_COUNT`], or 0.
     pub flags: u8,
     /// Queue name.
     pub queue: &'a [u8],
     /// Event name.
     pub event: &'a [u8],
+    /// How many times this group message has been delivered, this delivery included (≥ 2),
+    /// present exactly when the DELIVERY_COUNT flag is set.
+    pub delivery_count: Option<u16>,
     /// Payload.
     pub payload: &'a [u8],
 }

@@ -26,6 +26,34 @@ pub struct StatsReport {
     /// Recently ended sessions, most recent first (at most 100).
     #[serde(default)]
     pub closed_sessions: Vec<ClosedSessionStats>,
+    /// Competing-consumer groups (protocol.md §Groups).
+    #[serde(default)]
+    pub groups: Vec<GroupStats>,
+}
+
+/// One competing-consumer group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStats {
+    /// Queue name.
+    pub queue: String,
+    /// Event filter; `None` for every event.
+    pub event: Option<String>,
+    /// Group name.
+    pub name: String,
+    /// Members now.
+    pub members: u64,
+    /// Messages waiting in the group, not yet given to a member.
+    pub unassigned: u64,
+    /// Messages members hold now (queued for them or sent, not acked).
+    pub in_flight: u64,
+    /// Messages given to members (redeliveries included).
+    pub assigned: u64,
+    /// Deliveries members acked.
+    pub acked: u64,
+    /// Messages given again after an ack deadline or a member's session end.
+    pub redelivered: u64,
+    /// Messages that reached max_deliveries.
+    pub dead_lettered: u64,
 }
 
 /// A session that ended recently: what a client resuming it will be told.
@@ -84,6 +112,18 @@ pub struct ServerStats {
     /// DELIVER frames sent again after resumes.
     #[serde(default)]
     pub messages_redelivered: u64,
+    /// Group messages given to another member after an ack deadline or a session end.
+    #[serde(default)]
+    pub messages_group_redelivered: u64,
+    /// Group messages that reached max_deliveries.
+    #[serde(default)]
+    pub messages_dead_lettered: u64,
+    /// Group messages dropped at max_deliveries (no dead-letter queue).
+    #[serde(default)]
+    pub messages_dropped_max_deliveries: u64,
+    /// Queued messages whose time to live ran out before they were sent.
+    #[serde(default)]
+    pub messages_expired: u64,
     /// Sessions resumed.
     #[serde(default)]
     pub sessions_resumed: u64,
@@ -196,6 +236,9 @@ pub struct SessionStats {
     pub throttled_ms: u64,
     /// Subscriptions; `event: null` means ALL_EVENTS.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// Pattern subscriptions (protocol.md §Patterns).
+    #[serde(default)]
+    pub patterns: Vec<PatternStats>,
     /// Messages held: pending + in flight.
     pub queue_depth: u64,
     /// Payload bytes held.
@@ -215,6 +258,9 @@ pub struct SessionStats {
     /// Deliveries sent to it again after resumes.
     #[serde(default)]
     pub redelivered: u64,
+    /// Its messages dropped without closing it, by reason (the DROPPED totals).
+    #[serde(default)]
+    pub dropped: DroppedStats,
     /// Highest publish seq accepted from it.
     pub last_publish_seq: u64,
     /// Highest delivery seq sent to it.
@@ -228,6 +274,31 @@ pub struct SubscriptionStats {
     pub queue: String,
     /// Event name, or `None` (JSON null) for ALL_EVENTS.
     pub event: Option<String>,
+}
+
+/// A session's drops by reason (protocol.md §DROPPED).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedStats {
+    /// Replaced by conflation.
+    #[serde(default)]
+    pub conflated: u64,
+    /// Time to live ran out before they were sent.
+    #[serde(default)]
+    pub expired: u64,
+    /// Group messages it held last that reached `max_deliveries`.
+    #[serde(default)]
+    pub dead_lettered: u64,
+}
+
+/// One pattern subscription.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternStats {
+    /// The pattern, as subscribed.
+    pub pattern: String,
+    /// Event name, or `None` (JSON null) for ALL_EVENTS.
+    pub event: Option<String>,
+    /// Queues it matches now (those the session may subscribe to).
+    pub queues: u64,
 }
 
 /// One queue.

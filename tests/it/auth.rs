@@ -441,6 +441,8 @@ fn not_authorized_names_the_op_it_answers_for_a_client_with_extensions() {
             let sub = Subscription {
                 queue: queue.as_bytes(),
                 event: None,
+                group: None,
+                is_pattern: false,
                 start: None,
             };
             encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
@@ -449,6 +451,8 @@ fn not_authorized_names_the_op_it_answers_for_a_client_with_extensions() {
         let sub = Subscription {
             queue: b"bot.b",
             event: None,
+            group: None,
+            is_pattern: false,
             start: None,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();

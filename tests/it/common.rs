@@ -24,6 +24,7 @@ pub fn client_options(name: &str) -> ClientOptions {
         inflight_window: 0,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     }
 }
 
@@ -198,6 +199,8 @@ impl RawConn {
         let sub = Subscription {
             queue: queue.as_bytes(),
             event: event.map(str::as_bytes),
+            group: None,
+            is_pattern: false,
             start: None,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
@@ -213,6 +216,7 @@ impl RawConn {
             queue: queue.as_bytes(),
             event: event.as_bytes(),
             key: None,
+            ttl_ms: None,
             payload,
         };
         encode_publish(&publish, &mut out).unwrap();

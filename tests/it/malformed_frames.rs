@@ -35,6 +35,7 @@ fn publish_bytes(seq: u64, queue: &[u8]) -> Vec<u8> {
         queue,
         event: b"e",
         key: None,
+        ttl_ms: None,
         payload: b"x",
     };
     encode_publish(&publish, &mut out).unwrap();
@@ -54,6 +55,8 @@ fn cases() -> Vec<Case> {
     let sub = Subscription {
         queue: b"q",
         event: None,
+        group: None,
+        is_pattern: false,
         start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut subscribe_first).unwrap();

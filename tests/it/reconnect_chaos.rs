@@ -279,6 +279,7 @@ fn connect(proxy: &ChaosProxy, name: &str, inflight_window: u32) -> Reconnecting
         inflight_window,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     };
     let options = ReconnectOptions {
         initial_backoff: Duration::from_millis(5),

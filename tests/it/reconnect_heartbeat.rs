@@ -24,6 +24,7 @@ fn a_silent_path_is_timed_out_on_both_sides_and_the_session_resumes_without_loss
         inflight_window: 0,
         timeout: Some(Duration::from_millis(500)),
         auth: None,
+        extensions: false,
     };
     let mut subscriber =
         ReconnectingClient::connect(proxy.addr, &client_options, &quick_reconnect()).unwrap();

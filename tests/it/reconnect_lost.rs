@@ -308,3 +308,42 @@ fn a_client_that_cannot_reach_the_server_gives_up_after_its_limit() {
         Err(ClientError::GaveUp { .. })
     ));
 }
+
+/// Issue #14: group memberships and pattern subscriptions are made again on the new session
+/// after LOST, like plain ones.
+#[test]
+fn groups_and_patterns_are_made_again_after_lost() {
+    let server = TestServer::with_config(Config {
+        reconnect_keep_alive_ms: 200,
+        ..Config::default()
+    });
+    let proxy = ChaosProxy::start(server.addr, ChaosConfig::PASS_THROUGH, 1);
+    let options = weir::client::ClientOptions {
+        extensions: true,
+        ..crate::common::client_options("worker")
+    };
+    let mut worker =
+        ReconnectingClient::connect(proxy.addr, &options, &crate::common::quick_reconnect())
+            .expect("connects");
+    worker.subscribe_group("jobs", None, "pool").unwrap();
+    worker.subscribe_pattern("orders.>", None).unwrap();
+    let old = worker.session_id();
+    proxy.cut_all();
+    server.wait_for("the session to expire", |s| {
+        closed_because(s, old, "SESSION_EXPIRED")
+    });
+    let (_, lost) = events_until_lost(&mut worker);
+    assert!(matches!(lost, Event::Lost { .. }));
+    let new = worker.session_id();
+    server.wait_for("the new session's subscriptions", |s| {
+        s.sessions
+            .iter()
+            .any(|s| s.session_id == new && s.patterns.len() == 1)
+            && s.groups.iter().any(|g| g.name == "pool" && g.members == 1)
+    });
+    let mut publisher = plain(server.addr, "publisher");
+    publish_all(&mut publisher, "jobs", &["job"]);
+    publish_all(&mut publisher, "orders.eu", &["order"]);
+    expect_delivery(&mut worker, b"job");
+    expect_delivery(&mut worker, b"order");
+}

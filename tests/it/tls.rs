@@ -124,6 +124,8 @@ fn pub_sub_works_over_tls_and_payloads_arrive_intact_in_order() {
     let sub = Subscription {
         queue: b"db",
         event: None,
+        group: None,
+        is_pattern: false,
         start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
@@ -141,6 +143,7 @@ fn pub_sub_works_over_tls_and_payloads_arrive_intact_in_order() {
             queue: b"db",
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         encode_publish(&publish, &mut out).unwrap();

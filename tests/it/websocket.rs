@@ -161,6 +161,8 @@ impl<S: Read + Write> WsConn<S> {
         let sub = Subscription {
             queue: queue.as_bytes(),
             event: None,
+            group: None,
+            is_pattern: false,
             start: None,
         };
         encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();
@@ -175,6 +177,7 @@ impl<S: Read + Write> WsConn<S> {
             queue: queue.as_bytes(),
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload,
         };
         encode_publish(&publish, &mut out).unwrap();
@@ -449,6 +452,8 @@ fn frames_split_across_messages_and_pings_are_fine_and_bye_ends_with_close_1000(
     let sub = Subscription {
         queue: b"db",
         event: None,
+        group: None,
+        is_pattern: false,
         start: None,
     };
     encode_subscription(Op::Subscribe, &sub, &mut out).unwrap();

@@ -15,6 +15,7 @@ fn connect(server: &TestServer, inflight_window: u32) -> Client {
         inflight_window,
         timeout: Some(WAIT),
         auth: None,
+        extensions: false,
     };
     Client::connect(server.addr, &options).expect("connect")
 }

@@ -55,6 +55,7 @@ fn burst(h: &mut Harness) {
             queue: b"db",
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload: &payload,
         };
         crate::protocol::codec::encode_publish(&publish, &mut bytes).unwrap();
@@ -206,6 +207,7 @@ fn queued_counts_one_delivery_per_message_per_target_from_the_start_of_a_read() 
             queue: b"db",
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload: b"m",
         };
         crate::protocol::codec::encode_publish(&publish, &mut bytes).unwrap();
@@ -215,6 +217,7 @@ fn queued_counts_one_delivery_per_message_per_target_from_the_start_of_a_read() 
         queue: b"nobody-listens",
         event: b"e",
         key: None,
+        ttl_ms: None,
         payload: b"x",
     };
     crate::protocol::codec::encode_publish(&publish, &mut bytes).unwrap();

@@ -162,6 +162,7 @@ fn past_the_journal_bound_publishers_to_durable_queues_are_not_read_until_it_cat
                 queue: queue.as_bytes(),
                 event: b"e",
                 key: None,
+                ttl_ms: None,
                 payload: &payload,
             };
             codec::encode(&Frame::Publish(publish), out).unwrap();
@@ -229,6 +230,8 @@ fn a_message_refused_with_storage_failed_leaves_the_retained_list_and_is_never_r
         &Frame::Subscribe(Subscription {
             queue: DURABLE.as_bytes(),
             event: None,
+            group: None,
+            is_pattern: false,
             start: Some(Start {
                 from: START_OLDEST,
                 value: 0,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin};
 use crate::config::{Config, QueueConfig};
 use crate::protocol::codec::{self, encode_ack};
-use crate::protocol::frame::DELIVER_REDELIVERED;
+use crate::protocol::frame::{DELIVER_DELIVERY_COUNT, DELIVER_REDELIVERED};
 use crate::protocol::stats::{SessionStats, StatsReport};
 use crate::protocol::{
     self, Deliver, ErrorCode, Frame, Hello, Publish, Resume, Subscription, Welcome,
@@ -54,12 +54,10 @@ pub(super) fn test_config() -> Config {
         max_subscriptions: 4,
         queues: vec![
             QueueConfig {
-                name: CONFLATING_QUEUE.to_owned(),
                 conflate: true,
                 ..QueueConfig::new(CONFLATING_QUEUE)
             },
             QueueConfig {
-                name: SMALL_QUEUE.to_owned(),
                 max_payload_len: Some(SMALL_QUEUE_MAX_PAYLOAD_LEN),
                 ..QueueConfig::new(SMALL_QUEUE)
             },
@@ -112,6 +110,8 @@ pub(super) struct Delivery {
     pub(super) queue: String,
     pub(super) event: String,
     pub(super) payload: Vec<u8>,
+    /// DELIVERY_COUNT: times a group message was delivered, this one included.
+    pub(super) delivery_count: Option<u16>,
 }
 
 impl Delivery {
@@ -301,6 +301,29 @@ impl Harness {
         seq
     }
 
+    /// Publishes with the next seq and a time to live (the session needs EXTENSIONS).
+    pub(super) fn publish_ttl(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        payload: &str,
+        ttl_ms: u32,
+    ) -> u64 {
+        let client = self.client_mut(conn);
+        let seq = client.next_publish_seq;
+        client.next_publish_seq += 1;
+        let publish = Publish {
+            seq,
+            queue: queue.as_bytes(),
+            event: b"e",
+            key: None,
+            ttl_ms: Some(ttl_ms),
+            payload: payload.as_bytes(),
+        };
+        self.send(conn, &Frame::Publish(publish));
+        seq
+    }
+
     /// Publishes with an explicit seq (the connection's own counter is left alone).
     pub(super) fn publish_with_seq(
         &mut self,
@@ -316,6 +339,7 @@ impl Harness {
             queue: queue.as_bytes(),
             event: event.as_bytes(),
             key,
+            ttl_ms: None,
             payload,
         };
         self.send(conn, &Frame::Publish(publish));
@@ -325,6 +349,70 @@ impl Harness {
     pub(super) fn subscribe(&mut self, conn: ConnId, queue: &str, event: Option<&str>) {
         let sub = subscription(queue, event);
         self.send(conn, &Frame::Subscribe(sub));
+    }
+
+    /// SUBSCRIBE as a member of `group` (the session needs EXTENSIONS).
+    pub(super) fn subscribe_group(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        event: Option<&str>,
+        group: &str,
+    ) {
+        let sub = Subscription {
+            group: Some(group.as_bytes()),
+            ..subscription(queue, event)
+        };
+        self.send(conn, &Frame::Subscribe(sub));
+    }
+
+    /// SUBSCRIBE with PATTERN (the session needs EXTENSIONS).
+    pub(super) fn subscribe_pattern(&mut self, conn: ConnId, pattern: &str, event: Option<&str>) {
+        let sub = Subscription {
+            is_pattern: true,
+            ..subscription(pattern, event)
+        };
+        self.send(conn, &Frame::Subscribe(sub));
+    }
+
+    /// UNSUBSCRIBE with PATTERN.
+    pub(super) fn unsubscribe_pattern(&mut self, conn: ConnId, pattern: &str, event: Option<&str>) {
+        let sub = Subscription {
+            is_pattern: true,
+            ..subscription(pattern, event)
+        };
+        self.send(conn, &Frame::Unsubscribe(sub));
+    }
+
+    /// UNSUBSCRIBE from `group`.
+    pub(super) fn unsubscribe_group(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        event: Option<&str>,
+        group: &str,
+    ) {
+        let sub = Subscription {
+            group: Some(group.as_bytes()),
+            ..subscription(queue, event)
+        };
+        self.send(conn, &Frame::Unsubscribe(sub));
+    }
+
+    /// Connects and completes a handshake with EXTENSIONS and `window` (0 = default).
+    pub(super) fn hello_extensions(&mut self, conn: ConnId, window: u32) -> Welcome {
+        self.connect(conn);
+        let name = format!("client-{}", conn.0);
+        self.handshake(
+            conn,
+            Hello {
+                extensions: true,
+                inflight_window: window,
+                client_name: name.as_bytes(),
+                resume: None,
+                auth: None,
+            },
+        )
     }
 
     pub(super) fn unsubscribe(&mut self, conn: ConnId, queue: &str, event: Option<&str>) {
@@ -559,6 +647,8 @@ fn subscription<'a>(queue: &'a str, event: Option<&'a str>) -> Subscription<'a> 
         queue: queue.as_bytes(),
         event: event.map(str::as_bytes),
         start: None,
+        group: None,
+        is_pattern: false,
     }
 }
 
@@ -593,6 +683,7 @@ pub(super) fn encoded_len(frame: &Received) -> usize {
             },
             queue: d.queue.as_bytes(),
             event: d.event.as_bytes(),
+            delivery_count: d.delivery_count,
             payload: &d.payload,
         }),
         Received::Receipt(seq) => Frame::Receipt(*seq),
@@ -620,7 +711,7 @@ fn received(frame: Frame<'_>) -> Received {
         Frame::Welcome(welcome) => Received::Welcome(welcome),
         Frame::Deliver(d) => {
             assert_eq!(
-                d.flags & !DELIVER_REDELIVERED,
+                d.flags & !(DELIVER_REDELIVERED | DELIVER_DELIVERY_COUNT),
                 0,
                 "no unknown DELIVER flags"
             );
@@ -631,6 +722,7 @@ fn received(frame: Frame<'_>) -> Received {
                 queue: text(d.queue),
                 event: text(d.event),
                 payload: d.payload.to_vec(),
+                delivery_count: d.delivery_count,
             })
         }
         Frame::Receipt(seq) => Received::Receipt(seq),

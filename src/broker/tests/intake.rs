@@ -34,6 +34,7 @@ fn publishes(queue: &[u8], seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
             queue,
             event: b"e",
             key: None,
+            ttl_ms: None,
             payload: b"payload",
         };
         encode_publish(&publish, &mut bytes).unwrap();

@@ -145,6 +145,8 @@ fn an_empty_event_name_without_all_events_is_invalid_name() {
             queue: b"db",
             event: Some(b""),
             start: None,
+            group: None,
+            is_pattern: false,
         }),
     );
     assert_eq!(h.frames(SUBSCRIBER), failed_with(ErrorCode::InvalidName));

@@ -206,17 +206,18 @@ impl ReconnectingClient {
     pub(super) fn restore(&mut self, client: &mut Client) -> Result<(), ClientError> {
         client.set_timeout(inner_timeout(self.client_options.timeout, &self.welcome))?;
         if self.resubscribe {
-            for (queue, event) in &self.subscriptions {
-                client.request_subscription(Op::Subscribe, queue, event.as_deref(), None)?;
+            for kept in &self.subscriptions {
+                client.request(Op::Subscribe, kept.view())?;
             }
             self.resubscribe = false;
         }
         let accepted = client.last_publish_seq();
         for publish in self.outbound.after(accepted) {
-            let seq = client.publish_frame(
+            let seq = client.publish_frame_ttl(
                 publish.queue(),
                 publish.event(),
                 publish.key(),
+                publish.ttl_ms,
                 publish.payload(),
             )?;
             debug_assert_eq!(seq, publish.seq, "resent with its original seq");

@@ -103,8 +103,8 @@ pub struct ReconnectingClient {
     link: Link,
     /// The last WELCOME: session id, resume token and limits in force.
     welcome: Welcome,
-    /// (queue, event; `None` = ALL_EVENTS), in the order they were made.
-    subscriptions: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Subscriptions (plain, group memberships, patterns), in the order they were made.
+    subscriptions: Vec<KeptSubscription>,
     /// Set by LOST: the new session has none of `subscriptions` yet.
     resubscribe: bool,
     inbox: Inbox,
@@ -153,6 +153,38 @@ struct Inbox {
 enum Item {
     Deliver { delivery: Delivery, generation: u64 },
     Notice(Event),
+}
+
+/// One subscription as the client keeps it to make it again on a new session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct KeptSubscription {
+    queue: Vec<u8>,
+    /// `None` = ALL_EVENTS.
+    event: Option<Vec<u8>>,
+    group: Option<Vec<u8>>,
+    is_pattern: bool,
+}
+
+impl KeptSubscription {
+    fn new(queue: &[u8], event: Option<&[u8]>, group: Option<&[u8]>, is_pattern: bool) -> Self {
+        KeptSubscription {
+            queue: queue.to_vec(),
+            event: event.map(<[u8]>::to_vec),
+            group: group.map(<[u8]>::to_vec),
+            is_pattern,
+        }
+    }
+
+    /// The SUBSCRIBE body it stands for.
+    pub(super) fn view(&self) -> crate::protocol::Subscription<'_> {
+        crate::protocol::Subscription {
+            queue: &self.queue,
+            event: self.event.as_deref(),
+            group: self.group.as_deref(),
+            is_pattern: self.is_pattern,
+            start: None,
+        }
+    }
 }
 
 impl ReconnectingClient {
@@ -313,6 +345,93 @@ impl ReconnectingClient {
         self.change_subscription(Op::Unsubscribe, queue.as_ref(), None)
     }
 
+    /// Joins the competing-consumer group `group` of `queue` (see [`Client::subscribe_group`];
+    /// needs [`ClientOptions::extensions`]). A resume keeps the membership on the server;
+    /// after [`Event::Lost`] it is joined again on the new session.
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_group`], and the errors that end the client.
+    pub fn subscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let kept = KeptSubscription::new(queue.as_ref(), event, Some(group.as_ref()), false);
+        self.change_extended(Op::Subscribe, kept)
+    }
+
+    /// Leaves a group joined with [`ReconnectingClient::subscribe_group`].
+    ///
+    /// # Errors
+    /// As [`ReconnectingClient::subscribe_group`].
+    pub fn unsubscribe_group(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+        group: impl AsRef<[u8]>,
+    ) -> Result<(), ClientError> {
+        let kept = KeptSubscription::new(queue.as_ref(), event, Some(group.as_ref()), false);
+        self.change_extended(Op::Unsubscribe, kept)
+    }
+
+    /// Subscribes to every queue matching `pattern` (see [`Client::subscribe_pattern`]; needs
+    /// [`ClientOptions::extensions`]); made again on the new session after [`Event::Lost`].
+    ///
+    /// # Errors
+    /// As [`Client::subscribe_pattern`], and the errors that end the client.
+    pub fn subscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        let kept = KeptSubscription::new(pattern.as_ref(), event, None, true);
+        self.change_extended(Op::Subscribe, kept)
+    }
+
+    /// Removes a subscription made with [`ReconnectingClient::subscribe_pattern`].
+    ///
+    /// # Errors
+    /// As [`ReconnectingClient::subscribe_pattern`].
+    pub fn unsubscribe_pattern(
+        &mut self,
+        pattern: impl AsRef<[u8]>,
+        event: Option<&[u8]>,
+    ) -> Result<(), ClientError> {
+        let kept = KeptSubscription::new(pattern.as_ref(), event, None, true);
+        self.change_extended(Op::Unsubscribe, kept)
+    }
+
+    fn change_extended(&mut self, op: Op, kept: KeptSubscription) -> Result<(), ClientError> {
+        if !self.client_options.extensions {
+            let text = "groups and patterns need ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
+        if kept.queue.is_empty()
+            || kept.event.as_deref() == Some(&[][..])
+            || kept.group.as_deref() == Some(&[][..])
+        {
+            return Err(ClientError::InvalidArgument("empty name"));
+        }
+        let deadline = self.deadline();
+        self.with_link(deadline, |client| client.request(op, kept.view()))?;
+        self.record_subscription(op, kept);
+        Ok(())
+    }
+
+    /// Records a subscription change the server confirmed; a LOST during the wait
+    /// re-subscribes the others and the retry makes this one.
+    fn record_subscription(&mut self, op: Op, kept: KeptSubscription) {
+        let known = self.subscriptions.iter().position(|k| *k == kept);
+        match (op, known) {
+            (Op::Subscribe, None) => self.subscriptions.push(kept),
+            (Op::Unsubscribe, Some(i)) => {
+                self.subscriptions.remove(i);
+            }
+            _ => {}
+        }
+    }
+
     /// Publishes `payload` as `event` on `queue`: keeps a copy in the outbound queue until a
     /// RECEIPT covers it, and sends it (buffered, like [`Client::publish`]). Returns its seq
     /// in the session in force; after [`Event::Lost`] the messages still held get new seqs.
@@ -331,6 +450,29 @@ impl ReconnectingClient {
         payload: impl AsRef<[u8]>,
     ) -> Result<u64, ClientError> {
         self.publish_frame(queue.as_ref(), event.as_ref(), None, payload.as_ref())
+    }
+
+    /// Like [`ReconnectingClient::publish`], with a time to live (see
+    /// [`Client::publish_with_ttl`]; needs [`ClientOptions::extensions`]). A publish resent
+    /// after a resume or a loss starts its time to live again.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidArgument`] without [`ClientOptions::extensions`]; otherwise as
+    /// [`ReconnectingClient::publish`].
+    pub fn publish_with_ttl(
+        &mut self,
+        queue: impl AsRef<[u8]>,
+        event: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+        ttl_ms: u32,
+    ) -> Result<u64, ClientError> {
+        self.publish_frame_ttl(
+            queue.as_ref(),
+            event.as_ref(),
+            None,
+            Some(ttl_ms),
+            payload.as_ref(),
+        )
     }
 
     /// Like [`ReconnectingClient::publish`], with a conflation key (see
@@ -476,21 +618,7 @@ impl ReconnectingClient {
                 .request_subscription(op, queue, event, None)
                 .map(|_| ())
         })?;
-        // Recorded once the server confirmed it; a LOST during the wait re-subscribes the
-        // others and the retry above makes this one.
-        let known = self
-            .subscriptions
-            .iter()
-            .position(|(q, e)| q == queue && e.as_deref() == event);
-        match (op, known) {
-            (Op::Subscribe, None) => self
-                .subscriptions
-                .push((queue.to_vec(), event.map(<[u8]>::to_vec))),
-            (Op::Unsubscribe, Some(i)) => {
-                self.subscriptions.remove(i);
-            }
-            _ => {}
-        }
+        self.record_subscription(op, KeptSubscription::new(queue, event, None, false));
         Ok(())
     }
 
@@ -501,6 +629,21 @@ impl ReconnectingClient {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<u64, ClientError> {
+        self.publish_frame_ttl(queue, event, key, None, payload)
+    }
+
+    fn publish_frame_ttl(
+        &mut self,
+        queue: &[u8],
+        event: &[u8],
+        key: Option<&[u8]>,
+        ttl_ms: Option<u32>,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        if ttl_ms.is_some() && !self.client_options.extensions {
+            let text = "a time to live needs ClientOptions::extensions";
+            return Err(ClientError::InvalidArgument(text));
+        }
         if let Link::Ended(cause) = &self.link {
             return Err(cause.to_error());
         }
@@ -522,19 +665,22 @@ impl ReconnectingClient {
         }
         let seq = self.last_publish_seq + 1;
         self.outbound.push(seq, queue, event, key, payload);
+        self.outbound.set_last_ttl(ttl_ms);
         self.last_publish_seq = seq;
         match &mut self.link {
-            Link::Up(client) => match client.publish_frame(queue, event, key, payload) {
-                Ok(sent) => debug_assert_eq!(sent, seq, "the connection numbers as we do"),
-                // Whatever went wrong, the connection did not take this publish: its numbering
-                // and ours now differ, so only a new connection can carry on. (A timeout is a
-                // write that made no progress for a heartbeat timeout.)
-                Err(e) if recovery(&e) == Recovery::End => {
-                    self.end(&e);
-                    return Err(e);
+            Link::Up(client) => {
+                match client.publish_frame_ttl(queue, event, key, ttl_ms, payload) {
+                    Ok(sent) => debug_assert_eq!(sent, seq, "the connection numbers as we do"),
+                    // Whatever went wrong, the connection did not take this publish: its numbering
+                    // and ours now differ, so only a new connection can carry on. (A timeout is a
+                    // write that made no progress for a heartbeat timeout.)
+                    Err(e) if recovery(&e) == Recovery::End => {
+                        self.end(&e);
+                        return Err(e);
+                    }
+                    Err(e) => self.lose_link(e.to_string()),
                 }
-                Err(e) => self.lose_link(e.to_string()),
-            },
+            }
             Link::Down { .. } => {
                 self.ensure_up(Some(Instant::now()))?;
             }

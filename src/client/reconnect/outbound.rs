@@ -22,6 +22,8 @@ pub(super) struct Outgoing {
     queue_len: u8,
     event_len: u8,
     key_len: Option<u8>,
+    /// Its time to live, if published with one (it starts again when resent after a resume).
+    pub(super) ttl_ms: Option<u32>,
 }
 
 impl Outgoing {
@@ -98,7 +100,15 @@ impl Outbound {
             queue_len: queue.len() as u8,
             event_len: event.len() as u8,
             key_len: key.map(|k| k.len() as u8),
+            ttl_ms: None,
         });
+    }
+
+    /// Gives the publish just pushed a time to live.
+    pub(super) fn set_last_ttl(&mut self, ttl_ms: Option<u32>) {
+        if let Some(last) = self.entries.back_mut() {
+            last.ttl_ms = ttl_ms;
+        }
     }
 
     /// Drops every publish with a seq ≤ `up_to` (a RECEIPT, or WELCOME's last_publish_seq).

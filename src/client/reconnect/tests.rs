@@ -208,6 +208,8 @@ fn sub_all() -> Subscription<'static> {
     Subscription {
         queue: b"db",
         event: None,
+        group: None,
+        is_pattern: false,
         start: None,
     }
 }

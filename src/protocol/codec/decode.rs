@@ -4,9 +4,10 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
-    Resume, Start, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS,
-    HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, START_LAST, START_OLDEST, START_POSITION,
-    SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_START,
+    Resume, Start, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL, ERROR_REF_OP,
+    HELLO_AUTH, HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, PUBLISH_TTL,
+    START_LAST, START_OLDEST, START_POSITION, SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP,
+    SUBSCRIBE_PATTERN, SUBSCRIBE_START,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
 use crate::protocol::{DecodeError, ErrorCode, RESUME_TOKEN_LEN};
@@ -161,11 +162,16 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
         }
         Op::Publish => {
             let seq = r.u64("seq")?;
-            let flags = r.flags(PUBLISH_CONFLATE)?;
+            let flags = r.flags(PUBLISH_CONFLATE | PUBLISH_TTL)?;
             let queue = r.name("queue")?;
             let event = r.name("event")?;
             let key = if flags & PUBLISH_CONFLATE != 0 {
                 Some(r.name("key")?)
+            } else {
+                None
+            };
+            let ttl_ms = if flags & PUBLISH_TTL != 0 {
+                Some(r.u32("ttl_ms")?)
             } else {
                 None
             };
@@ -174,13 +180,21 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
                 queue,
                 event,
                 key,
+                ttl_ms,
                 payload: r.rest(),
             })
         }
         Op::Subscribe | Op::Unsubscribe | Op::Subscribed | Op::Unsubscribed => {
-            let flags = r.flags(SUBSCRIBE_ALL_EVENTS | SUBSCRIBE_START)?;
+            let flags = r.flags(
+                SUBSCRIBE_ALL_EVENTS | SUBSCRIBE_GROUP | SUBSCRIBE_PATTERN | SUBSCRIBE_START,
+            )?;
             let queue = r.name("queue")?;
             let event = r.name("event")?;
+            let group = if flags & SUBSCRIBE_GROUP != 0 {
+                Some(r.name("group")?)
+            } else {
+                None
+            };
             let start = if flags & SUBSCRIBE_START == 0 {
                 None
             } else if matches!(op, Op::Subscribe | Op::Subscribed) {
@@ -215,6 +229,8 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             let sub = Subscription {
                 queue,
                 event,
+                group,
+                is_pattern: flags & SUBSCRIBE_PATTERN != 0,
                 start,
             };
             match op {
@@ -281,14 +297,27 @@ fn parse_body(op: Op, body: &[u8]) -> Result<Frame<'_>, DecodeError> {
             r.finish()?;
             Frame::Welcome(welcome)
         }
-        Op::Deliver => Frame::Deliver(Deliver {
-            seq: r.u64("seq")?,
-            message_id: r.u64("message_id")?,
-            flags: r.u8("flags")?,
-            queue: r.name("queue")?,
-            event: r.name("event")?,
-            payload: r.rest(),
-        }),
+        Op::Deliver => {
+            let seq = r.u64("seq")?;
+            let message_id = r.u64("message_id")?;
+            let flags = r.u8("flags")?;
+            let queue = r.name("queue")?;
+            let event = r.name("event")?;
+            let delivery_count = if flags & DELIVER_DELIVERY_COUNT != 0 {
+                Some(r.u16("delivery_count")?)
+            } else {
+                None
+            };
+            Frame::Deliver(Deliver {
+                seq,
+                message_id,
+                flags,
+                queue,
+                event,
+                delivery_count,
+                payload: r.rest(),
+            })
+        }
         Op::Receipt => {
             let seq = r.u64("seq")?;
             r.finish()?;

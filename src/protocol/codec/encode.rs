@@ -3,8 +3,9 @@
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::protocol::frame::{
-    Dropped, Frame, Hello, Publish, Subscription, Welcome, ERROR_FATAL, ERROR_REF_OP, HELLO_AUTH,
-    HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN, PUBLISH_CONFLATE, SUBSCRIBE_ALL_EVENTS,
+    Dropped, Frame, Hello, Publish, Subscription, Welcome, DELIVER_DELIVERY_COUNT, ERROR_FATAL,
+    ERROR_REF_OP, HELLO_AUTH, HELLO_EXTENSIONS, HELLO_RESUME, MAX_AUTH_SECRET_LEN,
+    PUBLISH_CONFLATE, PUBLISH_TTL, SUBSCRIBE_ALL_EVENTS, SUBSCRIBE_GROUP, SUBSCRIBE_PATTERN,
     SUBSCRIBE_START,
 };
 use crate::protocol::header::{FrameHeader, Op, HEADER_LEN, LEN_PREFIX_LEN};
@@ -83,10 +84,11 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             encode_welcome(welcome, out);
             Ok(())
         }
-        Frame::Deliver(ref d) => encode_deliver(
+        Frame::Deliver(ref d) => encode_deliver_counted(
             d.seq,
             d.message_id,
             d.flags,
+            d.delivery_count,
             d.queue,
             d.event,
             d.payload,
@@ -184,20 +186,37 @@ pub fn encode_publish(publish: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), En
         }
         None => 0,
     };
-    let body =
-        8 + 1 + 1 + publish.queue.len() + 1 + publish.event.len() + key_len + publish.payload.len();
+    let ttl_len = if publish.ttl_ms.is_some() { 4 } else { 0 };
+    let body = 8
+        + 1
+        + 1
+        + publish.queue.len()
+        + 1
+        + publish.event.len()
+        + key_len
+        + ttl_len
+        + publish.payload.len();
     check_total(body)?;
     FrameHeader::write(Op::Publish, body, out);
     put_u64(out, publish.seq);
-    out.push(if publish.key.is_some() {
+    let conflate = if publish.key.is_some() {
         PUBLISH_CONFLATE
     } else {
         0
-    });
+    };
+    let ttl = if publish.ttl_ms.is_some() {
+        PUBLISH_TTL
+    } else {
+        0
+    };
+    out.push(conflate | ttl);
     put_name(out, publish.queue);
     put_name(out, publish.event);
     if let Some(key) = publish.key {
         put_name(out, key);
+    }
+    if let Some(ttl_ms) = publish.ttl_ms {
+        out.extend_from_slice(&ttl_ms.to_be_bytes());
     }
     out.extend_from_slice(publish.payload);
     Ok(())
@@ -215,6 +234,13 @@ pub fn encode_subscription(
     check_name(sub.queue)?;
     let event = sub.event.unwrap_or_default();
     check_name(event)?;
+    let group_len = match sub.group {
+        Some(group) => {
+            check_name(group)?;
+            1 + group.len()
+        }
+        None => 0,
+    };
     // START only in SUBSCRIBE (9 bytes) and SUBSCRIBED (25 bytes).
     let start = sub
         .start
@@ -224,19 +250,27 @@ pub fn encode_subscription(
         (Some(_), Op::Subscribed) => 25,
         (Some(_), _) => 9,
     };
-    let body = 1 + 1 + sub.queue.len() + 1 + event.len() + start_len;
+    let body = 1 + 1 + sub.queue.len() + 1 + event.len() + group_len + start_len;
     FrameHeader::write(op, body, out);
-    let mut flags = if sub.event.is_none() {
-        SUBSCRIBE_ALL_EVENTS
-    } else {
-        0
-    };
+    let mut flags = 0;
+    if sub.event.is_none() {
+        flags |= SUBSCRIBE_ALL_EVENTS;
+    }
+    if sub.group.is_some() {
+        flags |= SUBSCRIBE_GROUP;
+    }
+    if sub.is_pattern {
+        flags |= SUBSCRIBE_PATTERN;
+    }
     if start.is_some() {
         flags |= SUBSCRIBE_START;
     }
     out.push(flags);
     put_name(out, sub.queue);
     put_name(out, event);
+    if let Some(group) = sub.group {
+        put_name(out, group);
+    }
     if let Some(start) = start {
         out.push(start.from);
         out.extend_from_slice(&start.value.to_be_bytes());
@@ -322,9 +356,33 @@ pub fn encode_deliver(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    encode_deliver_counted(seq, message_id, flags, None, queue, event, payload, out)
+}
+
+/// Appends DELIVER with an optional delivery count (protocol.md §DELIVER, DELIVERY_COUNT): the
+/// flag is set exactly when `delivery_count` is `Some`, whatever `flags` says.
+///
+/// # Errors
+/// As [`encode_deliver`].
+#[allow(clippy::too_many_arguments)]
+pub fn encode_deliver_counted(
+    seq: u64,
+    message_id: u64,
+    flags: u8,
+    delivery_count: Option<u16>,
+    queue: &[u8],
+    event: &[u8],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     check_name(queue)?;
     check_name(event)?;
-    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + payload.len();
+    let count_len = if delivery_count.is_some() { 2 } else { 0 };
+    let flags = match delivery_count {
+        Some(_) => flags | DELIVER_DELIVERY_COUNT,
+        None => flags & !DELIVER_DELIVERY_COUNT,
+    };
+    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + count_len + payload.len();
     check_total(body)?;
     // One reservation and a stack-built fixed part: this runs once per subscriber per message.
     out.reserve(LEN_PREFIX_LEN + HEADER_LEN + body);
@@ -341,6 +399,9 @@ pub fn encode_deliver(
     out.extend_from_slice(queue);
     out.push(event.len() as u8);
     out.extend_from_slice(event);
+    if let Some(count) = delivery_count {
+        put_u16(out, count);
+    }
     out.extend_from_slice(payload);
     Ok(())
 }

@@ -5,16 +5,18 @@
 use std::collections::BTreeSet;
 
 use super::support::{
-    decode_all, example_welcome, repo_path, Owned, OwnedError, OwnedHello, EXAMPLE_TOKEN,
+    decode_all, example_welcome, repo_path, Owned, OwnedDeliver, OwnedError, OwnedHello,
+    OwnedPublish, OwnedSubscription, EXAMPLE_TOKEN,
 };
 use crate::protocol::codec::decode;
 use crate::protocol::frame::{
-    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_REDELIVERED, DROPPED_CONFLATED,
-    OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED, START_POSITION,
+    AuthMethod, Dropped, Frame, Resume, Welcome, DELIVER_DELIVERY_COUNT, DELIVER_REDELIVERED,
+    DROPPED_CONFLATED, OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED, START_POSITION,
 };
 use crate::protocol::header::Op;
 use crate::protocol::stats::{
-    ClosedSessionStats, QueueStats, ServerStats, SessionStats, StatsReport, SubscriptionStats,
+    ClosedSessionStats, GroupStats, PatternStats, QueueStats, ServerStats, SessionStats,
+    StatsReport, SubscriptionStats,
 };
 use crate::protocol::{ErrorCode, Start, MAX_FRAME_LEN, RESUME_TOKEN_LEN};
 
@@ -118,6 +120,11 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
                 queue: "db".to_owned(),
                 event: Some("update".to_owned()),
             }],
+            patterns: vec![PatternStats {
+                pattern: "orders.>".to_owned(),
+                event: Some("created".to_owned()),
+                queues: 2,
+            }],
             detached_ms: Some(1),
             expires_in_ms: Some(1),
             ..SessionStats::default()
@@ -125,6 +132,10 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
         queues: vec![QueueStats::default()],
         sessions_omitted: 0,
         closed_sessions: vec![ClosedSessionStats::default()],
+        groups: vec![GroupStats {
+            event: Some("resize".to_owned()),
+            ..GroupStats::default()
+        }],
     };
     let json = serde_json::to_value(&report).unwrap();
     let mut from_code = Vec::new();
@@ -300,6 +311,53 @@ pub(super) fn worked_example() -> Vec<(&'static str, Owned)> {
             Owned::Welcome(Welcome {
                 reconnect_keep_alive_ms: Some(60_000),
                 ..welcome
+            })
+        }),
+        ("SUBSCRIBE with GROUP", {
+            let Owned::Subscription { op, sub } = Owned::subscription(Op::Subscribe, b"jobs", None)
+            else {
+                unreachable!()
+            };
+            Owned::Subscription {
+                op,
+                sub: OwnedSubscription {
+                    group: Some(b"w".to_vec()),
+                    ..sub
+                },
+            }
+        }),
+        ("PUBLISH with TTL", {
+            let Owned::Publish(publish) = Owned::publish(3, b"px", b"", None, b"1.08") else {
+                unreachable!()
+            };
+            Owned::Publish(OwnedPublish {
+                ttl_ms: Some(5_000),
+                ..publish
+            })
+        }),
+        ("SUBSCRIBE with PATTERN", {
+            let Owned::Subscription { op, sub } =
+                Owned::subscription(Op::Subscribe, b"orders.>", None)
+            else {
+                unreachable!()
+            };
+            Owned::Subscription {
+                op,
+                sub: OwnedSubscription {
+                    is_pattern: true,
+                    ..sub
+                },
+            }
+        }),
+        ("DELIVER with DELIVERY_COUNT", {
+            let Owned::Deliver(deliver) =
+                Owned::deliver(9, 4, DELIVER_DELIVERY_COUNT, b"jobs", b"", b"hi")
+            else {
+                unreachable!()
+            };
+            Owned::Deliver(OwnedDeliver {
+                delivery_count: Some(3),
+                ..deliver
             })
         }),
         (

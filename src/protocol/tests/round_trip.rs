@@ -8,9 +8,10 @@ use super::support::{
     publish, subscription, welcome, Owned,
 };
 use crate::protocol::codec::{
-    decode, encode, encode_ack, encode_deliver, encode_dropped, encode_empty, encode_error,
-    encode_goodbye, encode_hello, encode_ping, encode_publish, encode_receipt, encode_subscription,
-    encode_welcome, EncodeError, MAX_TEXT_LEN, WELCOME_BODY_LEN,
+    decode, encode, encode_ack, encode_deliver, encode_deliver_counted, encode_dropped,
+    encode_empty, encode_error, encode_goodbye, encode_hello, encode_ping, encode_publish,
+    encode_receipt, encode_subscription, encode_welcome, EncodeError, MAX_TEXT_LEN,
+    WELCOME_BODY_LEN,
 };
 use crate::protocol::frame::{
     Ack, AckSeqs, ErrorFrame, Frame, Goodbye, Hello, Publish, Resume, Subscription, OUTCOME_NEW,
@@ -106,8 +107,15 @@ proptest! {
             Owned::Bye => encode_empty(Op::Bye, &mut specific),
             Owned::Stats => encode_empty(Op::Stats, &mut specific),
             Owned::Welcome(w) => encode_welcome(w, &mut specific),
-            Owned::Deliver(d) => encode_deliver(
-                d.seq, d.message_id, d.flags, &d.queue, &d.event, &d.payload, &mut specific,
+            Owned::Deliver(d) => encode_deliver_counted(
+                d.seq,
+                d.message_id,
+                d.flags,
+                d.delivery_count,
+                &d.queue,
+                &d.event,
+                &d.payload,
+                &mut specific,
             )
             .unwrap(),
             Owned::Receipt(seq) => encode_receipt(*seq, &mut specific),
@@ -189,6 +197,7 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
             queue,
             event,
             key,
+            ttl_ms: None,
             payload: b"p",
         };
         assert_eq!(
@@ -200,6 +209,8 @@ fn names_longer_than_255_bytes_are_refused_and_nothing_is_written() {
         let sub = Subscription {
             queue,
             event,
+            group: None,
+            is_pattern: false,
             start: None,
         };
         let result = encode_subscription(Op::Subscribe, &sub, &mut out);

@@ -8,8 +8,8 @@ use proptest::test_runner::RngSeed;
 use crate::protocol::codec::{decode, encode, MAX_TEXT_LEN};
 use crate::protocol::frame::{
     Ack, AckSeqs, Auth, AuthMethod, Deliver, Dropped, ErrorFrame, Frame, Goodbye, Hello, Publish,
-    Resume, Subscription, Welcome, DROPPED_CONFLATED, MAX_AUTH_SECRET_LEN, OUTCOME_LOST,
-    OUTCOME_NEW,
+    Resume, Subscription, Welcome, DELIVER_DELIVERY_COUNT, DROPPED_CONFLATED, MAX_AUTH_SECRET_LEN,
+    OUTCOME_LOST, OUTCOME_NEW,
 };
 use crate::protocol::header::Op;
 use crate::protocol::{ErrorCode, Start, MAX_FRAME_LEN, MAX_NAME_LEN, RESUME_TOKEN_LEN, VERSION};
@@ -54,6 +54,7 @@ pub(super) struct OwnedPublish {
     pub(super) queue: Vec<u8>,
     pub(super) event: Vec<u8>,
     pub(super) key: Option<Vec<u8>>,
+    pub(super) ttl_ms: Option<u32>,
     pub(super) payload: Vec<u8>,
 }
 
@@ -61,6 +62,8 @@ pub(super) struct OwnedPublish {
 pub(super) struct OwnedSubscription {
     pub(super) queue: Vec<u8>,
     pub(super) event: Option<Vec<u8>>,
+    pub(super) group: Option<Vec<u8>>,
+    pub(super) is_pattern: bool,
     pub(super) start: Option<Start>,
 }
 
@@ -79,6 +82,7 @@ pub(super) struct OwnedDeliver {
     pub(super) flags: u8,
     pub(super) queue: Vec<u8>,
     pub(super) event: Vec<u8>,
+    pub(super) delivery_count: Option<u16>,
     pub(super) payload: Vec<u8>,
 }
 
@@ -127,6 +131,7 @@ impl Owned {
                 flags: d.flags,
                 queue: &d.queue,
                 event: &d.event,
+                delivery_count: d.delivery_count,
                 payload: &d.payload,
             }),
             Owned::Receipt(seq) => Frame::Receipt(*seq),
@@ -188,6 +193,7 @@ impl Owned {
             queue: queue.to_vec(),
             event: event.to_vec(),
             key: key.map(<[u8]>::to_vec),
+            ttl_ms: None,
             payload: payload.to_vec(),
         })
     }
@@ -198,6 +204,8 @@ impl Owned {
             sub: OwnedSubscription {
                 queue: queue.to_vec(),
                 event: event.map(<[u8]>::to_vec),
+                group: None,
+                is_pattern: false,
                 start: None,
             },
         }
@@ -209,6 +217,8 @@ impl Owned {
             sub: OwnedSubscription {
                 queue: queue.to_vec(),
                 event: None,
+                group: None,
+                is_pattern: false,
                 start: Some(start),
             },
         }
@@ -233,6 +243,7 @@ impl Owned {
             flags,
             queue: queue.to_vec(),
             event: event.to_vec(),
+            delivery_count: None,
             payload: payload.to_vec(),
         })
     }
@@ -289,6 +300,7 @@ impl OwnedPublish {
             queue: &self.queue,
             event: &self.event,
             key: self.key.as_deref(),
+            ttl_ms: self.ttl_ms,
             payload: &self.payload,
         }
     }
@@ -299,6 +311,8 @@ impl OwnedSubscription {
         Subscription {
             queue: &self.queue,
             event: self.event.as_deref(),
+            group: self.group.as_deref(),
+            is_pattern: self.is_pattern,
             start: self.start,
         }
     }
@@ -400,14 +414,16 @@ pub(super) fn publish() -> impl Strategy<Value = Owned> {
         name_bytes(),
         name_bytes(),
         prop::option::of(name_bytes()),
+        prop::option::of(any::<u32>()),
         bytes(0..=256),
     )
-        .prop_map(|(seq, queue, event, key, payload)| {
+        .prop_map(|(seq, queue, event, key, ttl_ms, payload)| {
             Owned::Publish(OwnedPublish {
                 seq,
                 queue,
                 event,
                 key,
+                ttl_ms,
                 payload,
             })
         })
@@ -424,15 +440,21 @@ pub(super) fn subscription() -> impl Strategy<Value = Owned> {
         prop::sample::select(OPS),
         name_bytes(),
         prop::option::of(name_bytes()),
+        prop::option::of(name_bytes()),
+        any::<bool>(),
     )
-        .prop_map(|(op, queue, event)| Owned::Subscription {
-            op,
-            sub: OwnedSubscription {
-                queue,
-                event,
-                start: None,
+        .prop_map(
+            |(op, queue, event, group, is_pattern)| Owned::Subscription {
+                op,
+                sub: OwnedSubscription {
+                    queue,
+                    event,
+                    group,
+                    is_pattern,
+                    start: None,
+                },
             },
-        })
+        )
 }
 
 pub(super) fn ack() -> impl Strategy<Value = Owned> {
@@ -489,18 +511,27 @@ pub(super) fn deliver() -> impl Strategy<Value = Owned> {
         any::<u8>(),
         name_bytes(),
         name_bytes(),
+        prop::option::of(any::<u16>()),
         bytes(0..=256),
     )
-        .prop_map(|(seq, message_id, flags, queue, event, payload)| {
-            Owned::Deliver(OwnedDeliver {
-                seq,
-                message_id,
-                flags,
-                queue,
-                event,
-                payload,
-            })
-        })
+        .prop_map(
+            |(seq, message_id, flags, queue, event, delivery_count, payload)| {
+                // The encoder sets DELIVERY_COUNT exactly when a count is given.
+                let flags = match delivery_count {
+                    Some(_) => flags | DELIVER_DELIVERY_COUNT,
+                    None => flags & !DELIVER_DELIVERY_COUNT,
+                };
+                Owned::Deliver(OwnedDeliver {
+                    seq,
+                    message_id,
+                    flags,
+                    queue,
+                    event,
+                    delivery_count,
+                    payload,
+                })
+            },
+        )
 }
 
 pub(super) fn error_frame() -> impl Strategy<Value = Owned> {

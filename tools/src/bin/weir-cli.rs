@@ -145,12 +145,24 @@ struct PubArgs {
     /// one still waiting to be sent to a subscriber.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
+    /// Time to live in ms: a subscriber not sent the message this long after the server
+    /// accepted it never gets it (needs a server with EXTENSIONS, protocol.md §Time to live).
+    #[arg(long, value_name = "MS", conflicts_with = "key")]
+    ttl: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 struct SubArgs {
-    /// Queue to subscribe to.
+    /// Queue to subscribe to (a pattern with --pattern).
     queue: String,
+    /// Join the competing-consumer group NAME: each message goes to one member of the group
+    /// (protocol.md §Groups).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// QUEUE is a pattern: `.`-separated levels, `*` one level, a last `>` one or more
+    /// (`orders.>`); without it `*` and `>` are ordinary characters of a queue name.
+    #[arg(long, conflicts_with = "group")]
+    pattern: bool,
     /// Events to subscribe to; none means every event of the queue.
     events: Vec<String>,
     /// Exit after N messages (otherwise run until killed or the server ends the session).

@@ -48,6 +48,7 @@ impl Message {
             queue: QUEUES[self.queue].to_owned(),
             event: EVENTS[self.event].to_owned(),
             payload: self.payload(),
+            delivery_count: None,
         })
     }
 }

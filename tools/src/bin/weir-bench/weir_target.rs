@@ -81,6 +81,8 @@ impl Adapter for WeirAdapter {
         let subscription = Subscription {
             queue: &self.queue,
             event: None,
+            group: None,
+            is_pattern: false,
             start: None,
         };
         // Cannot fail: the queue name is checked by clap to fit (see `check_topic`).
@@ -94,6 +96,7 @@ impl Adapter for WeirAdapter {
             queue: &self.queue,
             event: b"",
             key: None,
+            ttl_ms: None,
             payload,
         };
         // Cannot fail: names fit and payloads are far below u32::MAX.

@@ -43,6 +43,7 @@ pub(crate) fn client_options(cli: &Cli) -> ClientOptions {
         timeout: Some(cli.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         // Checked in `main`.
         auth: credentials(cli).ok().flatten(),
+        extensions: false,
     }
 }
 
@@ -96,9 +97,17 @@ pub(crate) fn connect(cli: &Cli) -> Result<Client, Failure> {
 
 /// A client for `pub` and `sub`: it reconnects and resumes after a cut, with the library's
 /// default backoff and limits.
-pub(crate) fn connect_reconnecting(cli: &Cli) -> Result<ReconnectingClient, Failure> {
+/// HELLO sets EXTENSIONS when `extensions` (groups, patterns, time
+/// to live; an older server refuses the flag, so it is set only when asked for).
+pub(crate) fn connect_reconnecting_with(
+    cli: &Cli,
+    extensions: bool,
+) -> Result<ReconnectingClient, Failure> {
     let options = ReconnectOptions::default();
-    let client_options = client_options(cli);
+    let client_options = ClientOptions {
+        extensions,
+        ..client_options(cli)
+    };
     let server = cli.server.as_str();
     match tls_options(cli) {
         Some(tls) => ReconnectingClient::connect_tls(server, &client_options, &tls, &options),

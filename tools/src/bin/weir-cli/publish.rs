@@ -72,12 +72,17 @@ pub(crate) fn publish(
     plan: &PubPlan,
     stop: &Stop,
 ) -> Result<(), Failure> {
-    let mut client = connect_reconnecting(cli)?;
+    let mut client = connect_reconnecting_with(cli, args.ttl.is_some())?;
     let publish_one = |client: &mut ReconnectingClient, payload: &[u8]| {
         for _ in 0..args.count {
-            match &args.key {
-                Some(key) => client.publish_conflated(&plan.queue, &plan.event, key, payload)?,
-                None => client.publish(&plan.queue, &plan.event, payload)?,
+            match (&args.key, args.ttl) {
+                (_, Some(ttl)) => {
+                    client.publish_with_ttl(&plan.queue, &plan.event, payload, ttl)?
+                }
+                (Some(key), None) => {
+                    client.publish_conflated(&plan.queue, &plan.event, key, payload)?
+                }
+                (None, None) => client.publish(&plan.queue, &plan.event, payload)?,
             };
             report_reconnections(client);
         }

@@ -113,6 +113,16 @@ pub(crate) fn summarize(report: &StatsReport, own: u64) -> String {
         server.messages_dropped_session_closed,
         server.messages_duplicate
     );
+    if server.messages_expired > 0 || server.messages_dead_lettered > 0 {
+        text += &format!(
+            "  {} expired, {} dead-lettered ({} of them dropped), {} given to another group \
+             member\n",
+            server.messages_expired,
+            server.messages_dead_lettered,
+            server.messages_dropped_max_deliveries,
+            server.messages_group_redelivered,
+        );
+    }
     text += &format!(
         "  stored: {} messages, {} bytes\n",
         server.stored_messages, server.stored_bytes
@@ -163,6 +173,26 @@ pub(crate) fn summarize(report: &StatsReport, own: u64) -> String {
             if queue.conflate { ", conflating" } else { "" },
         );
     }
+
+    if !report.groups.is_empty() {
+        text += &format!("\ngroups ({}):\n", report.groups.len());
+        for group in &report.groups {
+            let filter = group.event.as_deref().unwrap_or("all events");
+            text += &format!(
+                "  {} on {} ({filter}): {}, {} unassigned, {} in flight; {} assigned, {} acked, \
+                 {} redelivered, {} dead-lettered\n",
+                group.name,
+                group.queue,
+                plural(group.members, "member", "members"),
+                group.unassigned,
+                group.in_flight,
+                group.assigned,
+                group.acked,
+                group.redelivered,
+                group.dead_lettered,
+            );
+        }
+    }
     text
 }
 
@@ -174,6 +204,10 @@ pub(crate) fn summarize_session(session: &SessionStats, is_own: bool) -> String 
             Some(event) => format!("{}:{event}", sub.queue),
             None => format!("{} (all events)", sub.queue),
         })
+        .chain(session.patterns.iter().map(|p| match &p.event {
+            Some(event) => format!("pattern {}:{event} ({} queues)", p.pattern, p.queues),
+            None => format!("pattern {} (all events, {} queues)", p.pattern, p.queues),
+        }))
         .collect();
     let subscriptions = if subscriptions.is_empty() {
         String::from("none")
@@ -196,10 +230,19 @@ pub(crate) fn summarize_session(session: &SessionStats, is_own: bool) -> String 
     if is_own {
         place += " (this request)";
     }
+    let dropped = &session.dropped;
+    let dropped = if dropped.expired > 0 || dropped.dead_lettered > 0 {
+        format!(
+            "    dropped: {} conflated, {} expired, {} dead-lettered\n",
+            dropped.conflated, dropped.expired, dropped.dead_lettered
+        )
+    } else {
+        String::new()
+    };
     format!(
         "  #{} {:?} {}\n    subscriptions: {}\n    queue: {}, {} bytes ({} in flight, {} \
          pending)\n    published {} (last seq {}), delivered {} (last seq {}), acked {}, \
-         conflated {}\n",
+         conflated {}\n{dropped}",
         hex_id::format(session.session_id),
         session.client_name,
         place,

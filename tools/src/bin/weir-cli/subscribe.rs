@@ -58,12 +58,18 @@ pub(crate) fn reconnection_notice(event: &Event) -> Option<String> {
 }
 
 pub(crate) fn subscribe(cli: &Cli, args: &SubArgs, stop: &Stop) -> Result<(), Failure> {
-    let mut client = connect_reconnecting(cli)?;
-    if args.events.is_empty() {
-        client.subscribe_all(&args.queue)?;
+    let mut client = connect_reconnecting_with(cli, args.group.is_some() || args.pattern)?;
+    let events: Vec<Option<&[u8]>> = if args.events.is_empty() {
+        vec![None]
     } else {
-        for event in &args.events {
-            client.subscribe(&args.queue, event)?;
+        args.events.iter().map(|e| Some(e.as_bytes())).collect()
+    };
+    for event in events {
+        match (&args.group, args.pattern, event) {
+            (Some(group), _, event) => client.subscribe_group(&args.queue, event, group)?,
+            (None, true, event) => client.subscribe_pattern(&args.queue, event)?,
+            (None, false, None) => client.subscribe_all(&args.queue)?,
+            (None, false, Some(event)) => client.subscribe(&args.queue, event)?,
         }
     }
     let format = if args.json {

@@ -97,6 +97,7 @@ fn the_summary_shows_sessions_with_subscriptions_and_queues() {
         }],
         sessions_omitted: 1,
         closed_sessions: Vec::new(),
+        groups: Vec::new(),
     };
     let text = summarize(&report, 4);
     assert!(
@@ -237,6 +238,7 @@ fn plain_output_escapes_newlines_and_json_output_keeps_the_bytes() {
         queue: b"db",
         event: b"",
         payload: b"a\nb\\c\r",
+        delivery_count: None,
     };
     let mut out = Vec::new();
     print_delivery(&mut out, Format::Plain { verbose: 0 }, &deliver).unwrap();
