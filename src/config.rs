@@ -98,6 +98,28 @@ pub struct Config {
     /// Most sessions, detached ones included; a HELLO that would create one more gets
     /// ERROR(SERVER_BUSY). Default 20,000.
     pub max_sessions: usize,
+    /// Most sessions (detached ones included) one identity may hold: a user name, or for
+    /// anonymous sessions nobody (the address limit applies). At the limit the identity's own
+    /// oldest detached session is evicted first; with none, HELLO gets ERROR(LIMIT_EXCEEDED).
+    /// Default 2,000 (a tenth of `max_sessions`), so one client cannot take them all.
+    pub max_sessions_per_identity: usize,
+    /// Most sessions one source address may hold (the PROXY header's address when there is
+    /// one), same rule. Default 2,000.
+    pub max_sessions_per_address: usize,
+    /// Most live queues one identity may have created (a queue lives while it has subscribers
+    /// or stored messages, or is declared). Default 10,000 (a tenth of `max_queues`).
+    pub max_queues_per_identity: usize,
+    /// Most live queues one source address may have created. Default 10,000.
+    pub max_queues_per_address: usize,
+    /// Memory the broker may use for stored payloads (as allocated), queue nodes, session
+    /// state and connection input buffers. Near it (7/8) publishers are not read; past it the
+    /// largest consumers are closed with MEMORY_LIMIT. Default 0: a quarter of physical
+    /// memory, read once at startup.
+    pub max_memory_bytes: u64,
+    /// A reload that widens access (allows anonymous HELLOs, removes users or permissions,
+    /// drops TLS from a listener) is refused unless the new file sets this to true; applied,
+    /// it is logged at warning level with what changed. Default false.
+    pub reload_widens_access: bool,
     /// PEM certificate chain for TLS; with `tls_key`, every listener without its own setting
     /// speaks TLS. Default none (plain TCP).
     pub tls_cert: Option<PathBuf>,
@@ -340,6 +362,12 @@ impl Default for Config {
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_sessions: 20_000,
+            max_sessions_per_identity: 2_000,
+            max_sessions_per_address: 2_000,
+            max_queues_per_identity: 10_000,
+            max_queues_per_address: 10_000,
+            max_memory_bytes: 0,
+            reload_widens_access: false,
             tls_cert: None,
             tls_key: None,
             metrics_listen: None,
@@ -452,6 +480,19 @@ impl Config {
             ("max_subscriptions", self.max_subscriptions as u64),
             ("max_name_len", self.max_name_len as u64),
             ("max_sessions", self.max_sessions as u64),
+            (
+                "max_sessions_per_identity",
+                self.max_sessions_per_identity as u64,
+            ),
+            (
+                "max_sessions_per_address",
+                self.max_sessions_per_address as u64,
+            ),
+            (
+                "max_queues_per_identity",
+                self.max_queues_per_identity as u64,
+            ),
+            ("max_queues_per_address", self.max_queues_per_address as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));
