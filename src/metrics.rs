@@ -236,6 +236,15 @@ declare_metrics! {
             "HELLOs held back by the failed-authentication slowdown.";
         not_authorized = "weir_not_authorized_total", Count,
             "PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.";
+        sessions_evicted = "weir_sessions_evicted_total", Count,
+            "Detached sessions ended with SESSION_EVICTED to make room for a newer session of \
+             the same identity or address.";
+        memory_pauses = "weir_memory_pauses_total", Count,
+            "Times a publisher's reading was paused because memory was near max_memory_bytes.";
+        memory_limit_closes = "weir_memory_limit_closes_total", Count,
+            "Sessions closed with MEMORY_LIMIT (largest first) past max_memory_bytes.";
+        partial_frame_timeouts = "weir_partial_frame_timeouts_total", Count,
+            "Connections closed because a frame stayed incomplete for heartbeat_timeout.";
         bytes_in = "weir_read_bytes_total", Bytes,
             "Bytes read from client sockets.";
         bytes_out = "weir_written_bytes_total", Bytes,
@@ -254,6 +263,11 @@ declare_metrics! {
             "Payload bytes stored now.";
         sessions_detached_now = "weir_sessions_detached_now", Count,
             "Sessions detached now, waiting for a resume.";
+        memory_bytes = "weir_memory_bytes", Bytes,
+            "Memory charged to max_memory_bytes now: stored payloads as allocated, queue nodes, \
+             sessions, connection input and control output.";
+        max_memory_bytes = "weir_max_memory_bytes", Bytes,
+            "The memory budget in force (max_memory_bytes).";
     }
     families {
         Metric {

@@ -33,7 +33,7 @@ impl Server {
     /// # Errors
     /// `InvalidInput` for an invalid config; the OS error (naming the address) if an address
     /// cannot be bound.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
         let invalid = |e: crate::config::ConfigError| {
             io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
         };
@@ -72,6 +72,14 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
         handle.set_metrics_addr(metrics_addr);
+        if config.max_memory_bytes == 0 {
+            // The core gets a number; the machine is read here, once.
+            config.max_memory_bytes = physical_memory_bytes().map_or(0, |bytes| bytes / 4);
+            log::info!(
+                "max_memory_bytes = {} (a quarter of physical memory)",
+                config.max_memory_bytes
+            );
+        }
         let broker = Broker::new(config, system_origin()?);
         let mut event_loop = EventLoop::new(poll, listeners, broker, settings, commands);
         event_loop.http = http;
@@ -155,4 +163,12 @@ fn system_origin() -> io::Result<Origin> {
         unix: SystemTime::now(),
         seed,
     })
+}
+
+/// Physical memory from `/proc/meminfo` (`MemTotal`), if it can be read.
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -66,7 +66,9 @@ pub(super) struct ConnFlow {
     pub(super) is_deferred: bool,
     /// On `Flow::paused`.
     pub(super) is_pause_listed: bool,
-    /// Reading is paused until then (rate limit or failed-auth slowdown); kept after the pause
+    /// Paused by memory back-pressure ([`super::memory`]); counted once per episode.
+    pub(super) is_memory_paused: bool,
+    /// Reading is paused until then (rate limit, failed-auth slowdown or memory); kept after the pause
     /// ends to tell one throttling episode from the next.
     pub(super) paused_until: Option<Instant>,
     /// Publish rate limiting; `None` while the connection has never been charged and its
@@ -128,6 +130,7 @@ impl Broker {
         self.now = now;
         let is_draining = self.flow.is_draining && self.may_drain();
         let may_defer = is_draining && self.may_defer_read(conn);
+        let is_memory_high = self.is_memory_paused_now(conn);
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return Intake::Closed;
         };
@@ -142,6 +145,11 @@ impl Broker {
             list_deferred(&mut self.flow, state, conn);
             return Intake::Hold;
         }
+        if is_memory_high {
+            self.pause_for_memory(conn);
+            return self.intake_after(conn, Some(Stop::Paused));
+        }
+        state.flow.is_memory_paused = false;
         state.flow.read_bytes = 0;
         let has_input = !state.input.is_empty();
         self.flow.queued = 0;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 
 use super::auth::Admission;
+use super::owners::Owner;
 use super::queue::SessionQueue;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
@@ -122,6 +123,10 @@ impl Tombstones {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<&Tombstone> {
         self.by_id.get(&id)
     }
@@ -200,12 +205,17 @@ impl Broker {
                 Err(lost) => Some(lost),
             },
         };
-        if self.sessions.len() >= self.config.max_sessions {
-            // Detached sessions count: they hold queues and may come back.
-            let text = "max_sessions reached (detached sessions included)";
-            self.fail(conn, ErrorCode::ServerBusy, 0, text);
+        let peer = self
+            .conn(conn)
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+                c.peer.ip()
+            });
+        let owner = Owner::new(&granted.identity, peer);
+        if let Err((code, text)) = self.make_room_for_session(&owner) {
+            self.fail(conn, code, 0, text);
             return;
         }
+        self.session_owners.add(&owner);
         let mut resume_token = [0u8; RESUME_TOKEN_LEN];
         self.entropy.fill(&mut resume_token);
         let listener = self.conn(conn).map_or(0, |c| c.listener);
@@ -234,6 +244,7 @@ impl Broker {
             redelivered: 0,
             resumes: 0,
             grant: granted,
+            owner,
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {

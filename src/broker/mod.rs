@@ -27,7 +27,9 @@ mod flow;
 mod heartbeat;
 mod hello;
 mod intake;
+mod memory;
 mod origin;
+mod owners;
 mod publish;
 mod queue;
 mod reload;
@@ -67,6 +69,7 @@ use close::CLOSE_COUNTERS;
 use flow::{ConnFlow, Flow, PublishBuckets};
 use hello::Tombstones;
 use origin::Entropy;
+use owners::Tally;
 use queue::Nodes;
 use routes::Routes;
 use session::Session;
@@ -127,6 +130,15 @@ pub struct Broker {
     /// What every anonymous session is granted, shared: `[0]` on other listeners, `[1]` (with
     /// STATS) on loopback ones.
     anonymous_grants: [Arc<Grant>; 2],
+    /// Live sessions per identity and source address (`max_sessions_per_*`).
+    session_owners: Tally,
+    /// Live queues per creating identity and source address (`max_queues_per_*`).
+    queue_owners: Tally,
+    /// Capacity of every connection's `input` and `control` buffers, charged to
+    /// `max_memory_bytes`.
+    buffered_bytes: usize,
+    /// Reused list of queues whose stored messages were freed (see `collect_queues`).
+    freed_queues: Vec<QueueId>,
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
     /// time then), from [`Origin`] and [`Broker::set_wall_clock`].
     wall_clock: (Instant, SystemTime),
@@ -169,8 +181,12 @@ struct ConnState {
     is_output_blocked: bool,
     ping_nonce: u64,
     /// Bytes handed to [`Broker::handle_input`] not yet decoded: a partial frame, or frames
-    /// held back by flow control. Empty (no allocation) on an idle connection.
+    /// held back by flow control. Empty (no allocation) on an idle connection. Its capacity
+    /// is charged to `max_memory_bytes` (`buffered_bytes`).
     input: Vec<u8>,
+    /// Since when `input` has started a frame not yet complete: reset whenever a frame
+    /// completes. A frame incomplete for the heartbeat timeout closes the connection.
+    partial_since: Option<Instant>,
     /// Budgets, pauses and which held-back list it is on.
     flow: ConnFlow,
     /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
@@ -223,6 +239,10 @@ impl Broker {
                 Arc::new(Grant::anonymous(true)),
             ],
             wall_clock: (origin.now, origin.unix),
+            session_owners: Tally::default(),
+            queue_owners: Tally::default(),
+            freed_queues: Vec::new(),
+            buffered_bytes: 0,
             conflation_hasher,
             is_shutting_down: false,
         }
@@ -310,6 +330,7 @@ impl Broker {
             is_output_blocked: false,
             ping_nonce: 0,
             input: Vec::new(),
+            partial_since: None,
             flow: ConnFlow {
                 rate: has_rate.then(|| Box::new(PublishBuckets::full(&settings, now))),
                 ..ConnFlow::default()
@@ -463,6 +484,7 @@ impl Broker {
             return;
         };
         self.conn_count -= 1;
+        self.buffered_bytes -= state.input.capacity() + state.control.capacity();
         let reason = state.close.unwrap_or(reason);
         self.closes[reason.counter_index()] += 1;
         if let Some(session) = state.session {
@@ -482,6 +504,8 @@ impl Broker {
             }
         }
         self.tombstones.expire(now);
+        self.collect_queues();
+        self.enforce_memory_budget();
     }
 
     /// Starts a graceful shutdown: every connection gets GOODBYE(SERVER_SHUTDOWN) and is queued

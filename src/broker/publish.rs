@@ -40,9 +40,11 @@ impl Broker {
             self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
             return;
         }
-        let cached = session
-            .last_queue
-            .filter(|&id| *self.routes.queue(id).name == *publish.queue);
+        let cached = session.last_queue.filter(|&id| {
+            self.routes
+                .get(id)
+                .is_some_and(|q| *q.name == *publish.queue)
+        });
         let queue_id = match cached {
             // `last_queue` is only ever a queue this session was allowed to publish to.
             Some(id) => id,
@@ -58,18 +60,23 @@ impl Broker {
                 );
                 return;
             }
-            None => {
-                let Ok(id) = self
-                    .routes
-                    .find_or_create(publish.queue, self.config.max_queues)
-                else {
-                    let text = "max_queues reached";
-                    self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+            None => match self.routes.find(publish.queue) {
+                Some(id) => {
+                    self.sessions[key.0].last_queue = Some(id);
+                    id
+                }
+                None => {
+                    // Nobody subscribes and nothing is declared: accepted and receipted,
+                    // routed nowhere, and no queue is created (issue #12).
+                    session.last_publish_seq = publish.seq;
+                    session.published += 1;
+                    session.is_receipt_due = true;
+                    self.mark_dirty(conn);
+                    self.metrics.messages_published += 1;
+                    self.next_message_id += 1;
                     return;
-                };
-                self.sessions[key.0].last_queue = Some(id);
-                id
-            }
+                }
+            },
         };
         let queue = self.routes.queue_mut(queue_id);
         if let Some(max) = queue.max_payload_len {
@@ -105,6 +112,7 @@ impl Broker {
                     (queue.0, publish.event, key),
                 )
             });
+            self.routes.queue_mut(queue).held += 1;
             let msg = self.store.insert(
                 message_id,
                 queue,

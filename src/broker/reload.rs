@@ -16,7 +16,9 @@ impl Broker {
     /// needs a restart holds its running values). Never drops a connection.
     pub fn handle_reload(&mut self, new: Config) {
         for declared in &new.queues {
-            self.routes.declare(declared);
+            if let Some(owner) = self.routes.declare(declared) {
+                self.queue_owners.remove(&owner);
+            }
         }
         for stale in self
             .config

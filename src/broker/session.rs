@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::owners::Owner;
 use super::queue::{NodeKey, SessionQueue};
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
@@ -65,6 +66,9 @@ pub(crate) struct Session {
     pub(crate) resumes: u64,
     /// Who authenticated it and what it may do, as checked at open or at its latest resume.
     pub(crate) grant: Arc<Grant>,
+    /// The identity and address it was opened by, counted against `max_sessions_per_*` and
+    /// the queues it creates against `max_queues_per_*`.
+    pub(crate) owner: Owner,
 }
 
 /// A session's conflation map (see [`Session::conflation`]).

@@ -50,6 +50,8 @@ impl Broker {
             stored_messages: self.store.len() as u64,
             stored_bytes: self.store.payload_bytes(),
             sessions_detached_now: detached_now as u64,
+            memory_bytes: self.memory_bytes(),
+            max_memory_bytes: self.config.max_memory_bytes,
         };
         let server = metrics::server_stats(&self.metrics, &gauges, closes, losses);
         let mut sessions: Vec<SessionStats> = self

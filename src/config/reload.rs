@@ -124,6 +124,10 @@ const RESTART_KEYS: &[&str] = &[
 /// [`ConfigError::Invalid`] if the plan widens access ([`widenings`]) and `new` does not
 /// set `reload_widens_access = true`.
 pub fn plan(old: &Config, mut new: Config) -> Result<ReloadPlan, ConfigError> {
+    if new.max_memory_bytes == 0 {
+        // 0 means "a quarter of physical memory", resolved once at startup: keep that.
+        new.max_memory_bytes = old.max_memory_bytes;
+    }
     let widened = widenings(old, &new);
     if !widened.is_empty() && !new.reload_widens_access {
         return Err(ConfigError::Invalid(format!(

@@ -73,6 +73,8 @@ errors! {
     AuthRequired(0x001A) "AUTH_REQUIRED" "this listener requires authentication and HELLO carried none",
     AuthFailed(0x001B) "AUTH_FAILED" "the credentials were not accepted",
     NotAuthorized(0x001C) "NOT_AUTHORIZED" "the session may not publish to / subscribe to this queue, or use STATS",
+    MemoryLimit(0x001D) "MEMORY_LIMIT" "the server is over max_memory_bytes and closed one of its largest consumers",
+    SessionEvicted(0x001E) "SESSION_EVICTED" "a detached session was ended to make room for a newer one of the same identity or address",
 }
 
 impl fmt::Display for ErrorCode {

@@ -116,6 +116,24 @@ pub struct ServerStats {
     /// HELLOs refused with AUTH_FAILED.
     #[serde(default)]
     pub auth_failures: u64,
+    /// Detached sessions evicted for a newer session of the same identity or address.
+    #[serde(default)]
+    pub sessions_evicted: u64,
+    /// Publisher reads paused because memory was near `max_memory_bytes`.
+    #[serde(default)]
+    pub memory_pauses: u64,
+    /// Sessions closed with MEMORY_LIMIT.
+    #[serde(default)]
+    pub memory_limit_closes: u64,
+    /// Connections closed because a frame stayed incomplete for the heartbeat timeout.
+    #[serde(default)]
+    pub partial_frame_timeouts: u64,
+    /// Memory charged to `max_memory_bytes` now.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// The memory budget in force.
+    #[serde(default)]
+    pub max_memory_bytes: u64,
     /// HELLOs held back by the failed-authentication slowdown.
     #[serde(default)]
     pub auth_throttled: u64,

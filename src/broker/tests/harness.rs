@@ -49,7 +49,8 @@ pub(super) fn test_config() -> Config {
         heartbeat_timeout_ms: 30_000,
         in_flight_window: 16,
         max_queue_depth: 32,
-        max_queue_bytes: 1_024,
+        // Each small test message costs 96 B (64 B size class + a node): as many as the depth.
+        max_queue_bytes: 32 * 96,
         max_queues: 8,
         max_subscriptions: 4,
         queues: vec![
@@ -74,7 +75,7 @@ pub(super) fn reconnect_config() -> Config {
     Config {
         reconnect_keep_alive_ms: 60_000,
         max_queue_depth_detached: 64,
-        max_queue_bytes_detached: 2_048,
+        max_queue_bytes_detached: 64 * 96,
         ..test_config()
     }
 }
@@ -172,8 +173,13 @@ impl Harness {
 
     /// Accepts a TCP connection from 127.0.0.1:(40000 + id).
     pub(super) fn connect(&mut self, conn: ConnId) {
+        self.connect_from(conn, [127, 0, 0, 1]);
+    }
+
+    /// Connects `conn` from source address `ip`.
+    pub(super) fn connect_from(&mut self, conn: ConnId, ip: [u8; 4]) {
         let port = 40_000 + u16::try_from(conn.0).expect("small conn ids");
-        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        let peer = SocketAddr::from((ip, port));
         self.broker.handle_connect(conn, peer, self.now);
         self.clients.insert(
             conn,

@@ -12,6 +12,7 @@ mod delivery;
 mod heartbeat;
 mod intake;
 mod lifecycle;
+mod memory;
 mod model;
 mod overflow;
 mod publish;

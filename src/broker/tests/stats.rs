@@ -59,7 +59,11 @@ fn the_stats_reply_parses_and_shows_sessions_subscriptions_and_depths() {
         [sub("db", Some("update")), sub("db", None)]
     );
     // Seq 1 in flight (2 acked; the window of 2 still spans from 1), 3 to 5 pending.
-    assert_eq!((s.queue_depth, s.queue_bytes), (4, 12));
+    assert_eq!(
+        (s.queue_depth, s.queue_bytes),
+        (4, 4 * 96),
+        "real cost: 64 B buffer + node"
+    );
     assert_eq!((s.in_flight, s.pending), (1, 3));
     assert_eq!((s.delivered, s.acked, s.last_delivery_seq), (2, 1, 2));
 
