@@ -338,7 +338,7 @@ impl EventLoop {
         let broker = &self.broker;
         if let Some(http) = &mut self.http {
             http.handle_event(self.poll.registry(), token, &mut self.scratch, || {
-                crate::prometheus::render(&broker.stats())
+                crate::prometheus::render(&broker.metrics_report())
             });
         }
     }

@@ -20,9 +20,17 @@ pub struct StatsReport {
     pub sessions: Vec<SessionStats>,
     /// Every queue, in creation order.
     pub queues: Vec<QueueStats>,
-    /// Sessions left out of `sessions` so the reply fits in one frame (0 normally).
+    /// Sessions left out of `sessions` so the reply fits in one frame, or past the number a
+    /// report lists (0 normally).
     #[serde(default)]
     pub sessions_omitted: u64,
+    /// Queues left out of `queues` past the number a report lists (0 normally).
+    #[serde(default)]
+    pub queues_omitted: u64,
+    /// Sums over the queues left out (`name` empty): exported as one aggregate series. Not
+    /// in the JSON.
+    #[serde(skip)]
+    pub omitted_queue_totals: QueueStats,
     /// Recently ended sessions, most recent first (at most 100).
     #[serde(default)]
     pub closed_sessions: Vec<ClosedSessionStats>,

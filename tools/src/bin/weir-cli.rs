@@ -758,6 +758,7 @@ mod tests {
             }],
             sessions_omitted: 1,
             closed_sessions: Vec::new(),
+            ..StatsReport::default()
         };
         let text = summarize(&report);
         assert!(
