@@ -116,6 +116,11 @@ pub struct Config {
     /// largest consumers are closed with MEMORY_LIMIT. Default 0: a quarter of physical
     /// memory, read once at startup.
     pub max_memory_bytes: u64,
+    /// Password checks (PBKDF2, run on worker threads) started per second, server-wide,
+    /// bursts up to one second's worth; HELLOs from addresses and users without recent
+    /// failures go first. A HELLO not checked by its handshake deadline gets SERVER_BUSY.
+    /// Default 100.
+    pub max_password_checks_per_second: u32,
     /// A reload that widens access (allows anonymous HELLOs, removes users or permissions,
     /// drops TLS from a listener) is refused unless the new file sets this to true; applied,
     /// it is logged at warning level with what changed. Default false.
@@ -367,6 +372,7 @@ impl Default for Config {
             max_queues_per_identity: 10_000,
             max_queues_per_address: 10_000,
             max_memory_bytes: 0,
+            max_password_checks_per_second: 100,
             reload_widens_access: false,
             tls_cert: None,
             tls_key: None,
@@ -493,6 +499,10 @@ impl Config {
                 self.max_queues_per_identity as u64,
             ),
             ("max_queues_per_address", self.max_queues_per_address as u64),
+            (
+                "max_password_checks_per_second",
+                u64::from(self.max_password_checks_per_second),
+            ),
         ] {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));

@@ -236,6 +236,9 @@ declare_metrics! {
             "HELLOs held back by the failed-authentication slowdown.";
         not_authorized = "weir_not_authorized_total", Count,
             "PUBLISH, SUBSCRIBE and STATS requests refused with NOT_AUTHORIZED.";
+        auth_checks_timed_out = "weir_auth_checks_timed_out_total", Count,
+            "Password HELLOs answered SERVER_BUSY: not checked by the handshake deadline \
+             (the password check budget was spent).";
         sessions_evicted = "weir_sessions_evicted_total", Count,
             "Detached sessions ended with SESSION_EVICTED to make room for a newer session of \
              the same identity or address.";

@@ -19,6 +19,7 @@ use crate::net::event_loop::{
 };
 use crate::net::http::HttpListener;
 use crate::net::listener::Listener;
+use crate::net::password_pool::{PasswordPool, PASSWORD_WORKERS};
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -70,7 +71,7 @@ impl Server {
         }
         let metrics_addr = http.as_ref().map(|h| h.socket.local_addr()).transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (mut handle, commands) = ServerHandle::new(waker, local_addrs);
+        let (mut handle, commands) = ServerHandle::new(Arc::clone(&waker), local_addrs);
         handle.set_metrics_addr(metrics_addr);
         if config.max_memory_bytes == 0 {
             // The core gets a number; the machine is read here, once.
@@ -82,6 +83,7 @@ impl Server {
         }
         let broker = Broker::new(config, system_origin()?);
         let mut event_loop = EventLoop::new(poll, listeners, broker, settings, commands);
+        event_loop.password_pool = Some(PasswordPool::new(PASSWORD_WORKERS, Arc::clone(&waker))?);
         event_loop.http = http;
         Ok(Server { event_loop, handle })
     }

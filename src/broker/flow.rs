@@ -259,6 +259,13 @@ impl Broker {
         Intake::More
     }
 
+    /// Has the loop read `conn` next turn (a pause it was under has ended early).
+    pub(super) fn read_again(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
+            list_read_again(&mut self.flow.read_again, state, conn);
+        }
+    }
+
     /// Whether draining may defer reads (always, but in model tests).
     fn may_drain(&self) -> bool {
         #[cfg(test)]

@@ -28,7 +28,9 @@ impl Broker {
         }
         if state.session.is_none() {
             let deadline = state.accepted_at + handshake_deadline;
-            if now >= deadline {
+            if now >= deadline && state.password_wait.is_some() {
+                self.password_check_timed_out(conn);
+            } else if now >= deadline {
                 self.fail(conn, ErrorCode::HandshakeTimeout, 0, "no HELLO in time");
             } else {
                 self.timers.schedule(deadline, target, generation);

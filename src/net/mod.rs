@@ -5,6 +5,7 @@
 //! - [`transport`]: the layers of one connection's stream (PROXY prefix, TLS) over TCP;
 //! - [`connection`]: a connection's transport, write buffer and readiness;
 //! - [`http`]: the HTTP listener (metrics);
+//! - [`password_pool`]: worker threads that run the core's password checks;
 //! - `commands`: commands from `ServerHandle`, signals, and applying a reload plan.
 
 mod commands;
@@ -12,4 +13,5 @@ pub(crate) mod connection;
 pub(crate) mod event_loop;
 pub(crate) mod http;
 pub(crate) mod listener;
+pub(crate) mod password_pool;
 pub(crate) mod transport;

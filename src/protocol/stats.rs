@@ -124,6 +124,9 @@ pub struct ServerStats {
     /// HELLOs refused with AUTH_FAILED.
     #[serde(default)]
     pub auth_failures: u64,
+    /// Password HELLOs answered SERVER_BUSY because they could not be checked in time.
+    #[serde(default)]
+    pub auth_checks_timed_out: u64,
     /// Detached sessions evicted for a newer session of the same identity or address.
     #[serde(default)]
     pub sessions_evicted: u64,

@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin};
+use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin, PasswordTicket};
 use crate::config::{Config, QueueConfig};
+use crate::credentials::PasswordCheck;
 use crate::protocol::codec::{self, encode_ack};
 use crate::protocol::frame::DELIVER_REDELIVERED;
 use crate::protocol::stats::{SessionStats, StatsReport};
@@ -151,6 +152,9 @@ pub(super) struct Harness {
     pub(super) now: Instant,
     epoch: Instant,
     clients: BTreeMap<ConnId, Client>,
+    /// Password checks are taken from the broker but not run (a stalled pool).
+    pub(super) is_holding_password_checks: bool,
+    pub(super) held_password_checks: Vec<(PasswordTicket, PasswordCheck)>,
 }
 
 impl Harness {
@@ -166,6 +170,8 @@ impl Harness {
             now: epoch,
             epoch,
             clients: BTreeMap::new(),
+            is_holding_password_checks: false,
+            held_password_checks: Vec::new(),
         }
     }
 
@@ -384,6 +390,18 @@ impl Harness {
             // turn end and close pass, then the next turn's reads.
             let mut is_busy = false;
             self.broker.handle_timeout(self.now);
+            // The harness is the password worker pool: checks run inline, results come back
+            // in the same turn (the server's pool returns them a turn or so later).
+            while let Some((ticket, check)) = self.broker.poll_password_check(self.now) {
+                if self.is_holding_password_checks {
+                    self.held_password_checks.push((ticket, check));
+                    continue;
+                }
+                let is_match = check.run();
+                self.broker
+                    .handle_password_checked(ticket, is_match, self.now);
+                is_busy = true;
+            }
             while let Some(conn) = self.broker.poll_dirty() {
                 if is_writable(conn) {
                     self.transmit(conn);

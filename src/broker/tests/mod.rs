@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod auth;
 mod backlog;
 mod conflation;
 mod delivery;
