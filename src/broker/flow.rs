@@ -130,7 +130,6 @@ impl Broker {
         self.now = now;
         let is_draining = self.flow.is_draining && self.may_drain();
         let may_defer = is_draining && self.may_defer_read(conn);
-        let is_memory_high = self.is_memory_paused_now(conn);
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return Intake::Closed;
         };
@@ -145,11 +144,6 @@ impl Broker {
             list_deferred(&mut self.flow, state, conn);
             return Intake::Hold;
         }
-        if is_memory_high {
-            self.pause_for_memory(conn);
-            return self.intake_after(conn, Some(Stop::Paused));
-        }
-        state.flow.is_memory_paused = false;
         state.flow.read_bytes = 0;
         let has_input = !state.input.is_empty();
         self.flow.queued = 0;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::flow::{Intake, Stop, TURN_DELIVERIES};
 use super::{Broker, CloseReason, ConnId};
-use crate::protocol;
+use crate::protocol::{self, Frame};
 
 impl Broker {
     /// Bytes read from `conn`'s transport (plaintext Weir frames, after any PROXY header, TLS
@@ -98,16 +98,19 @@ impl Broker {
             let rest = buf.get(pos..).unwrap_or_default();
             match protocol::decode(rest, self.max_frame_len(conn)) {
                 Ok(Some((frame, used))) => {
+                    if matches!(frame, Frame::Publish(_)) && self.is_memory_high() {
+                        // Near the budget a PUBLISH waits, unread, in the input (and the rest
+                        // in the socket); every other frame (ACK, SUBSCRIBE, STATS, PING) goes
+                        // on, so consumers can still drain (issue #12).
+                        self.pause_for_memory(conn);
+                        return (pos, Some(Stop::Paused));
+                    }
                     let queued = self.flow.queued;
                     self.handle_frame(conn, frame, now);
                     self.collect_queues();
                     pos += used;
                     if self.flow.queued > queued && self.flow.queued >= TURN_DELIVERIES {
                         return (pos, Some(Stop::FanOutBudget));
-                    }
-                    if self.is_memory_paused_now(conn) {
-                        // One frame per retry while memory is high (issue #12).
-                        self.pause_for_memory(conn);
                     }
                     if self.read_paused_until(conn, now).is_some() {
                         return (pos, Some(Stop::Paused));

@@ -10,10 +10,11 @@
 //! capacity left over from a burst (bounded by the peak, and not reclaimable by closing
 //! anyone).
 //!
-//! - At [`HIGH_WATER`] of the budget, connections that cannot carry acks (a session with
-//!   nothing in flight: publishers) are not read: their reading is paused and retried every
-//!   [`MEMORY_RETRY`], one frame at most while memory stays high. Nothing is dropped; heartbeats
-//!   count the pause as heard (as for rate limits).
+//! - At [`HIGH_WATER`] of the budget, a PUBLISH is not taken: it waits in its connection's
+//!   input, whose reading is paused and retried every [`MEMORY_RETRY`] (its other bytes wait
+//!   in the socket). Nothing is dropped; every other frame (ACK, SUBSCRIBE, STATS, PING) is
+//!   still read from connections that send no PUBLISH, so consumers can drain and admins can
+//!   look; heartbeats count the pause as heard (as for rate limits).
 //! - Past the budget, the buffer pool is emptied first; then the largest holders are closed, largest first, until it is met again:
 //!   a session by the real cost of its queue (GOODBYE(MEMORY_LIMIT), the session ends), or a
 //!   connection by its input buffer; each counted in `memory_limit_closes`.
@@ -86,19 +87,21 @@ impl Broker {
         max != u64::MAX && self.memory_bytes() >= max / HIGH_WATER.1 * HIGH_WATER.0
     }
 
-    /// Whether `conn` is one memory back-pressure holds: it has a session with nothing in
-    /// flight, so reading it cannot bring acks that free memory.
-    pub(super) fn is_memory_paused_now(&self, conn: ConnId) -> bool {
-        self.is_memory_high() && self.may_defer_read(conn)
-    }
-
     /// Pauses reading `conn` for [`MEMORY_RETRY`], counting the episode once.
     pub(super) fn pause_for_memory(&mut self, conn: ConnId) {
         let until = self.now + MEMORY_RETRY;
         let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
-        if !state.flow.is_memory_paused {
+        // One episode per stretch: a pause that starts within a second of the previous
+        // one's end continues it.
+        let now = self.now;
+        let is_new_episode = !state.flow.is_memory_paused
+            || state
+                .flow
+                .paused_until
+                .is_none_or(|at| now.saturating_duration_since(at) > Duration::from_secs(1));
+        if is_new_episode {
             state.flow.is_memory_paused = true;
             self.metrics.memory_pauses += 1;
         }

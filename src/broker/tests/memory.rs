@@ -59,6 +59,13 @@ fn never_acking_consumers_are_held_to_the_budget_publishers_paused_then_largest_
     assert!(peak <= budget + frame, "peak {peak} over budget {budget}");
     assert_eq!(stats.server.max_memory_bytes, budget);
     assert!(stats.server.memory_bytes <= budget);
+    // Near the budget only PUBLISH waits: a newcomer still subscribes, consumers still ack.
+    let late = ConnId(50);
+    h.hello(late);
+    h.subscribe(late, "late", None);
+    assert_eq!(h.frames(late).len(), 1, "SUBSCRIBED");
+    h.ack_all(consumers[3]);
+    assert!(h.stats().server.messages_acked > 0);
     // Past the budget (here: a reload halves it), the largest holders are closed, largest
     // first, until it is met.
     let smaller = budget / 2;
