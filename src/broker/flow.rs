@@ -220,6 +220,11 @@ impl Broker {
     /// Decides what the loop does after input was handled: `stopped` is why the decode loop
     /// stopped early, if it did.
     pub(super) fn intake_after(&mut self, conn: ConnId, stopped: Option<Stop>) -> Intake {
+        if self.has_partial_input(conn) && self.is_memory_high() {
+            // Near the memory budget a frame split across reads (typically a large PUBLISH)
+            // does not grow: the rest of it waits in the socket (issue #12).
+            self.pause_for_memory(conn);
+        }
         let has_backlog = self.flow.backlogged > 0 && self.may_drain();
         let may_defer = has_backlog && self.may_defer_read(conn);
         let budget = self.config.read_budget_bytes;

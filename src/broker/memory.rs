@@ -14,7 +14,8 @@
 //!   input, whose reading is paused and retried every [`MEMORY_RETRY`] (its other bytes wait
 //!   in the socket). Nothing is dropped; every other frame (ACK, SUBSCRIBE, STATS, PING) is
 //!   still read from connections that send no PUBLISH, so consumers can drain and admins can
-//!   look; heartbeats count the pause as heard (as for rate limits).
+//!   look; heartbeats count the pause as heard (as for rate limits). A connection holding part
+//!   of a frame is not read further either (a large PUBLISH arriving in pieces).
 //! - Past the budget, the buffer pool is emptied first; then the largest holders are closed, largest first, until it is met again:
 //!   a session by the real cost of its queue (GOODBYE(MEMORY_LIMIT), the session ends), or a
 //!   connection by its input buffer; each counted in `memory_limit_closes`.
