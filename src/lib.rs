@@ -10,7 +10,8 @@
 //! - [`broker`]: the sans-IO core: sessions, queues, routing, acks, conflation, limits,
 //!   timers. Takes frames and `now`, yields bytes and closes.
 //! - `net` (private): the mio event loop, connections and their buffers; the only code that
-//!   touches sockets.
+//!   touches sockets or starts threads (the password worker pool, fed by the core's
+//!   `poll_password_check`, answering through `handle_password_checked`).
 //! - [`server`]: wires [`Config`], [`broker::Broker`] and the loop; [`ServerHandle`] stops it
 //!   or reads stats from another thread (via [`control`]).
 //! - [`config`]: embedded defaults, TOML parsing, validation.

@@ -6,6 +6,12 @@
 //! Every decision about a message (route, queue, conflate, overflow-close, ack, redeliver) is
 //! made here, so it is tested deterministically without a socket (see `tests/`).
 //!
+//! Password checks leave the core as requests: after the read pass and `handle_timeout` the
+//! driver takes them with `poll_password_check` and runs them where it likes (the server: a
+//! worker pool), handing each result back with `handle_password_checked` (call order in
+//! `password.rs`). The global memory budget is `memory.rs`; per-identity and per-address
+//! limits `owners.rs`.
+//!
 //! Files: `auth.rs` (failed-auth slowdown), `hello.rs` (new
 //! sessions, resume, tombstones), `publish.rs` (publish, routing,
 //! enqueue, ack), `subscribe.rs`, `heartbeat.rs` (timers), `ending.rs` (closing connections,

@@ -24,18 +24,24 @@ const CLOSED_SESSIONS_LISTED: usize = 100;
 /// (issue #12); listing stops here, and what is not listed costs no allocation.
 pub(crate) const MAX_LISTED: usize = 1_000;
 
+/// Most subscriptions listed per session: with 1,000 sessions of 1,000 subscriptions each a
+/// report would otherwise build a million entries to send a fraction of them.
+const MAX_LISTED_SUBSCRIPTIONS: usize = 100;
+
 impl Broker {
     /// A full introspection report: server counters, every session, every queue, recently
     /// ended sessions. Unbounded: for tests and `ServerHandle::stats`; the loop uses
     /// [`Self::stats_bounded`].
     pub fn stats(&self) -> StatsReport {
-        self.stats_bounded(usize::MAX, usize::MAX)
+        self.report(usize::MAX, usize::MAX, true)
     }
 
     /// The report `/metrics` renders: every session (aggregated by state there) up to
     /// `max_sessions`, queues up to [`MAX_LISTED`].
+    ///
+    /// Sessions come without names, addresses or subscriptions (exported only aggregated).
     pub fn metrics_report(&self) -> StatsReport {
-        self.stats_bounded(self.config.max_sessions, MAX_LISTED)
+        self.report(self.config.max_sessions, MAX_LISTED, false)
     }
 
     /// A report listing at most `max_sessions` sessions (lowest ids) and `max_queues` queues,
@@ -43,6 +49,11 @@ impl Broker {
     ///
     /// Bounded work: O(sessions + queues) of counting, allocation only for what is listed.
     pub fn stats_bounded(&self, max_sessions: usize, max_queues: usize) -> StatsReport {
+        self.report(max_sessions, max_queues, true)
+    }
+
+    /// [`Self::stats_bounded`]; `with_details`: names, addresses and subscriptions too.
+    fn report(&self, max_sessions: usize, max_queues: usize, with_details: bool) -> StatsReport {
         let now = Some(self.now);
         let since = |at: Instant| now.map_or(0, |now| ms(now.saturating_duration_since(at)));
         let closes = self
@@ -89,16 +100,30 @@ impl Broker {
                 let peer = s
                     .conn
                     .and_then(|conn| self.conn(conn))
+                    .filter(|_| with_details)
                     .map(|c| c.peer.to_string())
                     .unwrap_or_default();
+                let listed = if with_details {
+                    MAX_LISTED_SUBSCRIPTIONS
+                } else {
+                    0
+                };
                 let settings = &self.listeners[s.listener];
                 let keep_alive = settings.reconnect_keep_alive;
                 let conn_state = s.conn.and_then(|conn| self.conn(conn));
                 SessionStats {
                     session_id: s.id,
-                    client_name: s.client_name.to_string(),
+                    client_name: if with_details {
+                        s.client_name.to_string()
+                    } else {
+                        String::new()
+                    },
                     peer,
-                    identity: s.grant.identity.to_string(),
+                    identity: if with_details {
+                        s.grant.identity.to_string()
+                    } else {
+                        String::new()
+                    },
                     state: if s.conn.is_some() {
                         "connected"
                     } else {
@@ -120,9 +145,11 @@ impl Broker {
                     throttled_ms: conn_state
                         .and_then(|c| c.flow.rate.as_ref())
                         .map_or(0, |rate| rate.throttled_us / 1_000),
+                    subscriptions_omitted: s.subscriptions.len().saturating_sub(listed) as u64,
                     subscriptions: s
                         .subscriptions
                         .iter()
+                        .take(listed)
                         .map(|sub| SubscriptionStats {
                             queue: lossy(&self.routes.queue(sub.queue).name),
                             event: sub.event.as_deref().map(lossy),

@@ -194,8 +194,11 @@ pub struct SessionStats {
     /// Total time its connection's reading was paused by the rate limit, in ms.
     #[serde(default)]
     pub throttled_ms: u64,
-    /// Subscriptions; `event: null` means ALL_EVENTS.
+    /// Subscriptions; `event: null` means ALL_EVENTS (at most 100 listed).
     pub subscriptions: Vec<SubscriptionStats>,
+    /// Subscriptions left out of `subscriptions` past the 100 listed.
+    #[serde(default)]
+    pub subscriptions_omitted: u64,
     /// Messages held: pending + in flight.
     pub queue_depth: u64,
     /// Payload bytes held.

@@ -179,6 +179,11 @@ fn stats_and_metrics_list_a_bounded_number_of_queues_and_say_how_many_were_left_
     assert_eq!(report.server.queues, 3_002);
     assert_eq!(report.queues.len(), 1_000);
     assert_eq!(report.queues_omitted, 2_002);
+    let session = &report.sessions[0];
+    assert_eq!(
+        (session.subscriptions.len(), session.subscriptions_omitted),
+        (100, 2_900)
+    );
     let metrics = h.broker.metrics_report();
     let text = crate::prometheus::render(&metrics);
     let series = text
