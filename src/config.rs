@@ -104,12 +104,13 @@ pub struct Config {
     /// Default 2,000 (a tenth of `max_sessions`), so one client cannot take them all.
     pub max_sessions_per_identity: usize,
     /// Most sessions one source address may hold (the PROXY header's address when there is
-    /// one), same rule. Default 2,000.
+    /// one), same rule; loopback addresses are not limited. Default 2,000.
     pub max_sessions_per_address: usize,
     /// Most live queues one identity may have created (a queue lives while it has subscribers
     /// or stored messages, or is declared). Default 10,000 (a tenth of `max_queues`).
     pub max_queues_per_identity: usize,
-    /// Most live queues one source address may have created. Default 10,000.
+    /// Most live queues one source address may have created (loopback: unlimited). Default
+    /// 10,000.
     pub max_queues_per_address: usize,
     /// Memory the broker may use for stored payloads (as allocated), queue nodes, session
     /// state and connection input buffers. Near it (7/8) publishers are not read; past it the

@@ -4,7 +4,8 @@
 //! An [`Owner`] is fixed when a session or queue is created: the authenticated identity
 //! (`None` for anonymous sessions, which only the address limit applies to) and the source
 //! address (the PROXY header's when there was one: the broker replaced the peer address with
-//! it). Counts live in a [`Tally`] whose entries go away at zero, so its size is bounded by
+//! it). Loopback addresses are not address-limited (local processes; benchmarks open 10,000
+//! sessions from 127.0.0.1). Counts live in a [`Tally`] whose entries go away at zero, so its size is bounded by
 //! what is live.
 
 use std::collections::HashMap;
@@ -71,6 +72,11 @@ impl Tally {
             .unwrap_or(0);
         if of_identity as usize >= max_per_identity {
             return Some(OverLimit::Identity);
+        }
+        if owner.address.is_loopback() {
+            // Local processes (or a proxy that sends no PROXY header, behind which everyone
+            // shares one address) are not address-limited; identity limits still apply.
+            return None;
         }
         let of_address = self.by_address.get(&owner.address).copied().unwrap_or(0);
         (of_address as usize >= max_per_address).then_some(OverLimit::Address)
@@ -179,12 +185,22 @@ mod tests {
     fn a_tally_counts_per_identity_and_address_and_forgets_at_zero() {
         let alice = Owner::new(&Identity::User("alice".into()), [10, 0, 0, 1].into());
         let anon = Owner::new(&Identity::Anonymous, [10, 0, 0, 1].into());
+        let local = Owner::new(&Identity::Anonymous, [127, 0, 0, 1].into());
         let mut tally = Tally::default();
         tally.add(&alice);
         assert_eq!(tally.over(&alice, 1, 5), Some(OverLimit::Identity));
         assert_eq!(tally.over(&anon, 1, 5), None, "anonymous: address only");
         tally.add(&anon);
         assert_eq!(tally.over(&anon, 1, 2), Some(OverLimit::Address));
+        tally.add(&local);
+        tally.add(&local);
+        assert_eq!(
+            tally.over(&local, 1, 1),
+            None,
+            "loopback is not address-limited"
+        );
+        tally.remove(&local);
+        tally.remove(&local);
         tally.remove(&alice);
         tally.remove(&anon);
         assert!(tally.by_identity.is_empty() && tally.by_address.is_empty());

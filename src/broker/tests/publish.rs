@@ -231,7 +231,16 @@ fn a_flood_of_queue_names_from_one_address_leaves_queues_for_others() {
     let mut refused = 0;
     for n in 0..40 {
         let conn = ConnId(100 + n);
-        h.hello(conn);
+        h.connect_from(conn, [10, 0, 0, 1]);
+        h.send(
+            conn,
+            &Frame::Hello(crate::protocol::Hello {
+                inflight_window: 0,
+                client_name: b"flood",
+                resume: None,
+                auth: None,
+            }),
+        );
         for k in 0..4 {
             h.subscribe(conn, &format!("flood-{n}-{k}"), None);
         }

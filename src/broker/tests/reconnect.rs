@@ -338,7 +338,7 @@ fn one_address_at_its_session_limit_evicts_its_own_and_leaves_room_for_others() 
     let mut flood = 0;
     for n in 0..50 {
         let conn = ConnId(100 + n);
-        h.connect(conn);
+        h.connect_from(conn, [10, 0, 0, 1]);
         h.send(conn, &Frame::Hello(harness_hello(b"flood")));
         if h.frames(conn)
             .iter()
@@ -366,10 +366,10 @@ fn one_address_at_its_session_limit_evicts_its_own_and_leaves_room_for_others() 
     }
     // Attached sessions are never evicted: at its limit with none detached, LIMIT_EXCEEDED.
     for conn in [ConnId(200), ConnId(201), ConnId(202)] {
-        h.connect(conn);
+        h.connect_from(conn, [10, 0, 0, 1]);
         h.send(conn, &Frame::Hello(harness_hello(b"live")));
     }
-    h.connect(ConnId(203));
+    h.connect_from(ConnId(203), [10, 0, 0, 1]);
     h.send(ConnId(203), &Frame::Hello(harness_hello(b"one more")));
     assert_eq!(
         h.frames(ConnId(203))[..1],
