@@ -101,6 +101,34 @@ pub struct Config {
     /// Most sessions, detached ones included; a HELLO that would create one more gets
     /// ERROR(SERVER_BUSY). Default 20,000.
     pub max_sessions: usize,
+    /// Most sessions (detached ones included) one identity may hold: a user name, or for
+    /// anonymous sessions nobody (the address limit applies). At the limit the identity's own
+    /// oldest detached session is evicted first; with none, HELLO gets ERROR(LIMIT_EXCEEDED).
+    /// Default 2,000 (a tenth of `max_sessions`), so one client cannot take them all.
+    pub max_sessions_per_identity: usize,
+    /// Most sessions one source address may hold (the PROXY header's address when there is
+    /// one), same rule; loopback addresses are not limited. Default 2,000.
+    pub max_sessions_per_address: usize,
+    /// Most live queues one identity may have created (a queue lives while it has subscribers
+    /// or stored messages, or is declared). Default 10,000 (a tenth of `max_queues`).
+    pub max_queues_per_identity: usize,
+    /// Most live queues one source address may have created (loopback: unlimited). Default
+    /// 10,000.
+    pub max_queues_per_address: usize,
+    /// Memory the broker may use for stored payloads (as allocated), queue nodes, session
+    /// state and connection input buffers. Near it (7/8) publishers are not read; past it the
+    /// largest consumers are closed with MEMORY_LIMIT. Default 0: a quarter of physical
+    /// memory, read once at startup.
+    pub max_memory_bytes: u64,
+    /// Password checks (PBKDF2, run on worker threads) started per second, server-wide,
+    /// bursts up to one second's worth; HELLOs from addresses and users without recent
+    /// failures go first. A HELLO not checked by its handshake deadline gets SERVER_BUSY.
+    /// Default 100.
+    pub max_password_checks_per_second: u32,
+    /// A reload that widens access (allows anonymous HELLOs, removes users or permissions,
+    /// drops TLS from a listener) is refused unless the new file sets this to true; applied,
+    /// it is logged at warning level with what changed. Default false.
+    pub reload_widens_access: bool,
     /// PEM certificate chain for TLS; with `tls_key`, every listener without its own setting
     /// speaks TLS. Default none (plain TCP).
     pub tls_cert: Option<PathBuf>,
@@ -475,6 +503,13 @@ impl Default for Config {
             max_publish_rate: 0,
             max_publish_bytes_rate: 0,
             max_sessions: 20_000,
+            max_sessions_per_identity: 2_000,
+            max_sessions_per_address: 2_000,
+            max_queues_per_identity: 10_000,
+            max_queues_per_address: 10_000,
+            max_memory_bytes: 0,
+            max_password_checks_per_second: 100,
+            reload_widens_access: false,
             tls_cert: None,
             tls_key: None,
             http_listen: None,
@@ -656,6 +691,23 @@ impl Config {
             ("max_name_len", self.max_name_len as u64),
             ("max_sessions", self.max_sessions as u64),
             ("segment_bytes", self.segment_bytes),
+            (
+                "max_sessions_per_identity",
+                self.max_sessions_per_identity as u64,
+            ),
+            (
+                "max_sessions_per_address",
+                self.max_sessions_per_address as u64,
+            ),
+            (
+                "max_queues_per_identity",
+                self.max_queues_per_identity as u64,
+            ),
+            ("max_queues_per_address", self.max_queues_per_address as u64),
+            (
+                "max_password_checks_per_second",
+                u64::from(self.max_password_checks_per_second),
+            ),
         ] {
             if value == 0 {
                 return invalid(format!("{key} must be greater than 0"));

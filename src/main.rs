@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     if let Some(path) = args.config.clone() {
         let listen = args.listen;
         server.reload_with(move || {
-            let mut config = Config::from_file(&path)?;
+            let mut config = weir::config::reload::load_file(&path)?;
             if let Some(listen) = listen {
                 config.listen = listen;
                 config.listeners.clear();

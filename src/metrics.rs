@@ -265,6 +265,18 @@ declare_metrics! {
              messages per fsync.";
         journal_written_bytes = "weir_journal_written_bytes_total", Bytes,
             "Bytes the journal thread wrote to segment files.";
+        auth_checks_timed_out = "weir_auth_checks_timed_out_total", Count,
+            "Password HELLOs answered SERVER_BUSY: not checked by the handshake deadline \
+             (the password check budget was spent).";
+        sessions_evicted = "weir_sessions_evicted_total", Count,
+            "Detached sessions ended with SESSION_EVICTED to make room for a newer session of \
+             the same identity or address.";
+        memory_pauses = "weir_memory_pauses_total", Count,
+            "Times a publisher's reading was paused because memory was near max_memory_bytes.";
+        memory_limit_closes = "weir_memory_limit_closes_total", Count,
+            "Sessions closed with MEMORY_LIMIT (largest first) past max_memory_bytes.";
+        partial_frame_timeouts = "weir_partial_frame_timeouts_total", Count,
+            "Connections closed because a frame stayed incomplete for heartbeat_timeout.";
         bytes_in = "weir_read_bytes_total", Bytes,
             "Bytes read from client sockets.";
         bytes_out = "weir_written_bytes_total", Bytes,
@@ -289,6 +301,11 @@ declare_metrics! {
         journal_fsync_p99_microseconds = "weir_journal_fsync_p99_microseconds", Microseconds,
             "99th percentile time of the journal thread's fdatasync calls since start, as \
              the median.";
+        memory_bytes = "weir_memory_bytes", Bytes,
+            "Memory charged to max_memory_bytes now: stored payloads as allocated, queue nodes, \
+             sessions, connection input and control output.";
+        max_memory_bytes = "weir_max_memory_bytes", Bytes,
+            "The memory budget in force (max_memory_bytes).";
     }
     families {
         Metric {

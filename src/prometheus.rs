@@ -3,7 +3,8 @@
 //! Served by the event loop on the optional `http_listen` address (`GET /metrics`). Which
 //! families exist, their names, types and help texts come from [`crate::metrics::ALL`]; this
 //! file only formats them. Every family gets `# HELP` and `# TYPE`; label values are escaped.
-//! Sessions are aggregated by state (their number is unbounded), queues are labelled by name.
+//! Sessions are aggregated by state (their number is unbounded), queues are labelled by name
+//! up to the report's listing bound, the rest summed into one `queues="omitted"` series.
 
 use std::fmt::Write as _;
 
@@ -65,6 +66,15 @@ fn family(out: &mut String, metric: &Metric, report: &StatsReport) {
                     "{name}{{queue=\"{}\"}} {}",
                     escape(&queue.name),
                     read(queue)
+                );
+            }
+            if report.queues_omitted > 0 {
+                // Past the listed queues, one aggregate series: the output is bounded by
+                // the listing bound, not by the number of queues (issue #12).
+                let _ = writeln!(
+                    out,
+                    "{name}{{queues=\"omitted\"}} {}",
+                    read(&report.omitted_queue_totals)
                 );
             }
         }

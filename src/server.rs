@@ -19,6 +19,7 @@ use crate::net::event_loop::{
 };
 use crate::net::http::HttpListener;
 use crate::net::listener::Listener;
+use crate::net::password_pool::{PasswordPool, PASSWORD_WORKERS};
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ impl Server {
     /// # Errors
     /// `InvalidInput` for an invalid config; the OS error (naming the address) if an address
     /// cannot be bound.
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
         let invalid = |e: crate::config::ConfigError| {
             io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
         };
@@ -72,6 +73,14 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (mut handle, commands) = ServerHandle::new(Arc::clone(&waker), local_addrs);
         handle.set_metrics_addr(metrics_addr);
+        if config.max_memory_bytes == 0 {
+            // The core gets a number; the machine is read here, once.
+            config.max_memory_bytes = physical_memory_bytes().map_or(0, |bytes| bytes / 4);
+            log::info!(
+                "max_memory_bytes = {} (a quarter of physical memory)",
+                config.max_memory_bytes
+            );
+        }
         let storage = match config.data_dir {
             // Refused with a message naming the file: InvalidData, exit 78 from weir-server.
             Some(_) => Some(crate::storage::open(&config)?),
@@ -89,6 +98,7 @@ impl Server {
             )?);
         }
         let mut event_loop = EventLoop::new(poll, listeners, broker, settings, commands);
+        event_loop.password_pool = Some(PasswordPool::new(PASSWORD_WORKERS, Arc::clone(&waker))?);
         event_loop.http = http;
         event_loop.journal = journal;
         Ok(Server { event_loop, handle })
@@ -176,4 +186,12 @@ fn system_origin() -> io::Result<Origin> {
         unix: SystemTime::now(),
         seed,
     })
+}
+
+/// Physical memory from `/proc/meminfo` (`MemTotal`), if it can be read.
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -49,7 +49,7 @@ impl Broker {
         let Some(credentials) = authorization.and_then(basic_credentials) else {
             return HttpAccess::Unauthorized;
         };
-        if self.auth_failures.admit(source, now).0 != Admission::Now {
+        if self.auth_failures.admit(&source, now, now).0 != Admission::Now {
             self.metrics.auth_throttled += 1;
             return HttpAccess::Throttled;
         }
@@ -72,7 +72,7 @@ impl Broker {
             Some(_) => HttpAccess::Forbidden,
             None => {
                 self.metrics.auth_failures += 1;
-                self.auth_failures.record_failure(source, now);
+                self.auth_failures.record_failure(&source, now);
                 info!(
                     "HTTP from {source}: authentication failed (user {:?})",
                     String::from_utf8_lossy(user)

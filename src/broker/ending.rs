@@ -178,7 +178,9 @@ impl Broker {
         queues.dedup();
         for queue in queues {
             self.routes.queue_mut(queue).subscribers -= 1;
+            self.release_queue(queue);
         }
+        self.session_owners.remove(&session.owner);
         let ttl = self.tombstone_ttl();
         self.tombstones
             .insert(&session, reason, held, self.now, ttl);
@@ -187,6 +189,7 @@ impl Broker {
             session.id,
             reason.name()
         );
+        self.collect_queues();
         dropped
     }
 }

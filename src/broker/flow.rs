@@ -71,8 +71,10 @@ pub(super) struct ConnFlow {
     pub(super) is_pause_listed: bool,
     /// On `Flow::journal_held`: not read until the journal catches up.
     pub(super) is_journal_held: bool,
-    /// Reading is paused until then (rate limit or failed-auth slowdown); kept after the pause
-    /// ends to tell one throttling episode from the next.
+    /// Paused by memory back-pressure ([`super::memory`]); counted once per episode.
+    pub(super) is_memory_paused: bool,
+    /// Reading is paused until then (rate limit, failed-auth slowdown or memory); kept after
+    /// the pause ends to tell one throttling episode from the next.
     pub(super) paused_until: Option<Instant>,
     /// Publish rate limiting; `None` while the connection has never been charged and its
     /// listener set no rate when it connected (most connections), as if buckets were empty.
@@ -228,6 +230,11 @@ impl Broker {
     /// Decides what the loop does after input was handled: `stopped` is why the decode loop
     /// stopped early, if it did.
     pub(super) fn intake_after(&mut self, conn: ConnId, stopped: Option<Stop>) -> Intake {
+        if self.has_partial_input(conn) && self.is_memory_high() {
+            // Near the memory budget a frame split across reads (typically a large PUBLISH)
+            // does not grow: the rest of it waits in the socket (issue #12).
+            self.pause_for_memory(conn);
+        }
         let has_backlog = self.flow.backlogged > 0 && self.may_drain();
         let may_defer = has_backlog && self.may_defer_read(conn);
         let budget = self.config.read_budget_bytes;
@@ -262,6 +269,13 @@ impl Broker {
             return Intake::Hold;
         }
         Intake::More
+    }
+
+    /// Has the loop read `conn` next turn (a pause it was under has ended early).
+    pub(super) fn read_again(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) {
+            list_read_again(&mut self.flow.read_again, state, conn);
+        }
     }
 
     /// Whether draining may defer reads (always, but in model tests).

@@ -291,9 +291,12 @@ impl Broker {
             );
             return;
         }
-        let Ok(queue) = self.find_or_create_queue(sub.queue) else {
-            self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
-            return;
+        let queue = match self.find_or_create_queue(key, sub.queue) {
+            Ok(queue) => queue,
+            Err(text) => {
+                self.fail(conn, ErrorCode::LimitExceeded, 0, text);
+                return;
+            }
         };
         // SUBSCRIBED goes first: the first deliveries the join hands out follow it.
         self.push_control(conn, |out| {
@@ -792,7 +795,7 @@ impl Broker {
             warn!("a group message reached max_deliveries and has no dead_letter_queue: dropped");
             return;
         };
-        let Ok(dead_letter_queue) = self.find_or_create_queue(name.as_bytes()) else {
+        let Ok(dead_letter_queue) = self.find_or_create_unowned_queue(name.as_bytes()) else {
             self.metrics.messages_dropped_max_deliveries += 1;
             warn!("dead_letter_queue {name:?} cannot be created (max_queues): message dropped");
             return;

@@ -28,7 +28,9 @@ impl Broker {
         }
         if state.session.is_none() {
             let deadline = state.accepted_at + handshake_deadline;
-            if now >= deadline {
+            if now >= deadline && state.password_wait.is_some() {
+                self.password_check_timed_out(conn);
+            } else if now >= deadline {
                 self.fail(conn, ErrorCode::HandshakeTimeout, 0, "no HELLO in time");
             } else {
                 self.timers.schedule(deadline, target, generation);
@@ -44,6 +46,15 @@ impl Broker {
             .paused_until
             .map_or(state.last_recv, |at| at.min(now).max(state.last_recv));
         let silent_until = heard_at + timeout;
+        let partial_until = state.partial_since.map(|since| since + timeout);
+        if partial_until.is_some_and(|at| now >= at) {
+            // Issue #12: a frame trickled in, or left one byte short, holds its buffer; a
+            // frame must complete within heartbeat_timeout of its first byte.
+            self.metrics.partial_frame_timeouts += 1;
+            let text = "a frame stayed incomplete for heartbeat_timeout_ms";
+            self.drop_connection(conn, ErrorCode::HeartbeatTimeout, text);
+            return;
+        }
         if now >= silent_until {
             self.metrics.heartbeat_timeouts += 1;
             let text = "nothing received within heartbeat_timeout_ms";
@@ -59,7 +70,10 @@ impl Broker {
             self.drop_connection(conn, ErrorCode::HeartbeatTimeout, text);
             return;
         }
-        let next_check = stalled_until.map_or(silent_until, |at| at.min(silent_until));
+        let next_check = [stalled_until, partial_until]
+            .into_iter()
+            .flatten()
+            .fold(silent_until, Instant::min);
         // PING after an interval without sending, or without hearing anything: a client that
         // only receives then still has something to answer before the timeout.
         let ping_at = state.last_sent.min(heard_at) + interval;

@@ -10,13 +10,14 @@ use log::{debug, info, warn};
 
 use super::auth::Admission;
 use super::delivery_queue::DeliveryQueue;
+use super::owners::Owner;
 use super::session::{tokens_match, Session};
 use super::timers::TimerTarget;
 use super::{clamp_u32, Broker, ConnId, DelayedHello, SessionKey};
 use crate::credentials::Grant;
 use crate::protocol::codec::{encode_goodbye, encode_hello, encode_welcome};
 use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED};
-use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
+use crate::protocol::{AuthMethod, ErrorCode, Frame, Hello, Resume, Welcome, RESUME_TOKEN_LEN};
 
 /// The text of every AUTH_FAILED: it never says which part was wrong.
 const AUTH_FAILED_TEXT: &str = "authentication failed";
@@ -155,6 +156,10 @@ impl Tombstones {
         }
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Tombstone> {
         self.by_id.get_mut(&id)
     }
@@ -193,6 +198,11 @@ impl Broker {
                 self.fail(conn, ErrorCode::AuthFailed, 0, AUTH_FAILED_TEXT);
             }
         }
+    }
+
+    /// A HELLO whose password check result is in (`password.rs`): answered as if checked now.
+    pub(super) fn handle_hello_checked(&mut self, conn: ConnId, hello: &Hello<'_>, now: Instant) {
+        self.handle_hello_after_slowdown(conn, hello, now, true);
     }
 
     /// `is_delayed`: the slowdown held this HELLO and its time has come (it already took its
@@ -234,12 +244,17 @@ impl Broker {
                 Err(lost) => Some(lost),
             },
         };
-        if self.sessions.len() >= self.config.max_sessions {
-            // Detached sessions count: they hold queues and may come back.
-            let text = "max_sessions reached (detached sessions included)";
-            self.fail(conn, ErrorCode::ServerBusy, 0, text);
+        let peer = self
+            .conn(conn)
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+                c.peer.ip()
+            });
+        let owner = Owner::new(&granted.identity, peer);
+        if let Err((code, text)) = self.make_room_for_session(&owner) {
+            self.fail(conn, code, 0, text);
             return;
         }
+        self.session_owners.add(&owner);
         let mut resume_token = [0u8; RESUME_TOKEN_LEN];
         self.entropy.fill(&mut resume_token);
         let listener = self.conn(conn).map_or(0, |c| c.listener);
@@ -276,6 +291,7 @@ impl Broker {
             resumes: 0,
             grant: granted,
             group: Default::default(),
+            owner,
         }));
         self.sessions_by_id.insert(id, key);
         let (outcome, lost_reason, missed) = match lost {
@@ -380,7 +396,9 @@ impl Broker {
     }
 
     /// Checks the credentials of a HELLO against the listener's policy. `None` when the HELLO
-    /// was answered (AUTH_REQUIRED, AUTH_FAILED) or held by the failed-auth slowdown.
+    /// was answered (AUTH_REQUIRED, AUTH_FAILED), held by the failed-auth slowdown, or held
+    /// for its password check (`password.rs`; it comes back through
+    /// [`Self::handle_hello_checked`]).
     fn authenticate(
         &mut self,
         conn: ConnId,
@@ -400,29 +418,46 @@ impl Broker {
             let is_admin = settings.listen.ip().is_loopback();
             return Some(Arc::clone(&self.anonymous_grants[usize::from(is_admin)]));
         };
-        if !is_delayed {
-            let (admission, starts_episode) = self.auth_failures.admit(peer.ip(), now);
-            if starts_episode {
+        let checked = self
+            .conn_mut(conn)?
+            .password_wait
+            .as_mut()
+            .and_then(|wait| {
+                wait.result
+                    .map(|result| (result, wait.grant.take(), wait.is_delayed))
+            });
+        let is_password = auth.method == AuthMethod::Password;
+        if !is_delayed && checked.is_none() {
+            let latest = self.latest_hold(conn);
+            let (by_source, source_starts) = self.auth_failures.admit(&peer.ip(), now, latest);
+            let (by_user, _) = if is_password {
+                self.user_failures.admit(&Box::from(auth.user), now, latest)
+            } else {
+                (Admission::Now, false)
+            };
+            if source_starts {
                 warn!(
                     "repeated authentication failures from {}: its HELLOs are now answered \
-                     slowly (one per 10 s)",
+                     slowly (one per 10 s, within the handshake timeout)",
                     peer.ip()
                 );
             }
-            let held = match admission {
-                Admission::Now => None,
-                Admission::At(at) => {
-                    let mut frame = Vec::new();
-                    // Cannot fail: it was decoded from the same fields.
-                    let _ = encode_hello(hello, &mut frame);
-                    Some((at, Some(frame.into_boxed_slice())))
-                }
-                Admission::RefuseAt(at) => Some((at, None)),
-            };
-            if let Some((at, frame)) = held {
+            let at = [by_source, by_user]
+                .into_iter()
+                .filter_map(|admission| match admission {
+                    Admission::Now => None,
+                    Admission::At(at) => Some(at),
+                })
+                .max();
+            if let Some(at) = at {
                 self.metrics.auth_throttled += 1;
+                let mut frame = Vec::new();
+                // Cannot fail: it was decoded from the same fields.
+                let _ = encode_hello(hello, &mut frame);
                 let state = self.conn_mut(conn)?;
-                state.delayed_hello = Some(Box::new(DelayedHello { frame }));
+                state.delayed_hello = Some(Box::new(DelayedHello {
+                    frame: Some(frame.into_boxed_slice()),
+                }));
                 // The loop stops reading this connection until then.
                 state.flow.paused_until = Some(at);
                 self.timers
@@ -430,16 +465,58 @@ impl Broker {
                 return None;
             }
         }
-        let unix_now = self.unix_now(now);
-        if let Some((identity, permissions)) = self.authenticator.verify(auth, unix_now) {
+        let (verified, record) = match checked {
+            Some((is_match, grant, was_delayed)) => {
+                if is_match && !was_delayed {
+                    // The attempt taken provisionally at queueing is given back.
+                    self.auth_failures.refund(&peer.ip(), now);
+                    self.user_failures.refund(&Box::from(auth.user), now);
+                }
+                // A failure was recorded when it was queued (or reserved by the slowdown).
+                (grant.filter(|_| is_match), false)
+            }
+            None if is_password => {
+                // Off the loop thread: hold the HELLO and queue the check.
+                let (check, grant) = self.authenticator.password_check(auth);
+                let user: Box<[u8]> = Box::from(auth.user);
+                let is_suspect = self.auth_failures.is_suspect(&peer.ip(), now)
+                    || self.user_failures.is_suspect(&user, now);
+                if !is_delayed {
+                    // Counted as a failure until it passes, so guesses in flight at once
+                    // are slowed like guesses one after another.
+                    self.auth_failures.record_failure(&peer.ip(), now);
+                    self.user_failures.record_failure(&user, now);
+                }
+                let mut frame = Vec::new();
+                let _ = encode_hello(hello, &mut frame);
+                self.hold_for_password_check(
+                    conn,
+                    frame.into_boxed_slice(),
+                    check,
+                    grant,
+                    is_delayed,
+                    is_suspect,
+                );
+                return None;
+            }
+            None => {
+                let unix_now = self.unix_now(now);
+                (self.authenticator.verify(auth, unix_now), !is_delayed)
+            }
+        };
+        if let Some((identity, permissions)) = verified {
             return Some(Arc::new(Grant {
                 identity,
                 permissions,
             }));
         }
         self.metrics.auth_failures += 1;
-        if !is_delayed {
-            self.auth_failures.record_failure(peer.ip(), now);
+        if record {
+            self.auth_failures.record_failure(&peer.ip(), now);
+            if is_password {
+                self.user_failures
+                    .record_failure(&Box::from(auth.user), now);
+            }
         }
         // The user name is not a secret; the secret is never logged.
         info!(

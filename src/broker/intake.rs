@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::flow::{Intake, Stop, TURN_DELIVERIES};
 use super::{Broker, CloseReason, ConnId};
-use crate::protocol;
+use crate::protocol::{self, Frame};
 
 impl Broker {
     /// Bytes read from `conn`'s transport (plaintext Weir frames, after any PROXY header, TLS
@@ -33,14 +33,15 @@ impl Broker {
             return Intake::Closed;
         }
         state.flow.read_bytes += bytes.len();
-        let stopped = if state.input.is_empty() {
+        let before = state.input.capacity();
+        let (used, stopped) = if state.input.is_empty() {
             let (used, stopped) = self.decode_frames(conn, bytes, now);
             if let (Some(rest), Some(state)) = (bytes.get(used..), self.conn_mut(conn)) {
                 if state.close.is_none() {
                     state.input.extend_from_slice(rest);
                 }
             }
-            stopped
+            (used, stopped)
         } else {
             let mut input = std::mem::take(&mut state.input);
             input.extend_from_slice(bytes);
@@ -51,15 +52,24 @@ impl Broker {
                     state.input = input;
                 }
             }
-            stopped
+            (used, stopped)
         };
-        if let Some(state) = self.conn_mut(conn) {
-            if state.input.is_empty() && state.input.capacity() > 0 {
-                // Only a frame split across reads needs this buffer; an idle connection keeps
-                // none.
-                state.input = Vec::new();
-            }
+        let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
+            return Intake::Closed;
+        };
+        if state.input.is_empty() && state.input.capacity() > 0 {
+            // Only a frame split across reads needs this buffer; an idle connection keeps
+            // none.
+            state.input = Vec::new();
         }
+        if state.input.is_empty() {
+            state.partial_since = None;
+        } else if used > 0 || state.partial_since.is_none() {
+            // A frame completed (or none was pending): the one now pending starts its clock.
+            state.partial_since = Some(now);
+        }
+        self.buffered_bytes = self.buffered_bytes - before + state.input.capacity();
+        self.enforce_memory_budget();
         self.intake_after(conn, stopped)
     }
 
@@ -88,8 +98,16 @@ impl Broker {
             let rest = buf.get(pos..).unwrap_or_default();
             match protocol::decode(rest, self.max_frame_len(conn)) {
                 Ok(Some((frame, used))) => {
+                    if matches!(frame, Frame::Publish(_)) && self.is_memory_high() {
+                        // Near the budget a PUBLISH waits, unread, in the input (and the rest
+                        // in the socket); every other frame (ACK, SUBSCRIBE, STATS, PING) goes
+                        // on, so consumers can still drain (issue #12).
+                        self.pause_for_memory(conn);
+                        return (pos, Some(Stop::Paused));
+                    }
                     let queued = self.flow.queued;
                     self.handle_frame(conn, frame, now);
+                    self.collect_queues();
                     pos += used;
                     if self.flow.queued > queued && self.flow.queued >= TURN_DELIVERIES {
                         return (pos, Some(Stop::FanOutBudget));

@@ -352,6 +352,8 @@ impl Broker {
         let mut retained = VecDeque::with_capacity(recovered.messages.len());
         let mut retained_bytes = 0;
         for (position, _unix_ms, message) in &recovered.messages {
+            // Each stored message holds its queue (issue 12's accounting: `collect_queues`).
+            self.routes.queue_mut(id).held += 1;
             let msg = self.store.insert(
                 *position,
                 id,
@@ -457,7 +459,7 @@ impl Broker {
             return;
         }
         for refused in durable.retained.drain(from..to) {
-            durable.retained_bytes -= self.store.get(refused.msg).queue_bytes();
+            durable.retained_bytes -= self.store.get(refused.msg).payload().len() as u64;
             self.store.release(refused.msg);
         }
     }
@@ -476,7 +478,8 @@ impl Broker {
             let Some(oldest) = durable.retained.pop_front() else {
                 break;
             };
-            let bytes = self.store.get(oldest.msg).queue_bytes();
+            // Retention counts payload bytes (`max_bytes`), as it added them.
+            let bytes = self.store.get(oldest.msg).payload().len() as u64;
             durable.retained_bytes -= bytes;
             self.store.release(oldest.msg);
             trimmed = true;

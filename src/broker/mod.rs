@@ -33,6 +33,12 @@
 //! `ending.rs` (closing connections, detaching and ending sessions), `auth.rs` (failed-auth
 //! slowdown), `reload.rs`, `origin.rs` (time and seed from outside), `stats.rs`.
 //!
+//! Password checks leave the core as requests: after the read pass and `handle_timeout` the
+//! driver takes them with `poll_password_check` and runs them where it likes (the server: a
+//! worker pool), handing each result back with `handle_password_checked` (call order in
+//! `password.rs`). The global memory budget is `memory.rs`; per-identity and per-address
+//! limits `owners.rs`.
+//!
 //! Invariants:
 //! - a connection is closed only by the loop's close pass, after `poll_close` named it; until
 //!   then its state stays here, marked closing, and it receives no further frames;
@@ -54,7 +60,10 @@ mod heartbeat;
 mod hello;
 mod intake;
 pub mod journal;
+mod memory;
 mod origin;
+mod owners;
+mod password;
 mod patterns;
 mod publish;
 mod reload;
@@ -80,6 +89,7 @@ pub use close::CloseReason;
 pub use dashboard::HttpAccess;
 pub use flow::Intake;
 pub use origin::Origin;
+pub use password::PasswordTicket;
 pub use routes::QueueId;
 pub use session::SessionKey;
 pub use store::MsgKey;
@@ -98,6 +108,8 @@ use flow::{ConnFlow, Flow, PublishBuckets};
 use groups::Groups;
 use hello::Tombstones;
 use origin::Entropy;
+use owners::Tally;
+use password::{PasswordChecks, PasswordWait};
 use patterns::Patterns;
 use routes::Routes;
 use session::Session;
@@ -162,12 +174,26 @@ pub struct Broker {
     /// Users and signing key in force for new HELLOs (replaced by a reload).
     authenticator: Authenticator,
     /// Failed authentications per source address.
-    auth_failures: FailureBuckets,
+    auth_failures: FailureBuckets<std::net::IpAddr>,
+    /// Failed password authentications per user name (guessing one user from many
+    /// addresses).
+    user_failures: FailureBuckets<Box<[u8]>>,
+    /// Password checks waiting for the global budget (see `password.rs`).
+    password_checks: PasswordChecks,
     /// What every anonymous session is granted, shared: `[0]` on other listeners, `[1]` (with
     /// STATS) on loopback ones.
     anonymous_grants: [Arc<Grant>; 2],
     /// Durable queues' records for the journal thread, and the receipts that wait for it.
     journal: journal::Journal,
+    /// Live sessions per identity and source address (`max_sessions_per_*`).
+    session_owners: Tally,
+    /// Live queues per creating identity and source address (`max_queues_per_*`).
+    queue_owners: Tally,
+    /// Capacity of every connection's `input` and `control` buffers, charged to
+    /// `max_memory_bytes`.
+    buffered_bytes: usize,
+    /// Reused list of queues whose stored messages were freed (see `collect_queues`).
+    freed_queues: Vec<QueueId>,
     /// Wall-clock anchor for signed-token expiry: (an `Instant` given to the broker, the Unix
     /// time then), from [`Origin`] and [`Broker::set_wall_clock`].
     wall_clock: (Instant, SystemTime),
@@ -176,7 +202,8 @@ pub struct Broker {
 /// A HELLO held back by the failed-authentication slowdown.
 #[derive(Debug)]
 struct DelayedHello {
-    /// The encoded HELLO, checked at `paused_until`; `None`: refused then, unchecked.
+    /// The encoded HELLO, checked at `paused_until` (`None` cannot happen since issue #12:
+    /// a held HELLO is always checked; kept as AUTH_FAILED should it).
     frame: Option<Box<[u8]>>,
 }
 
@@ -210,13 +237,19 @@ struct ConnState {
     is_output_blocked: bool,
     ping_nonce: u64,
     /// Bytes handed to [`Broker::handle_input`] not yet decoded: a partial frame, or frames
-    /// held back by flow control. Empty (no allocation) on an idle connection.
+    /// held back by flow control. Empty (no allocation) on an idle connection. Its capacity
+    /// is charged to `max_memory_bytes` (`buffered_bytes`).
     input: Vec<u8>,
+    /// Since when `input` has started a frame not yet complete: reset whenever a frame
+    /// completes. A frame incomplete for the heartbeat timeout closes the connection.
+    partial_since: Option<Instant>,
     /// Budgets, pauses and which held-back list it is on.
     flow: ConnFlow,
     /// A HELLO waiting for the failed-authentication slowdown; reading is paused until it is
     /// answered.
     delayed_hello: Option<Box<DelayedHello>>,
+    /// A HELLO waiting for its password check (`password.rs`); reading is paused until then.
+    password_wait: Option<Box<PasswordWait>>,
 }
 
 impl Broker {
@@ -229,6 +262,8 @@ impl Broker {
         let mut entropy = Entropy::new(origin.seed);
         let conflation_hasher = foldhash::quality::FixedState::with_seed(entropy.next_u64());
         let epoch = (entropy.next_u64() >> 32) as u32;
+        let password_checks =
+            PasswordChecks::new(config.max_password_checks_per_second, origin.now);
         Broker {
             listeners,
             conns: Vec::new(),
@@ -264,6 +299,8 @@ impl Broker {
             }),
             config,
             auth_failures: FailureBuckets::default(),
+            user_failures: FailureBuckets::default(),
+            password_checks,
             anonymous_grants: [
                 Arc::new(Grant::anonymous(false)),
                 Arc::new(Grant::anonymous(true)),
@@ -275,6 +312,10 @@ impl Broker {
                 max_in_flight_bytes: journal::MAX_IN_FLIGHT_BYTES,
                 ..journal::Journal::default()
             },
+            session_owners: Tally::default(),
+            queue_owners: Tally::default(),
+            freed_queues: Vec::new(),
+            buffered_bytes: 0,
             conflation_hasher,
             is_shutting_down: false,
         }
@@ -362,11 +403,13 @@ impl Broker {
             is_output_blocked: false,
             ping_nonce: 0,
             input: Vec::new(),
+            partial_since: None,
             flow: ConnFlow {
                 rate: has_rate.then(|| Box::new(PublishBuckets::full(&settings, now))),
                 ..ConnFlow::default()
             },
             delayed_hello: None,
+            password_wait: None,
         });
         self.conn_count += 1;
         self.metrics.connections_accepted += 1;
@@ -446,6 +489,10 @@ impl Broker {
             return;
         }
         state.last_recv = now;
+        if state.password_wait.is_some() {
+            // Reading is paused while a password is checked; nothing else is taken before.
+            return;
+        }
         if state.delayed_hello.is_some() {
             // The loop stops reading while a HELLO is held, so frames arrive here only after
             // its time: answer it first.
@@ -536,6 +583,7 @@ impl Broker {
             return;
         };
         self.conn_count -= 1;
+        self.buffered_bytes -= state.input.capacity() + state.control.capacity();
         let reason = state.close.unwrap_or(reason);
         self.closes[reason.counter_index()] += 1;
         if let Some(session) = state.session {
@@ -562,6 +610,8 @@ impl Broker {
         self.expire_group_deadlines(now);
         self.expire_due(now);
         self.tombstones.expire(now);
+        self.collect_queues();
+        self.enforce_memory_budget();
     }
 
     /// Starts a graceful shutdown: every connection gets GOODBYE(SERVER_SHUTDOWN) and is queued
@@ -587,6 +637,7 @@ impl Broker {
             self.flow_deadline(),
             self.groups.next_deadline(),
             self.expiry.next_deadline(),
+            self.password_deadline(),
         ]
         .into_iter()
         .flatten()

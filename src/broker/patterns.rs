@@ -152,18 +152,51 @@ impl Broker {
         }
     }
 
-    /// Finds or creates a queue (within `max_queues`); a new queue is matched against every
-    /// pattern subscription at once. Every queue creation outside the config goes through here.
+    /// Finds or creates queue `name` for session `key` (within `max_queues` and its owner's
+    /// `max_queues_per_*`; the error is the LIMIT_EXCEEDED text); a new queue is matched
+    /// against every pattern subscription at once. Every queue creation outside the config goes
+    /// through here.
     pub(super) fn find_or_create_queue(
+        &mut self,
+        key: SessionKey,
+        name: &[u8],
+    ) -> Result<QueueId, &'static str> {
+        if let Some(id) = self.routes.find(name) {
+            return Ok(id);
+        }
+        let id = self.try_create_queue(key, name)?;
+        self.match_new_queue(id);
+        Ok(id)
+    }
+
+    /// Finds or creates a queue the configuration names (a dead-letter queue): counted against
+    /// `max_queues` only, not against a session's owner.
+    pub(super) fn find_or_create_unowned_queue(
         &mut self,
         name: &[u8],
     ) -> Result<QueueId, super::routes::TooManyQueues> {
-        let before = self.routes.len();
-        let id = self.routes.find_or_create(name, self.config.max_queues)?;
-        if self.routes.len() > before {
-            self.match_new_queue(id);
+        if let Some(id) = self.routes.find(name) {
+            return Ok(id);
         }
+        let id = self
+            .routes
+            .try_create_unowned(name, self.config.max_queues)?;
+        self.match_new_queue(id);
         Ok(id)
+    }
+
+    /// Whether a pattern subscription of a session allowed to read it would match a queue
+    /// named `name`: a publish to a name that is no queue yet creates it only then (issue 12:
+    /// names nobody wants are not kept). Bounded work: the pattern subscriptions.
+    pub(super) fn is_wanted_by_a_pattern(&self, name: &[u8]) -> bool {
+        self.patterns.sessions.iter().any(|&key| {
+            let session = &self.sessions[key.0];
+            session
+                .patterns
+                .iter()
+                .any(|p| pattern_matches(&p.pattern, name))
+                && session.grant.permissions.may_subscribe(name)
+        })
     }
 
     /// A queue was created: each pattern subscription that matches it, of a session allowed to

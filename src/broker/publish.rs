@@ -46,9 +46,11 @@ impl Broker {
             self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
             return;
         }
-        let cached = session
-            .last_queue
-            .filter(|&id| *self.routes.queue(id).name == *publish.queue);
+        let cached = session.last_queue.filter(|&id| {
+            self.routes
+                .get(id)
+                .is_some_and(|q| *q.name == *publish.queue)
+        });
         let queue_id = match cached {
             // `last_queue` is only ever a queue this session was allowed to publish to.
             Some(id) => id,
@@ -65,15 +67,36 @@ impl Broker {
                 );
                 return;
             }
-            None => {
-                let Ok(id) = self.find_or_create_queue(publish.queue) else {
-                    let text = "max_queues reached";
-                    self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+            None => match self.routes.find(publish.queue) {
+                Some(id) => {
+                    self.sessions[key.0].last_queue = Some(id);
+                    id
+                }
+                None if self.is_wanted_by_a_pattern(publish.queue) => {
+                    match self.find_or_create_queue(key, publish.queue) {
+                        Ok(id) => {
+                            self.sessions[key.0].last_queue = Some(id);
+                            id
+                        }
+                        Err(text) => {
+                            self.fail(conn, ErrorCode::LimitExceeded, publish.seq, text);
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    // Nobody subscribes and nothing is declared: accepted and receipted,
+                    // routed nowhere, and no queue is created (issue #12).
+                    let session = &mut self.sessions[key.0];
+                    session.last_publish_seq = publish.seq;
+                    session.published += 1;
+                    session.is_receipt_due = true;
+                    self.mark_dirty(conn);
+                    self.metrics.messages_published += 1;
+                    self.next_message_id += 1;
                     return;
-                };
-                self.sessions[key.0].last_queue = Some(id);
-                id
-            }
+                }
+            },
         };
         let queue = self.routes.queue_mut(queue_id);
         if let Some(max) = queue.max_payload_len {
@@ -133,6 +156,7 @@ impl Broker {
                     (queue.0, publish.event, key),
                 )
             });
+            self.routes.queue_mut(queue).held += 1;
             let msg = self.store.insert(
                 message_id,
                 queue,

@@ -16,11 +16,15 @@ impl Broker {
     /// needs a restart holds its running values). Never drops a connection.
     pub fn handle_reload(&mut self, new: Config) {
         for declared in &new.queues {
-            let before = self.routes.len();
-            self.routes.declare(declared, false);
-            if self.routes.len() > before {
+            let existed = self.routes.find(declared.name.as_bytes()).is_some();
+            if let Some(owner) = self.routes.declare(declared, false) {
+                self.queue_owners.remove(&owner);
+            }
+            if !existed {
                 // A new queue: pattern subscriptions may match it (patterns.rs).
-                self.match_new_queue(super::QueueId(before as u32));
+                if let Some(id) = self.routes.find(declared.name.as_bytes()) {
+                    self.match_new_queue(id);
+                }
             }
         }
         for stale in self

@@ -4,17 +4,25 @@
 //! borrowed `&[u8]` and finds its targets in two lists: the queue's ALL_EVENTS subscribers and
 //! the subscribers of its event name. A session subscribed both ways is kept out of the event
 //! lists of that queue, so routing needs no per-subscriber check to deliver once.
+//!
+//! A queue lives while it is declared in the config, has a subscriber, or has stored
+//! messages (a DELIVER needs its name); otherwise it is freed ([`Routes::release_if_unused`]),
+//! so `max_queues` counts live queues and a flood of names cannot use them up for good
+//! (issue #12). A publish to a name nobody subscribes to creates nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
+use slab::Slab;
 
 use super::journal::DurableQueue;
+use super::owners::Owner;
 use super::SessionKey;
 use crate::config::{QueueConfig, DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES};
 
-/// Index of a queue in [`Routes`]. Queues are never removed, so ids are stable.
+/// Index of a queue in [`Routes`]. Held only while the queue lives (by subscriptions, stored
+/// messages, or as a cache checked with [`Routes::get`]); a freed queue's id may be reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub(crate) u32);
 
@@ -43,12 +51,26 @@ pub(crate) struct Queue {
     by_event: Option<Box<EventMap>>,
     /// Distinct sessions with any subscription on this queue.
     pub(crate) subscribers: u32,
+    /// Stored messages published to this queue.
+    pub(crate) held: u32,
+    /// Declared in the config: never freed.
+    pub(crate) is_declared: bool,
+    /// Who created it (counted against the per-identity and per-address queue limits);
+    /// `None` for declared queues.
+    pub(crate) owner: Option<Box<Owner>>,
+}
+
+impl Queue {
+    fn is_unused(&self) -> bool {
+        // A durable queue is always declared; the check keeps its positions whatever happens.
+        !self.is_declared && self.subscribers == 0 && self.held == 0 && self.durable.is_none()
+    }
 }
 
 /// All queues.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    queues: Vec<Queue>,
+    queues: Slab<Queue>,
     by_name: HashMap<Arc<[u8]>, QueueId, RandomState>,
 }
 
@@ -63,7 +85,7 @@ impl Routes {
     pub(crate) fn new(declared: &[QueueConfig]) -> Routes {
         let mut routes = Routes::default();
         for q in declared {
-            routes.declare(q, true);
+            let _ = routes.declare(q, true);
         }
         routes
     }
@@ -71,11 +93,16 @@ impl Routes {
     /// Applies a queue declaration from the config (at startup or reload), creating the
     /// queue if needed; never refused by `max_queues`. Durability starts only at startup
     /// (the journal's files are opened then); a reload changes a durable queue's sync policy
-    /// and retention.
-    pub(crate) fn declare(&mut self, declared: &QueueConfig, is_startup: bool) {
+    /// and retention. A declared queue counts against nobody: returns the owner it had been
+    /// counted against, if any.
+    pub(crate) fn declare(
+        &mut self,
+        declared: &QueueConfig,
+        is_startup: bool,
+    ) -> Option<Box<Owner>> {
         let id = self
             .find(declared.name.as_bytes())
-            .unwrap_or_else(|| self.create(declared.name.as_bytes()));
+            .unwrap_or_else(|| self.create(declared.name.as_bytes(), None));
         let queue = &mut self.queues[id.0 as usize];
         queue.conflate = declared.conflate;
         queue.max_payload_len = declared.max_payload_len;
@@ -105,16 +132,33 @@ impl Routes {
             None => {}
         }
         queue.ttl_ms = declared.ttl_ms;
+        queue.is_declared = true;
+        queue.owner.take()
     }
 
-    /// A declaration was removed from the config: the queue stays, with default settings.
+    /// A declaration was removed from the config: the queue stays while used, with default
+    /// settings. Returns its owner if it was freed.
     pub(crate) fn undeclare(&mut self, name: &str) {
         if let Some(id) = self.find(name.as_bytes()) {
             let queue = &mut self.queues[id.0 as usize];
             queue.conflate = false;
             queue.max_payload_len = None;
             queue.ttl_ms = 0;
+            queue.is_declared = false;
+            let _ = self.release_if_unused(id);
         }
+    }
+
+    /// Frees queue `id` if nothing uses it (not declared, no subscriber, no stored message);
+    /// returns its owner, if it was freed and had one.
+    pub(crate) fn release_if_unused(&mut self, id: QueueId) -> Option<Box<Owner>> {
+        let queue = self.queues.get(id.0 as usize)?;
+        if !queue.is_unused() {
+            return None;
+        }
+        let queue = self.queues.remove(id.0 as usize);
+        self.by_name.remove(&queue.name);
+        queue.owner
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -125,27 +169,39 @@ impl Routes {
         self.by_name.get(name).copied()
     }
 
-    /// Finds or creates a queue, within `max_queues`.
-    pub(crate) fn find_or_create(
+    /// Creates a queue owned by `owner`, within `max_queues` (the caller checked that `name`
+    /// is not a queue yet, and the owner's own limits).
+    pub(crate) fn try_create(
+        &mut self,
+        name: &[u8],
+        max_queues: usize,
+        owner: Owner,
+    ) -> Result<QueueId, TooManyQueues> {
+        if self.queues.len() >= max_queues {
+            return Err(TooManyQueues);
+        }
+        Ok(self.create(name, Some(Box::new(owner))))
+    }
+
+    /// Creates a queue the configuration names (a dead-letter queue), owned by nobody, within
+    /// `max_queues`.
+    pub(crate) fn try_create_unowned(
         &mut self,
         name: &[u8],
         max_queues: usize,
     ) -> Result<QueueId, TooManyQueues> {
-        if let Some(id) = self.find(name) {
-            return Ok(id);
-        }
         if self.queues.len() >= max_queues {
             return Err(TooManyQueues);
         }
-        Ok(self.create(name))
+        Ok(self.create(name, None))
     }
 
-    fn create(&mut self, name: &[u8]) -> QueueId {
-        // Bounded by max_queues (validated ≤ usize; u32 ids leave ample room).
-        let id = QueueId(self.queues.len() as u32);
+    fn create(&mut self, name: &[u8], owner: Option<Box<Owner>>) -> QueueId {
         let name: Arc<[u8]> = name.into();
+        // Bounded by max_queues (validated ≤ usize; u32 ids leave ample room).
+        let id = QueueId(self.queues.vacant_key() as u32);
         self.by_name.insert(Arc::clone(&name), id);
-        self.queues.push(Queue {
+        self.queues.insert(Queue {
             name,
             conflate: false,
             max_payload_len: None,
@@ -156,13 +212,22 @@ impl Routes {
             all_events: SessionList::Empty,
             by_event: None,
             subscribers: 0,
+            held: 0,
+            is_declared: false,
+            owner,
         });
         id
     }
 
     pub(crate) fn queue(&self, id: QueueId) -> &Queue {
-        // Invariant: QueueIds are only made by `create` and queues are never removed.
+        // Invariant: a QueueId is held (by a subscription or a stored message) only while its
+        // queue lives; caches go through `get`.
         &self.queues[id.0 as usize]
+    }
+
+    /// The queue `id`, if it still lives.
+    pub(crate) fn get(&self, id: QueueId) -> Option<&Queue> {
+        self.queues.get(id.0 as usize)
     }
 
     pub(crate) fn queue_mut(&mut self, id: QueueId) -> &mut Queue {
@@ -170,7 +235,7 @@ impl Routes {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Queue> {
-        self.queues.iter()
+        self.queues.iter().map(|(_, queue)| queue)
     }
 
     /// Appends the sessions a message to (queue, event) reaches to `out`. No allocation

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::delivery_queue::{DeliveryQueue, NodeKey};
 use super::groups::GroupMembership;
 use super::journal::ReceiptHold;
+use super::owners::Owner;
 use super::patterns::PatternSubscription;
 use super::{ConnId, QueueId};
 use crate::credentials::Grant;
@@ -93,6 +94,9 @@ pub(crate) struct Session {
     pub(crate) group: GroupMembership,
     /// Its pattern subscriptions (`patterns.rs`); bounded by `max_subscriptions`.
     pub(crate) patterns: Vec<PatternSubscription>,
+    /// The identity and address it was opened by, counted against `max_sessions_per_*` and
+    /// the queues it creates against `max_queues_per_*`.
+    pub(crate) owner: Owner,
 }
 
 /// A session's conflation map (see [`Session::conflation`]).

@@ -19,10 +19,42 @@ use super::Broker;
 /// Most recently ended sessions listed in a report.
 const CLOSED_SESSIONS_LISTED: usize = 100;
 
+/// Most sessions and queues a STATS_REPLY or `/metrics` lists; past them, `sessions_omitted`
+/// and `queues_omitted` say how many were left out (and `/metrics` exports the queues left
+/// out as one aggregate series). With 100,000 queues one STATS cost 293 ms of loop time
+/// (issue #12); listing stops here, and what is not listed costs no allocation.
+pub(crate) const MAX_LISTED: usize = 1_000;
+
+/// Most subscriptions listed per session: with 1,000 sessions of 1,000 subscriptions each a
+/// report would otherwise build a million entries to send a fraction of them.
+const MAX_LISTED_SUBSCRIPTIONS: usize = 100;
+
 impl Broker {
     /// A full introspection report: server counters, every session, every queue, recently
-    /// ended sessions.
+    /// ended sessions. Unbounded: for tests and `ServerHandle::stats`; the loop uses
+    /// [`Self::stats_bounded`].
     pub fn stats(&self) -> StatsReport {
+        self.report(usize::MAX, usize::MAX, true)
+    }
+
+    /// The report `/metrics` renders: every session (aggregated by state there) up to
+    /// `max_sessions`, queues up to [`MAX_LISTED`].
+    ///
+    /// Sessions come without names, addresses or subscriptions (exported only aggregated).
+    pub fn metrics_report(&self) -> StatsReport {
+        self.report(self.config.max_sessions, MAX_LISTED, false)
+    }
+
+    /// A report listing at most `max_sessions` sessions (lowest ids) and `max_queues` queues,
+    /// counting the others in `sessions_omitted` / `queues_omitted`.
+    ///
+    /// Bounded work: O(sessions + queues) of counting, allocation only for what is listed.
+    pub fn stats_bounded(&self, max_sessions: usize, max_queues: usize) -> StatsReport {
+        self.report(max_sessions, max_queues, true)
+    }
+
+    /// [`Self::stats_bounded`]; `with_details`: names, addresses and subscriptions too.
+    fn report(&self, max_sessions: usize, max_queues: usize, with_details: bool) -> StatsReport {
         let now = Some(self.now);
         let since = |at: Instant| now.map_or(0, |now| ms(now.saturating_duration_since(at)));
         let closes = self
@@ -53,25 +85,48 @@ impl Broker {
             sessions_detached_now: detached_now as u64,
             journal_fsync_p50_microseconds: self.journal.progress.sync_p50_micros,
             journal_fsync_p99_microseconds: self.journal.progress.sync_p99_micros,
+            memory_bytes: self.memory_bytes(),
+            max_memory_bytes: self.config.max_memory_bytes,
         };
         let server = metrics::server_stats(&self.metrics, &gauges, closes, losses);
-        let mut sessions: Vec<SessionStats> = self
-            .sessions
+        let mut listed: Vec<(u64, usize)> =
+            self.sessions.iter().map(|(key, s)| (s.id, key)).collect();
+        let sessions_omitted = listed.len().saturating_sub(max_sessions);
+        if sessions_omitted > 0 {
+            listed.select_nth_unstable(max_sessions);
+            listed.truncate(max_sessions);
+        }
+        let mut sessions: Vec<SessionStats> = listed
             .iter()
-            .map(|(_, s)| {
+            .map(|&(_, key)| &self.sessions[key])
+            .map(|s| {
                 let peer = s
                     .conn
                     .and_then(|conn| self.conn(conn))
+                    .filter(|_| with_details)
                     .map(|c| c.peer.to_string())
                     .unwrap_or_default();
+                let listed = if with_details {
+                    MAX_LISTED_SUBSCRIPTIONS
+                } else {
+                    0
+                };
                 let settings = &self.listeners[s.listener];
                 let keep_alive = settings.reconnect_keep_alive;
                 let conn_state = s.conn.and_then(|conn| self.conn(conn));
                 SessionStats {
                     session_id: s.id,
-                    client_name: s.client_name.to_string(),
+                    client_name: if with_details {
+                        s.client_name.to_string()
+                    } else {
+                        String::new()
+                    },
                     peer,
-                    identity: s.grant.identity.to_string(),
+                    identity: if with_details {
+                        s.grant.identity.to_string()
+                    } else {
+                        String::new()
+                    },
                     state: if s.conn.is_some() {
                         "connected"
                     } else {
@@ -93,10 +148,12 @@ impl Broker {
                     throttled_ms: conn_state
                         .and_then(|c| c.flow.rate.as_ref())
                         .map_or(0, |rate| rate.throttled_us / 1_000),
+                    subscriptions_omitted: s.subscriptions.len().saturating_sub(listed) as u64,
                     subscriptions: s
                         .subscriptions
                         .iter()
                         .filter(|sub| sub.is_literal)
+                        .take(listed)
                         .map(|sub| SubscriptionStats {
                             queue: lossy(&self.routes.queue(sub.queue).name),
                             event: sub.event.as_deref().map(lossy),
@@ -134,6 +191,7 @@ impl Broker {
         let queues = self
             .routes
             .iter()
+            .take(max_queues)
             .map(|q| QueueStats {
                 name: lossy(&q.name),
                 conflate: q.conflate,
@@ -148,6 +206,13 @@ impl Broker {
                 next_position: q.durable.as_ref().map_or(0, |d| d.next_position),
             })
             .collect();
+        let mut omitted_queue_totals = QueueStats::default();
+        let mut queues_omitted = 0;
+        for q in self.routes.iter().skip(max_queues) {
+            queues_omitted += 1;
+            omitted_queue_totals.subscribers += u64::from(q.subscribers);
+            omitted_queue_totals.published += q.published;
+        }
         let closed_sessions = self
             .tombstones
             .recent()
@@ -180,7 +245,9 @@ impl Broker {
             server,
             sessions,
             queues,
-            sessions_omitted: 0,
+            sessions_omitted: sessions_omitted as u64,
+            queues_omitted,
+            omitted_queue_totals,
             closed_sessions,
             groups,
         }
@@ -190,7 +257,7 @@ impl Broker {
 /// Renders the report as JSON of at most `max_len` bytes, leaving sessions out (and counting
 /// them in `sessions_omitted`) when every one would not fit.
 pub(super) fn render_json(broker: &Broker, max_len: usize) -> Vec<u8> {
-    let mut report = broker.stats();
+    let mut report = broker.stats_bounded(MAX_LISTED, MAX_LISTED);
     loop {
         let json = serde_json::to_vec(&report).unwrap_or_default();
         let is_minimal = report.sessions.is_empty()

@@ -59,11 +59,27 @@ impl StoredMessage {
         self.data.get(start..self.len as usize).unwrap_or_default()
     }
 
-    /// Bytes counted against `max_queue_bytes` for each session holding it.
+    /// Bytes counted against `max_queue_bytes` for each session holding it: its real cost
+    /// ([`message_cost`]).
     pub(crate) fn queue_bytes(&self) -> u64 {
-        self.payload().len() as u64
+        message_cost(
+            self.event_len.into(),
+            self.key_len.into(),
+            self.payload().len(),
+        )
     }
 }
+
+/// What one message costs a session holding it, counted against `max_queue_bytes`: its
+/// buffer as allocated (event, key and payload rounded up to the size class) plus one queue
+/// node (issue #12: 64-byte payloads cost ~276 B each, not 64).
+pub(crate) fn message_cost(event_len: usize, key_len: usize, payload_len: usize) -> u64 {
+    let len = event_len + key_len + payload_len;
+    let allocated = BufferPool::class(len).map_or(len, |class| SMALLEST_CLASS << class);
+    allocated as u64 + super::memory::NODE_BYTES
+}
+
+impl StoredMessage {}
 
 /// All stored messages.
 #[derive(Debug, Default)]
@@ -71,7 +87,12 @@ pub(crate) struct MessageStore {
     messages: Slab<StoredMessage>,
     /// Sum of payload bytes of stored messages.
     payload_bytes: u64,
+    /// Sum of the buffer sizes (size class, not length) of stored messages.
+    buffer_bytes: u64,
     pool: BufferPool,
+    /// Queues of messages freed since the broker last took them ([`Self::take_freed`]): each
+    /// entry is one message fewer held for that queue.
+    freed: Vec<QueueId>,
 }
 
 /// Most bytes of free buffers kept for reuse.
@@ -142,6 +163,7 @@ impl MessageStore {
         key_part.copy_from_slice(key);
         rest[..payload.len()].copy_from_slice(payload);
         self.payload_bytes += payload.len() as u64;
+        self.buffer_bytes += data.len() as u64;
         MsgKey(self.messages.insert(StoredMessage {
             id,
             queue,
@@ -189,12 +211,32 @@ impl MessageStore {
     fn free(&mut self, key: MsgKey) {
         let message = self.messages.remove(key.0);
         self.payload_bytes -= message.payload().len() as u64;
+        self.buffer_bytes -= message.data.len() as u64;
+        self.freed.push(message.queue);
         self.pool.put(message.data);
+    }
+
+    /// Moves the queues of messages freed since the last call into `out` (cleared first); the
+    /// list keeps its capacity, so this allocates nothing once warmed up.
+    pub(crate) fn take_freed(&mut self, out: &mut Vec<QueueId>) {
+        out.clear();
+        out.append(&mut self.freed);
     }
 
     /// Number of stored messages.
     pub(crate) fn len(&self) -> usize {
         self.messages.len()
+    }
+
+    /// Bytes of buffers held: those of stored messages (at their size class) and the free
+    /// ones the pool keeps for reuse.
+    pub(crate) fn allocated_bytes(&self) -> u64 {
+        self.buffer_bytes + self.pool.bytes as u64
+    }
+
+    /// Frees every buffer the pool keeps (memory is short: reuse can wait).
+    pub(crate) fn trim_pool(&mut self) {
+        self.pool = BufferPool::default();
     }
 
     /// Payload bytes stored.

@@ -1,5 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE. Layout and rules: protocol.md §SUBSCRIBE.
 
+use super::owners::OverLimit;
 use super::session;
 use super::{Broker, ConnId, QueueId, SessionKey};
 use crate::protocol::codec::encode_subscription;
@@ -46,9 +47,12 @@ impl Broker {
                 self.fail(conn, ErrorCode::LimitExceeded, 0, text);
                 return;
             }
-            let Ok(queue) = self.find_or_create_queue(sub.queue) else {
-                self.fail(conn, ErrorCode::LimitExceeded, 0, "max_queues reached");
-                return;
+            let queue = match self.find_or_create_queue(key, sub.queue) {
+                Ok(queue) => queue,
+                Err(text) => {
+                    self.fail(conn, ErrorCode::LimitExceeded, 0, text);
+                    return;
+                }
             };
             self.add_subscription_ref(key, queue, sub.event, Source::Literal);
         }
@@ -81,6 +85,55 @@ impl Broker {
         self.push_control(conn, |out| {
             let _ = encode_subscription(Op::Unsubscribed, sub, out);
         });
+    }
+
+    /// Creates queue `name` for session `key`, within `max_queues` and its owner's
+    /// `max_queues_per_identity` / `max_queues_per_address`; the error is the text of the
+    /// LIMIT_EXCEEDED to send.
+    pub(super) fn try_create_queue(
+        &mut self,
+        key: SessionKey,
+        name: &[u8],
+    ) -> Result<QueueId, &'static str> {
+        let owner = &self.sessions[key.0].owner;
+        let config = &self.config;
+        match self.queue_owners.over(
+            owner,
+            config.max_queues_per_identity,
+            config.max_queues_per_address,
+        ) {
+            Some(OverLimit::Identity) => return Err("max_queues_per_identity reached"),
+            Some(OverLimit::Address) => return Err("max_queues_per_address reached"),
+            None => {}
+        }
+        let queue = self
+            .routes
+            .try_create(name, config.max_queues, owner.clone())
+            .map_err(|_| "max_queues reached")?;
+        self.queue_owners.add(owner);
+        Ok(queue)
+    }
+
+    /// Frees `queue` if nothing uses it any more, and uncounts it from its creator.
+    pub(super) fn release_queue(&mut self, queue: QueueId) {
+        if let Some(owner) = self.routes.release_if_unused(queue) {
+            self.queue_owners.remove(&owner);
+        }
+    }
+
+    /// Takes the queues of stored messages freed since the last call off their `held` counts
+    /// and frees those left unused. Called after every frame, session end and timer pass.
+    ///
+    /// Bounded work: O(messages freed since the last call); allocates nothing once warmed up.
+    pub(super) fn collect_queues(&mut self) {
+        let mut freed = std::mem::take(&mut self.freed_queues);
+        self.store.take_freed(&mut freed);
+        for &queue in &freed {
+            // Invariant: a queue with held > 0 is not freed, so it lives until this pass.
+            self.routes.queue_mut(queue).held -= 1;
+            self.release_queue(queue);
+        }
+        self.freed_queues = freed;
     }
 
     /// Adds a reference to the session's (queue, event) subscription entry, creating and
@@ -156,6 +209,8 @@ impl Broker {
         }
         if !session.subscriptions.iter().any(|s| s.queue == queue) {
             self.routes.queue_mut(queue).subscribers -= 1;
+            // Freed once nothing uses it (issue 12: queue names do not run out).
+            self.release_queue(queue);
         }
     }
 }

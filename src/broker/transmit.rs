@@ -43,6 +43,7 @@ impl Broker {
             out.extend_from_slice(&state.control);
             // Control frames are rare (WELCOME, SUBSCRIBED, PING/PONG): free the buffer rather
             // than keep its capacity on every idle connection.
+            self.buffered_bytes -= state.control.capacity();
             state.control = Vec::new();
         }
         if let (None, Some(key)) = (state.close, state.session) {
@@ -207,13 +208,17 @@ impl Broker {
     /// `max_write_buffer_bytes` (never reading) is closed with SLOW_CONSUMER.
     pub(super) fn push_control(&mut self, conn: ConnId, encode: impl FnOnce(&mut Vec<u8>)) {
         let limit = self.config.max_write_buffer_bytes;
-        let Some(state) = self.conn_mut(conn) else {
+        let Some(state) = self.conns.get_mut(conn.0).and_then(Option::as_mut) else {
             return;
         };
+        let before = state.control.capacity();
         encode(&mut state.control);
         let is_over = state.control.len() > limit && state.close.is_none();
         if is_over {
-            state.control.clear();
+            state.control = Vec::new();
+        }
+        self.buffered_bytes = self.buffered_bytes - before + state.control.capacity();
+        if is_over {
             self.drop_connection(conn, ErrorCode::SlowConsumer, "write buffer limit exceeded");
         }
         self.mark_dirty(conn);

@@ -58,6 +58,9 @@ impl EventLoop {
                 return;
             }
         };
+        for widening in &plan.widened {
+            warn!("reload widens access (reload_widens_access = true): {widening}");
+        }
         let mut changed = plan.changed.clone();
         let mut failed = Vec::new();
         for (index, stack) in plan.loop_settings.listeners.iter().enumerate() {

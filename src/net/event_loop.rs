@@ -10,7 +10,8 @@
 //! 4. read every readable connection, and those the broker names in `poll_reads`: the
 //!    broker's `handle_readable` says whether to read, `handle_input` takes the bytes and
 //!    says whether to read more;
-//! 5. `handle_timeout`;
+//! 5. `handle_timeout`, then the password checks the core wants run go to the worker pool
+//!    (their results, which wake the loop, are handed back before the next read pass);
 //! 6. journal pass: this turn's durable records (`poll_journal`) go to the journal thread as
 //!    one batch, before replies are written (Redis writes its AOF once per turn, before
 //!    replies); its reports arrive through the waker and go to `handle_durable`, which
@@ -104,6 +105,8 @@ pub(crate) struct EventLoop {
     buffers: BufferPool,
     /// Connections to read this turn (events and `poll_reads`).
     reads: Vec<ConnId>,
+    /// Runs the broker's password checks off this thread (`None`: checked inline here).
+    pub(crate) password_pool: Option<super::password_pool::PasswordPool>,
     /// Connections to flush this turn.
     flush_list: Vec<ConnId>,
     /// Connections cut off by the write budget.
@@ -149,6 +152,7 @@ impl EventLoop {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             buffers: BufferPool::default(),
             reads: Vec::new(),
+            password_pool: None,
             flush_list: Vec::new(),
             flush_again: Vec::new(),
             net_closes: Vec::new(),
@@ -222,6 +226,7 @@ impl EventLoop {
                     }
                 }
             }
+            self.take_password_results(now);
             self.broker.poll_reads(now, &mut self.reads);
             self.reads.sort_unstable();
             self.reads.dedup();
@@ -237,6 +242,7 @@ impl EventLoop {
                 }
             }
             self.broker.handle_timeout(now);
+            self.give_password_checks(now);
             self.journal_pass();
             self.flush_pass(now);
             self.broker.handle_turn_end(now);
@@ -252,6 +258,30 @@ impl EventLoop {
             {
                 info!("shutdown complete");
                 return Ok(());
+            }
+        }
+    }
+
+    /// Results of password checks the workers finished (they woke the loop): answers the
+    /// held HELLOs before this turn's reads.
+    fn take_password_results(&mut self, now: Instant) {
+        if let Some(pool) = &self.password_pool {
+            while let Some((ticket, is_match)) = pool.try_result() {
+                self.broker.handle_password_checked(ticket, is_match, now);
+            }
+        }
+    }
+
+    /// The password checks the core wants run now go to the workers (or run here without a
+    /// pool).
+    fn give_password_checks(&mut self, now: Instant) {
+        while let Some((ticket, check)) = self.broker.poll_password_check(now) {
+            match &self.password_pool {
+                Some(pool) => pool.submit(ticket, check),
+                None => {
+                    let is_match = check.run();
+                    self.broker.handle_password_checked(ticket, is_match, now);
+                }
             }
         }
     }

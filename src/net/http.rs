@@ -251,7 +251,7 @@ impl HttpConn {
         let path = request.path.split('?').next().unwrap_or_default();
         match path {
             "/metrics" => {
-                let body = crate::prometheus::render(&broker.stats());
+                let body = crate::prometheus::render(&broker.metrics_report());
                 self.set_response("200 OK", PROMETHEUS_TEXT, "", body.as_bytes());
             }
             "/" | "/index.html" | "/stats.json" => {

@@ -6,6 +6,7 @@
 //!   over TCP;
 //! - [`connection`]: a connection's transport, write buffer and readiness;
 //! - [`http`]: the HTTP listener (metrics, the dashboard page and its `/stats.json`);
+//! - [`password_pool`]: worker threads that run the core's password checks;
 //! - `commands`: commands from `ServerHandle`, signals, and applying a reload plan.
 
 mod commands;
@@ -13,4 +14,5 @@ pub(crate) mod connection;
 pub(crate) mod event_loop;
 pub(crate) mod http;
 pub(crate) mod listener;
+pub(crate) mod password_pool;
 pub(crate) mod transport;

@@ -74,6 +74,8 @@ errors! {
     AuthFailed(0x001B) "AUTH_FAILED" "the credentials were not accepted",
     NotAuthorized(0x001C) "NOT_AUTHORIZED" "the session may not publish to / subscribe to this queue, or use STATS",
     StorageFailed(0x001D) "STORAGE_FAILED" "a durable queue's journal could not write a published message (disk full, I/O error); it was not receipted",
+    MemoryLimit(0x001E) "MEMORY_LIMIT" "the server is over max_memory_bytes and closed one of its largest consumers",
+    SessionEvicted(0x001F) "SESSION_EVICTED" "a detached session was ended to make room for a newer one of the same identity or address",
 }
 
 impl fmt::Display for ErrorCode {

@@ -20,9 +20,17 @@ pub struct StatsReport {
     pub sessions: Vec<SessionStats>,
     /// Every queue, in creation order.
     pub queues: Vec<QueueStats>,
-    /// Sessions left out of `sessions` so the reply fits in one frame (0 normally).
+    /// Sessions left out of `sessions` so the reply fits in one frame, or past the number a
+    /// report lists (0 normally).
     #[serde(default)]
     pub sessions_omitted: u64,
+    /// Queues left out of `queues` past the number a report lists (0 normally).
+    #[serde(default)]
+    pub queues_omitted: u64,
+    /// Sums over the queues left out (`name` empty): exported as one aggregate series. Not
+    /// in the JSON.
+    #[serde(skip)]
+    pub omitted_queue_totals: QueueStats,
     /// Recently ended sessions, most recent first (at most 100).
     #[serde(default)]
     pub closed_sessions: Vec<ClosedSessionStats>,
@@ -157,6 +165,27 @@ pub struct ServerStats {
     /// HELLOs refused with AUTH_FAILED.
     #[serde(default)]
     pub auth_failures: u64,
+    /// Password HELLOs answered SERVER_BUSY because they could not be checked in time.
+    #[serde(default)]
+    pub auth_checks_timed_out: u64,
+    /// Detached sessions evicted for a newer session of the same identity or address.
+    #[serde(default)]
+    pub sessions_evicted: u64,
+    /// Publisher reads paused because memory was near `max_memory_bytes`.
+    #[serde(default)]
+    pub memory_pauses: u64,
+    /// Sessions closed with MEMORY_LIMIT.
+    #[serde(default)]
+    pub memory_limit_closes: u64,
+    /// Connections closed because a frame stayed incomplete for the heartbeat timeout.
+    #[serde(default)]
+    pub partial_frame_timeouts: u64,
+    /// Memory charged to `max_memory_bytes` now.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// The memory budget in force.
+    #[serde(default)]
+    pub max_memory_bytes: u64,
     /// HELLOs held back by the failed-authentication slowdown.
     #[serde(default)]
     pub auth_throttled: u64,
@@ -234,11 +263,14 @@ pub struct SessionStats {
     /// Total time its connection's reading was paused by the rate limit, in ms.
     #[serde(default)]
     pub throttled_ms: u64,
-    /// Subscriptions; `event: null` means ALL_EVENTS.
+    /// Subscriptions; `event: null` means ALL_EVENTS (at most 100 listed).
     pub subscriptions: Vec<SubscriptionStats>,
     /// Pattern subscriptions (protocol.md §Patterns).
     #[serde(default)]
     pub patterns: Vec<PatternStats>,
+    /// Subscriptions left out of `subscriptions` past the 100 listed.
+    #[serde(default)]
+    pub subscriptions_omitted: u64,
     /// Messages held: pending + in flight.
     pub queue_depth: u64,
     /// Payload bytes held.

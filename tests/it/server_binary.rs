@@ -456,3 +456,41 @@ fn log_lines_name_the_peer_and_the_session_in_hex() {
     );
     assert!(!stderr.contains("conn 0"), "{stderr}");
 }
+
+// Issue #12: an empty config file was accepted on SIGHUP as all defaults, and a reload could
+// widen access silently.
+#[test]
+fn sighup_refuses_an_empty_file_and_a_widening_without_its_marker() {
+    let dir = TempDir::new("reload-closed");
+    let addr = free_addr();
+    let users = |extra: &str| {
+        let hash = hash_password_with(b"pw", b"reload-salt", 1_000);
+        format!(
+            "listen = \"{addr}\"\n{extra}allow_anonymous = false\n\n[[users]]\nname = \"alice\"\n\
+             password_hash = \"{hash}\"\npublish = [\"*\"]\nsubscribe = [\"*\"]\n"
+        )
+    };
+    let path = dir.file("weir.toml", &users(""));
+    let (server, notify) = start_notified(&dir, &path);
+    let anonymous = || Client::connect(addr, &ClientOptions::default());
+    assert!(anonymous().is_err(), "anonymous HELLOs are refused");
+    let reload = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        signal(&server.0, "HUP");
+        assert_eq!(next_notification(&notify), "RELOADING=1");
+        assert_eq!(next_notification(&notify), "READY=1");
+    };
+    // An empty (truncated) file: refused, the running configuration stays.
+    reload("");
+    assert!(anonymous().is_err(), "still refused after an empty file");
+    Client::connect(addr, &with_auth(Credentials::password("alice", "pw")))
+        .expect("alice still works after an empty file");
+    // Allowing anonymous HELLOs without the marker: refused.
+    reload(&format!("listen = \"{addr}\"\nallow_anonymous = true\n"));
+    assert!(anonymous().is_err(), "a silent widening is refused");
+    // With the marker: applied.
+    reload(&format!(
+        "listen = \"{addr}\"\nallow_anonymous = true\nreload_widens_access = true\n"
+    ));
+    anonymous().expect("the explicit widening is applied");
+}

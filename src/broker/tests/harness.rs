@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin};
+use crate::broker::{Broker, CloseReason, ConnId, Intake, Origin, PasswordTicket};
 use crate::config::{Config, QueueConfig};
+use crate::credentials::PasswordCheck;
 use crate::protocol::codec::{self, encode_ack};
 use crate::protocol::frame::{DELIVER_DELIVERY_COUNT, DELIVER_REDELIVERED};
 use crate::protocol::stats::{SessionStats, StatsReport};
@@ -49,7 +50,8 @@ pub(super) fn test_config() -> Config {
         heartbeat_timeout_ms: 30_000,
         in_flight_window: 16,
         max_queue_depth: 32,
-        max_queue_bytes: 1_024,
+        // Each small test message costs 96 B (64 B size class + a node): as many as the depth.
+        max_queue_bytes: 32 * (64 + crate::broker::memory::NODE_BYTES),
         max_queues: 8,
         max_subscriptions: 4,
         queues: vec![
@@ -72,7 +74,8 @@ pub(super) fn reconnect_config() -> Config {
     Config {
         reconnect_keep_alive_ms: 60_000,
         max_queue_depth_detached: 64,
-        max_queue_bytes_detached: 2_048,
+        // 64 small messages at their real cost (buffer and node), so depth is what binds.
+        max_queue_bytes_detached: 64 * (64 + crate::broker::memory::NODE_BYTES),
         ..test_config()
     }
 }
@@ -152,6 +155,9 @@ pub(super) struct Harness {
     pub(super) now: Instant,
     epoch: Instant,
     clients: BTreeMap<ConnId, Client>,
+    /// Password checks are taken from the broker but not run (a stalled pool).
+    pub(super) is_holding_password_checks: bool,
+    pub(super) held_password_checks: Vec<(PasswordTicket, PasswordCheck)>,
 }
 
 impl Harness {
@@ -172,6 +178,8 @@ impl Harness {
             now: epoch,
             epoch,
             clients: BTreeMap::new(),
+            is_holding_password_checks: false,
+            held_password_checks: Vec::new(),
         }
     }
 
@@ -179,8 +187,13 @@ impl Harness {
 
     /// Accepts a TCP connection from 127.0.0.1:(40000 + id).
     pub(super) fn connect(&mut self, conn: ConnId) {
+        self.connect_from(conn, [127, 0, 0, 1]);
+    }
+
+    /// Connects `conn` from source address `ip`.
+    pub(super) fn connect_from(&mut self, conn: ConnId, ip: [u8; 4]) {
         let port = 40_000 + u16::try_from(conn.0).expect("small conn ids");
-        let peer = SocketAddr::from(([127, 0, 0, 1], port));
+        let peer = SocketAddr::from((ip, port));
         self.broker.handle_connect(conn, peer, self.now);
         self.clients.insert(
             conn,
@@ -474,6 +487,18 @@ impl Harness {
             // turn end and close pass, then the next turn's reads.
             let mut is_busy = false;
             self.broker.handle_timeout(self.now);
+            // The harness is the password worker pool: checks run inline, results come back
+            // in the same turn (the server's pool returns them a turn or so later).
+            while let Some((ticket, check)) = self.broker.poll_password_check(self.now) {
+                if self.is_holding_password_checks {
+                    self.held_password_checks.push((ticket, check));
+                    continue;
+                }
+                let is_match = check.run();
+                self.broker
+                    .handle_password_checked(ticket, is_match, self.now);
+                is_busy = true;
+            }
             while let Some(conn) = self.broker.poll_dirty() {
                 if is_writable(conn) {
                     self.transmit(conn);

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod auth;
 mod backlog;
 mod conflation;
 mod delivery;
@@ -15,6 +16,7 @@ mod groups;
 mod heartbeat;
 mod intake;
 mod lifecycle;
+mod memory;
 mod model;
 mod overflow;
 mod patterns;

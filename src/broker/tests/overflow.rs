@@ -77,11 +77,14 @@ fn overflowing_the_depth_closes_only_that_session_with_queue_overflow() {
 
 #[test]
 fn overflowing_the_bytes_closes_only_that_session_with_queue_overflow() {
-    let mut h = slow_and_fast(with_bytes(10));
+    // Bytes count what a message really costs: its 64 B buffer and a node.
+    let cost = crate::broker::store::message_cost(1, 0, 5);
+    assert_eq!(cost, 64 + crate::broker::memory::NODE_BYTES);
+    let mut h = slow_and_fast(with_bytes(2 * cost));
     h.publish(PUBLISHER, "db", "e", "12345");
     h.publish(PUBLISHER, "db", "e", "67890");
     let mut fast = fast_keeps_up(&mut h);
-    assert_eq!(h.session(SLOW).queue_bytes, 10);
+    assert_eq!(h.session(SLOW).queue_bytes, 2 * cost);
     h.publish(PUBLISHER, "db", "e", "!");
     h.publish(PUBLISHER, "db", "e", "after");
     fast.extend(fast_keeps_up(&mut h));

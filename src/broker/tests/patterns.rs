@@ -156,14 +156,17 @@ fn a_pattern_needs_extensions_and_no_group() {
 
 #[test]
 fn a_pattern_counts_once_against_max_subscriptions() {
-    let mut h = Harness::with_config(Config {
+    // The queues exist before the pattern (declared: a publish to a name nobody wants
+    // creates no queue, issue 12).
+    let mut config = Config {
         max_subscriptions: 2,
         ..pattern_config()
-    });
-    h.hello(PUBLISHER);
+    };
     for queue in ["a.1", "a.2", "a.3"] {
-        h.publish(PUBLISHER, queue, "e", "x");
+        config.queues.push(crate::config::QueueConfig::new(queue));
     }
+    let mut h = Harness::with_config(config);
+    h.hello(PUBLISHER);
     h.hello_extensions(WATCHER, 0);
     h.subscribe_pattern(WATCHER, "a.*", None);
     h.subscribe(WATCHER, "b", None);

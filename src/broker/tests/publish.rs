@@ -179,14 +179,31 @@ fn a_payload_over_the_queues_max_payload_len_is_limit_exceeded() {
 }
 
 #[test]
-fn max_queues_is_limit_exceeded_for_publish_and_subscribe() {
+fn max_queues_counts_live_queues_and_is_limit_exceeded_for_subscribe() {
     let config = test_config();
     let declared = config.queues.len();
     let mut h = Harness::with_config(config.clone());
     h.hello(PUBLISHER);
     h.hello(SUBSCRIBER);
+    // Publishing to names nobody subscribes to creates no queue (issue #12).
+    for n in 0..100 {
+        h.publish(PUBLISHER, &format!("nobody{n}"), "e", "x");
+    }
+    assert_eq!(h.stats().server.queues, declared as u64);
+    assert!(!h
+        .frames(PUBLISHER)
+        .iter()
+        .any(|f| matches!(f, Received::Closed(_))));
+    let max_subscriptions = config.max_subscriptions;
+    let mut subscribers = Vec::new();
     for n in declared..config.max_queues {
-        h.publish(PUBLISHER, &format!("q{n}"), "e", "x");
+        let index = n - declared;
+        let conn = ConnId(10 + index / max_subscriptions);
+        if index % max_subscriptions == 0 {
+            h.hello(conn);
+            subscribers.push(conn);
+        }
+        h.subscribe(conn, &format!("q{n}"), None);
     }
     assert_eq!(h.stats().server.queues, config.max_queues as u64);
     // Existing queues still work.
@@ -194,15 +211,86 @@ fn max_queues_is_limit_exceeded_for_publish_and_subscribe() {
     h.subscribe(SUBSCRIBER, "one-too-many", None);
     let frames = h.frames(SUBSCRIBER);
     assert_eq!(frames[1..], failed_with(ErrorCode::LimitExceeded));
-    h.publish(PUBLISHER, "another-one", "e", "x");
-    let frames = h.frames(PUBLISHER);
-    assert_eq!(
-        frames.last(),
-        Some(&Received::Closed(CloseReason::ProtocolError(
-            ErrorCode::LimitExceeded
-        )))
-    );
     assert_eq!(h.stats().server.queues, config.max_queues as u64);
+    // Their subscribers gone, the queues are freed and the names can be used again.
+    for conn in subscribers {
+        h.send(conn, &Frame::Bye);
+    }
+    h.hello(ConnId(9));
+    h.subscribe(ConnId(9), "fresh", None);
+    assert_eq!(h.frames(ConnId(9)).len(), 1, "SUBSCRIBED");
+    assert_eq!(h.stats().server.queues, declared as u64 + 1);
+}
+
+// Issue #12: 100,000 distinct names filled max_queues for good.
+#[test]
+fn a_flood_of_queue_names_from_one_address_leaves_queues_for_others() {
+    let mut h = Harness::with_config(crate::config::Config {
+        max_queues: 12,
+        max_queues_per_address: 4,
+        ..test_config()
+    });
+    // The flood: sessions from one address subscribing to ever new names, and dropping.
+    let mut refused = 0;
+    for n in 0..40 {
+        let conn = ConnId(100 + n);
+        h.connect_from(conn, [10, 0, 0, 1]);
+        h.send(
+            conn,
+            &Frame::Hello(crate::protocol::Hello {
+                extensions: false,
+                inflight_window: 0,
+                client_name: b"flood",
+                resume: None,
+                auth: None,
+            }),
+        );
+        for k in 0..4 {
+            h.subscribe(conn, &format!("flood-{n}-{k}"), None);
+        }
+        refused += h
+            .frames(conn)
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f,
+                    Received::Error {
+                        code: ErrorCode::LimitExceeded,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if n % 2 == 0 {
+            h.disconnect(conn, CloseReason::PeerClosed);
+        }
+    }
+    assert!(refused > 0, "the flood met its per-address limit");
+    assert!(
+        h.stats().server.queues <= 2 + 4,
+        "declared + the flood's limit"
+    );
+    // A second client, from another address, still gets its queues.
+    h.connect_from(ConnId(9), [10, 9, 9, 9]);
+    h.send(
+        ConnId(9),
+        &Frame::Hello(crate::protocol::Hello {
+            extensions: false,
+            inflight_window: 0,
+            client_name: b"second",
+            resume: None,
+            auth: None,
+        }),
+    );
+    for k in 0..4 {
+        h.subscribe(ConnId(9), &format!("mine{k}"), None);
+    }
+    let frames = h.frames(ConnId(9));
+    assert_eq!(frames.len(), 5, "WELCOME and four SUBSCRIBED: {frames:?}");
+    assert!(matches!(frames[0], Received::Welcome(_)));
+    assert!(frames[1..]
+        .iter()
+        .all(|f| matches!(f, Received::Subscribed(_))));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::harness::{reconnect_config, said_goodbye, Delivery, Harness, Received};
 use crate::broker::{CloseReason, ConnId};
-use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_RESUMED};
+use crate::protocol::frame::{OUTCOME_LOST, OUTCOME_NEW, OUTCOME_RESUMED};
 use crate::protocol::{ErrorCode, Frame, Hello, Resume, Welcome};
 
 const PUBLISHER: ConnId = ConnId(1);
@@ -276,7 +276,8 @@ fn a_hello_past_max_sessions_gets_server_busy_and_detached_sessions_count() {
     let first = h.hello(PUBLISHER);
     h.hello(SUBSCRIBER);
     h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
-    h.connect(ConnId(7));
+    // From another address: nothing of its own to evict.
+    h.connect_from(ConnId(7), [10, 0, 0, 7]);
     h.send(
         ConnId(7),
         &Frame::Hello(Hello {
@@ -374,4 +375,91 @@ fn lost_missed_counts_the_message_that_overflowed_the_session() {
         Some(u64::from(limit) + 1),
         "the held ones and the one too many"
     );
+}
+
+// Issue #12: connect/HELLO/SUBSCRIBE/drop cycles filled max_sessions with detached sessions.
+#[test]
+fn at_max_sessions_the_newcomers_own_detached_session_is_evicted_and_its_owner_told() {
+    let mut h = Harness::with_config(crate::config::Config {
+        max_sessions: 2,
+        ..reconnect_config()
+    });
+    h.connect_from(PUBLISHER, [10, 0, 0, 1]);
+    h.handshake(PUBLISHER, harness_hello(b"other"));
+    let gone = h.hello(SUBSCRIBER);
+    h.disconnect(SUBSCRIBER, CloseReason::PeerClosed);
+    // Same address as the detached one: it makes room.
+    h.connect(ConnId(7));
+    let welcome = h.handshake(ConnId(7), harness_hello(b"third"));
+    assert_eq!(welcome.outcome, OUTCOME_NEW);
+    assert_eq!(h.stats().server.sessions_evicted, 1);
+    // (The lost resume opens a new session: let the third's detached one make room.)
+    h.disconnect(ConnId(7), CloseReason::PeerClosed);
+    let (lost, _) = resume_on(&mut h, ConnId(8), resume(&gone, 0, 1));
+    assert_eq!(lost.outcome, OUTCOME_LOST);
+    assert_eq!(lost.lost_reason, Some(ErrorCode::SessionEvicted));
+}
+
+// Issue #12: one address may not hold every session; another address still gets one.
+#[test]
+fn one_address_at_its_session_limit_evicts_its_own_and_leaves_room_for_others() {
+    let mut h = Harness::with_config(crate::config::Config {
+        max_sessions: 10,
+        max_sessions_per_address: 3,
+        ..reconnect_config()
+    });
+    let mut flood = 0;
+    for n in 0..50 {
+        let conn = ConnId(100 + n);
+        h.connect_from(conn, [10, 0, 0, 1]);
+        h.send(conn, &Frame::Hello(harness_hello(b"flood")));
+        if h.frames(conn)
+            .iter()
+            .any(|f| matches!(f, Received::Welcome(_)))
+        {
+            flood += 1;
+        }
+        h.disconnect(conn, CloseReason::PeerClosed);
+    }
+    assert_eq!(
+        flood, 50,
+        "each cycle evicts the flood's own oldest detached session"
+    );
+    let stats = h.stats();
+    assert_eq!(
+        stats.server.sessions, 3,
+        "the flood holds at most its limit"
+    );
+    assert_eq!(stats.server.sessions_evicted, 47);
+    for n in 0..7 {
+        let conn = ConnId(10 + n);
+        h.connect_from(conn, [10, 0, 1, n as u8]);
+        let welcome = h.handshake(conn, harness_hello(b"second"));
+        assert_eq!(welcome.outcome, OUTCOME_NEW, "room for another client");
+    }
+    // Attached sessions are never evicted: at its limit with none detached, LIMIT_EXCEEDED.
+    for conn in [ConnId(200), ConnId(201), ConnId(202)] {
+        h.connect_from(conn, [10, 0, 0, 1]);
+        h.send(conn, &Frame::Hello(harness_hello(b"live")));
+    }
+    h.connect_from(ConnId(203), [10, 0, 0, 1]);
+    h.send(ConnId(203), &Frame::Hello(harness_hello(b"one more")));
+    assert_eq!(
+        h.frames(ConnId(203))[..1],
+        [Received::Error {
+            code: ErrorCode::LimitExceeded,
+            fatal: true,
+            ref_seq: 0
+        }]
+    );
+}
+
+fn harness_hello(name: &'static [u8]) -> Hello<'static> {
+    Hello {
+        extensions: false,
+        inflight_window: 0,
+        client_name: name,
+        resume: None,
+        auth: None,
+    }
 }

@@ -131,6 +131,8 @@ fn stats_reply_fields_in_protocol_md_match_the_stats_types() {
         }],
         queues: vec![QueueStats::default()],
         sessions_omitted: 0,
+        queues_omitted: 0,
+        omitted_queue_totals: QueueStats::default(),
         closed_sessions: vec![ClosedSessionStats::default()],
         groups: vec![GroupStats {
             event: Some("resize".to_owned()),

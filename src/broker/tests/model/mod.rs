@@ -68,9 +68,10 @@ fn model_config(reconnect_keep_alive_ms: u64) -> Config {
         heartbeat_timeout_ms: 3_000,
         in_flight_window: 3,
         max_queue_depth: 6,
-        max_queue_bytes: 40,
+        // Every model message costs 96 B (64 B size class + a node): 5 and 8 messages.
+        max_queue_bytes: 5 * 96,
         max_queue_depth_detached: 9,
-        max_queue_bytes_detached: 60,
+        max_queue_bytes_detached: 8 * 96,
         max_subscriptions: 16,
         ..test_config()
     }

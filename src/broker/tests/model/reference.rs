@@ -36,6 +36,13 @@ pub(super) struct Message {
 }
 
 impl Message {
+    /// What it costs a session holding it, as the broker counts it against max_queue_bytes.
+    pub(super) fn cost(&self) -> usize {
+        let key_len = self.identity.map_or(0, |(_, _, key)| key.len());
+        let event_len = super::EVENTS[self.event].len();
+        crate::broker::store::message_cost(event_len, key_len, self.len) as usize
+    }
+
     pub(super) fn payload(&self) -> Vec<u8> {
         vec![self.id as u8; self.len]
     }
@@ -115,7 +122,7 @@ impl Session {
         self.pending
             .iter()
             .chain(self.in_flight.values())
-            .map(|m| m.len)
+            .map(|m| m.cost())
             .sum()
     }
 
@@ -570,9 +577,9 @@ impl Model {
                 .position(|old| old.identity == Some(identity))
         });
         let (removed_depth, removed_bytes) =
-            replaced.map_or((0, 0), |i| (1, session.pending[i].len));
+            replaced.map_or((0, 0), |i| (1, session.pending[i].cost()));
         let depth = session.depth() - removed_depth + 1;
-        let bytes = session.bytes() - removed_bytes + message.len;
+        let bytes = session.bytes() - removed_bytes + message.cost();
         if depth > max_depth as usize || bytes as u64 > max_bytes {
             let conn = session.conn;
             self.counters.messages_dropped_overflow += 1;

@@ -98,6 +98,7 @@ fn the_summary_shows_sessions_with_subscriptions_and_queues() {
         sessions_omitted: 1,
         closed_sessions: Vec::new(),
         groups: Vec::new(),
+        ..StatsReport::default()
     };
     let text = summarize(&report, 4);
     assert!(
