@@ -75,6 +75,7 @@ mod subscribe;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod tombstones;
 mod transmit;
 
 use std::collections::{HashMap, VecDeque};
@@ -97,9 +98,9 @@ pub use store::MsgKey;
 use crate::config::{Config, ListenerSettings};
 use crate::credentials::{Authenticator, Grant};
 use crate::metrics::Metrics;
-use crate::protocol::codec::{encode_error, encode_error_answering, encode_ping};
+use crate::protocol::codec::{encode_error, encode_error_answering};
 use crate::protocol::proxy::ProxyHeader;
-use crate::protocol::{DecodeError, ErrorCode, Frame, Op};
+use crate::protocol::{ErrorCode, Frame, Op};
 use auth::FailureBuckets;
 use close::CLOSE_COUNTERS;
 use delivery_queue::Nodes;
@@ -475,99 +476,6 @@ impl Broker {
     /// [`Self::handle_input`]).
     pub fn handle_written(&mut self, written: usize) {
         self.metrics.bytes_out += written as u64;
-    }
-
-    /// One decoded frame from `conn` (from [`Self::handle_input`]).
-    ///
-    /// Bounded work: O(frame size + subscribers of the message's queue and event).
-    pub(super) fn handle_frame(&mut self, conn: ConnId, frame: Frame<'_>, now: Instant) {
-        self.now = now;
-        let Some(state) = self.conn_mut(conn) else {
-            return;
-        };
-        if state.close.is_some() {
-            return;
-        }
-        state.last_recv = now;
-        if state.password_wait.is_some() {
-            // Reading is paused while a password is checked; nothing else is taken before.
-            return;
-        }
-        if state.delayed_hello.is_some() {
-            // The loop stops reading while a HELLO is held, so frames arrive here only after
-            // its time: answer it first.
-            self.run_delayed_hello(conn, now);
-            if self.is_closing(conn) {
-                return;
-            }
-        }
-        let Some(state) = self.conn(conn) else {
-            return;
-        };
-        let Some(session) = state.session else {
-            match frame {
-                Frame::Hello(hello) => self.handle_hello(conn, &hello, now),
-                _ => self.fail(
-                    conn,
-                    ErrorCode::HelloRequired,
-                    0,
-                    "the first frame must be HELLO",
-                ),
-            }
-            return;
-        };
-        match frame {
-            Frame::Publish(publish) => {
-                self.charge_publish(conn, publish.payload.len());
-                self.handle_publish(conn, session, &publish);
-            }
-            Frame::Subscribe(sub) => self.handle_subscribe(conn, session, &sub),
-            Frame::Unsubscribe(sub) => self.handle_unsubscribe(conn, session, &sub),
-            Frame::Ack(ack) => self.handle_ack(conn, session, &ack),
-            Frame::Ping(nonce) => {
-                self.push_control(conn, |out| encode_ping(Op::Pong, nonce, out));
-            }
-            Frame::Pong(_) => {}
-            Frame::Bye => self.goodbye(conn, ErrorCode::ClientBye, "bye"),
-            Frame::Stats => self.handle_stats(conn, session),
-            Frame::Hello(_) => {
-                self.fail(conn, ErrorCode::DuplicateHello, 0, "HELLO already accepted");
-            }
-            Frame::Welcome(_)
-            | Frame::Deliver(_)
-            | Frame::Receipt(_)
-            | Frame::Subscribed(_)
-            | Frame::Unsubscribed(_)
-            | Frame::Error(_)
-            | Frame::Goodbye(_)
-            | Frame::StatsReply(_)
-            | Frame::Dropped(_) => {
-                let text = "server-to-client op sent by a client";
-                self.fail(conn, ErrorCode::UnknownOp, 0, text);
-            }
-        }
-    }
-
-    /// The bytes from `conn` could not be decoded: tell it why and close it.
-    fn handle_decode_error(&mut self, conn: ConnId, error: &DecodeError) {
-        if self.is_closing(conn) {
-            return;
-        }
-        self.fail(conn, error.code(), 0, &error.to_string());
-    }
-
-    /// As `handle_decode_error`, for bytes of another protocol (TLS, HTTP): the
-    /// ERROR's text says so.
-    fn handle_foreign_protocol(
-        &mut self,
-        conn: ConnId,
-        error: &DecodeError,
-        foreign: crate::protocol::sniff::ForeignProtocol,
-    ) {
-        if self.is_closing(conn) {
-            return;
-        }
-        self.fail(conn, error.code(), 0, foreign.server_text());
     }
 
     /// The connection is gone (or the loop finished closing it). Frees its state. If the
