@@ -37,6 +37,8 @@ impl Broker {
         let before = state.input.capacity();
         let (used, stopped) = if state.input.is_empty() {
             let (used, stopped) = self.decode_frames(conn, bytes, now);
+            // Queues freed by these frames' acks go once per read, not per frame.
+            self.collect_queues();
             if let (Some(rest), Some(state)) = (bytes.get(used..), self.conn_mut(conn)) {
                 if state.close.is_none() {
                     state.input.extend_from_slice(rest);
@@ -47,6 +49,7 @@ impl Broker {
             let mut input = std::mem::take(&mut state.input);
             input.extend_from_slice(bytes);
             let (used, stopped) = self.decode_frames(conn, &input, now);
+            self.collect_queues();
             if let Some(state) = self.conn_mut(conn) {
                 if state.close.is_none() && used < input.len() {
                     input.drain(..used);
@@ -108,7 +111,6 @@ impl Broker {
                     }
                     let queued = self.flow.queued;
                     self.handle_frame(conn, frame, now);
-                    self.collect_queues();
                     pos += used;
                     if self.flow.queued > queued && self.flow.queued >= TURN_DELIVERIES {
                         return (pos, Some(Stop::FanOutBudget));

@@ -122,7 +122,7 @@ impl Broker {
     }
 
     /// Takes the queues of stored messages freed since the last call off their `held` counts
-    /// and frees those left unused. Called after every frame, session end and timer pass.
+    /// and frees those left unused. Called after every read, session end and timer pass.
     ///
     /// Bounded work: O(messages freed since the last call); allocates nothing once warmed up.
     pub(super) fn collect_queues(&mut self) {
