@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::{Authenticator, UserDeclaration};
 use crate::protocol::proxy::IpNet;
-use crate::protocol::{MAX_NAME_LEN, RESUME_TOKEN_LEN};
+use crate::protocol::MAX_NAME_LEN;
 
 /// The whole server configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -210,15 +210,12 @@ impl Broker {
         // A DELIVER is at most max_frame_len + 8 bytes on this session's listener; a message
         // published on a listener with a larger limit may not fit. Say so and close rather than
         // send a frame the client cannot read, or skip it silently.
-        let deliver_len = crate::protocol::HEADER_LEN
-            + 8
-            + 8
-            + 1
-            + 1
-            + self.routes.queue(message.queue).name.len()
-            + 1
-            + message.event().len()
-            + message.payload().len();
+        let deliver_len = crate::protocol::codec::deliver_len(
+            self.routes.queue(message.queue).name.len(),
+            message.event().len(),
+            false,
+            message.payload().len(),
+        );
         if deliver_len > settings.max_frame_len as usize + 8 {
             self.metrics.messages_dropped_session_closed += 1;
             session.is_ended_by_arrival = true;

@@ -226,3 +226,27 @@ fn printed_config_parses_back_to_itself() {
     let config = Config::default();
     assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
 }
+
+/// Issue 9: `max_frame_len_before_hello = 303` passed validation although an authenticated
+/// HELLO can be over 2,600 bytes; the bound is now the largest HELLO the encoder writes.
+#[test]
+fn max_frame_len_before_hello_must_admit_the_largest_authenticated_hello() {
+    let largest = crate::protocol::codec::max_hello_len();
+    assert!(largest > 2_600, "{largest}");
+    let too_small = Config {
+        max_frame_len_before_hello: 303,
+        ..Config::default()
+    };
+    let error = too_small.validate().unwrap_err().to_string();
+    assert!(error.contains(&largest.to_string()), "{error}");
+    let exact = Config {
+        max_frame_len_before_hello: largest as u32,
+        ..Config::default()
+    };
+    assert!(exact.validate().is_ok());
+    let one_less = Config {
+        max_frame_len_before_hello: largest as u32 - 1,
+        ..Config::default()
+    };
+    assert!(one_less.validate().is_err());
+}

@@ -359,6 +359,47 @@ pub fn encode_deliver(
     encode_deliver_counted(seq, message_id, flags, None, queue, event, payload, out)
 }
 
+/// The length field of a DELIVER (header and body, protocol.md §DELIVER) for these name and
+/// payload lengths: what the broker compares with a listener's limit before queuing a message
+/// for a session, and what [`encode_deliver_counted`] writes.
+pub fn deliver_len(
+    queue_len: usize,
+    event_len: usize,
+    has_count: bool,
+    payload_len: usize,
+) -> usize {
+    let count_len = if has_count { 2 } else { 0 };
+    HEADER_LEN + 8 + 8 + 1 + 1 + queue_len + 1 + event_len + count_len + payload_len
+}
+
+/// The length field of the largest HELLO a client can send (protocol.md §HELLO: the longest
+/// client name, a resume block, an auth block with the longest user name and secret), from
+/// the encoder itself: `max_frame_len_before_hello` must admit it.
+pub fn max_hello_len() -> usize {
+    let name = [b'n'; crate::protocol::MAX_NAME_LEN];
+    let secret = vec![b's'; MAX_AUTH_SECRET_LEN];
+    let hello = Hello {
+        inflight_window: u32::MAX,
+        client_name: &name,
+        resume: Some(crate::protocol::Resume {
+            session_id: u64::MAX,
+            resume_token: [0; crate::protocol::RESUME_TOKEN_LEN],
+            last_delivery_seq: u64::MAX,
+            first_resendable_publish_seq: u64::MAX,
+        }),
+        auth: Some(crate::protocol::Auth {
+            method: crate::protocol::AuthMethod::Password,
+            user: &name,
+            secret: &secret,
+        }),
+        extensions: true,
+    };
+    let mut out = Vec::new();
+    // Within every limit by construction.
+    let _ = encode_hello(&hello, &mut out);
+    out.len().saturating_sub(LEN_PREFIX_LEN)
+}
+
 /// Appends DELIVER with an optional delivery count (protocol.md §DELIVER, DELIVERY_COUNT): the
 /// flag is set exactly when `delivery_count` is `Some`, whatever `flags` says.
 ///
@@ -377,12 +418,16 @@ pub fn encode_deliver_counted(
 ) -> Result<(), EncodeError> {
     check_name(queue)?;
     check_name(event)?;
-    let count_len = if delivery_count.is_some() { 2 } else { 0 };
     let flags = match delivery_count {
         Some(_) => flags | DELIVER_DELIVERY_COUNT,
         None => flags & !DELIVER_DELIVERY_COUNT,
     };
-    let body = 8 + 8 + 1 + 1 + queue.len() + 1 + event.len() + count_len + payload.len();
+    let body = deliver_len(
+        queue.len(),
+        event.len(),
+        delivery_count.is_some(),
+        payload.len(),
+    ) - HEADER_LEN;
     check_total(body)?;
     // One reservation and a stack-built fixed part: this runs once per subscriber per message.
     out.reserve(LEN_PREFIX_LEN + HEADER_LEN + body);

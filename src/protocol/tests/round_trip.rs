@@ -297,3 +297,31 @@ fn error_codes_are_numbered_from_one_without_gaps() {
     }
     assert_eq!(ErrorCode::from_u16(0), None);
 }
+
+/// Issue 9: the DELIVER size was computed by hand in the broker, repeating the codec; both now
+/// use `deliver_len`, which must be what the encoder writes.
+#[test]
+fn deliver_len_is_the_length_field_the_encoder_writes() {
+    for (queue, event, count, payload) in [
+        (1, 0, None, 0),
+        (3, 6, None, 64),
+        (255, 255, Some(3u16), 70_000),
+    ] {
+        let mut out = Vec::new();
+        crate::protocol::codec::encode_deliver_counted(
+            1,
+            2,
+            0,
+            count,
+            &vec![b'q'; queue],
+            &vec![b'e'; event],
+            &vec![0; payload],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            crate::protocol::codec::deliver_len(queue, event, count.is_some(), payload),
+            out.len() - crate::protocol::LEN_PREFIX_LEN
+        );
+    }
+}
