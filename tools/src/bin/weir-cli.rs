@@ -183,6 +183,10 @@ struct StatsArgs {
     /// Print the raw JSON document instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Print every server counter and gauge, one per line with its help text, from the one
+    /// declaration `/metrics` and STATS_REPLY use (`weir::metrics::ALL`).
+    #[arg(long, conflicts_with = "json")]
+    counters: bool,
 }
 
 fn main() -> ExitCode {

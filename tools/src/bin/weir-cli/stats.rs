@@ -11,12 +11,48 @@ pub(crate) fn stats(cli: &Cli, args: &StatsArgs) -> Result<(), Failure> {
         json
     } else {
         let report: StatsReport = serde_json::from_str(&json).map_err(Failure::Stats)?;
-        summarize(&report, own)
+        if args.counters {
+            counters(&report)
+        } else {
+            summarize(&report, own)
+        }
     };
     let mut out = io::stdout().lock();
     writeln!(out, "{}", text.trim_end())
         .and_then(|()| out.flush())
         .or_else(quiet_broken_pipe)
+}
+
+/// Every server-wide figure the declaration lists (`weir::metrics::ALL`): its STATS_REPLY
+/// key, value, kind and help text, so this, `/metrics` and the JSON cannot drift apart.
+pub(crate) fn counters(report: &StatsReport) -> String {
+    use weir::metrics::{Kind, Read, ALL};
+    let mut text = String::new();
+    for metric in ALL {
+        let key = metric.json.strip_prefix("server.").unwrap_or(metric.json);
+        let kind = match metric.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        match metric.read {
+            Read::Server(read) => {
+                text += &format!("{key} {} ({kind}) {}\n", read(&report.server), metric.help);
+            }
+            Read::ServerByKey { read, .. } => {
+                let map = read(&report.server);
+                let values: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let values = if values.is_empty() {
+                    String::from("-")
+                } else {
+                    values.join(",")
+                };
+                text += &format!("{key} {values} ({kind}) {}\n", metric.help);
+            }
+            // Per-session and per-queue figures are in the summary and `sessions`.
+            Read::SessionsByState { .. } | Read::Queue(_) => {}
+        }
+    }
+    text
 }
 
 pub(crate) fn sessions(cli: &Cli) -> Result<(), Failure> {

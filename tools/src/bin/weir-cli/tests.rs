@@ -319,3 +319,24 @@ fn a_session_line_shows_identity_subscriptions_queue_and_throttling() {
          subscriptions=- queue_depth=7 queue_bytes=700 in_flight=2 is_throttled=false"
     );
 }
+
+/// Issue 9: weir-cli renders from the same declaration as `/metrics` and STATS_REPLY.
+#[test]
+fn counters_lists_every_declared_server_figure_with_its_help() {
+    let report = StatsReport {
+        server: ServerStats {
+            messages_published: 5,
+            closes: [(String::from("CLIENT_BYE"), 3)].into_iter().collect(),
+            ..ServerStats::default()
+        },
+        ..StatsReport::default()
+    };
+    let text = counters(&report);
+    let server_metrics = weir::metrics::ALL
+        .iter()
+        .filter(|m| m.json.starts_with("server."))
+        .count();
+    assert_eq!(text.lines().count(), server_metrics, "{text}");
+    assert!(text.contains("messages_published 5 (counter) "), "{text}");
+    assert!(text.contains("closes CLIENT_BYE=3 (counter) "), "{text}");
+}
