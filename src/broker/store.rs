@@ -60,26 +60,23 @@ impl StoredMessage {
     }
 
     /// Bytes counted against `max_queue_bytes` for each session holding it: its real cost
-    /// ([`message_cost`]).
+    /// (its buffer at its size class, plus a queue node). The buffer is allocated at exactly that size class, so its length
+    /// is the figure, read in O(1) for every subscriber it is queued for.
     pub(crate) fn queue_bytes(&self) -> u64 {
-        message_cost(
-            self.event_len.into(),
-            self.key_len.into(),
-            self.payload().len(),
-        )
+        self.data.len() as u64 + super::memory::NODE_BYTES
     }
 }
 
 /// What one message costs a session holding it, counted against `max_queue_bytes`: its
 /// buffer as allocated (event, key and payload rounded up to the size class) plus one queue
 /// node (issue #12: 64-byte payloads cost ~276 B each, not 64).
+/// The reference the tests and the model check [`StoredMessage::queue_bytes`] against.
+#[cfg(test)]
 pub(crate) fn message_cost(event_len: usize, key_len: usize, payload_len: usize) -> u64 {
     let len = event_len + key_len + payload_len;
     let allocated = BufferPool::class(len).map_or(len, |class| SMALLEST_CLASS << class);
     allocated as u64 + super::memory::NODE_BYTES
 }
-
-impl StoredMessage {}
 
 /// All stored messages.
 #[derive(Debug, Default)]
@@ -274,5 +271,26 @@ mod tests {
             "payloads over 64 KiB are freed, not pooled"
         );
         assert_eq!((store.len(), store.payload_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_stored_message_costs_what_message_cost_says_pooled_or_not() {
+        let mut store = MessageStore::default();
+        for (event, key, payload) in [(1, 0, 5), (6, 3, 64), (0, 0, 1_000), (2, 2, 300_000)] {
+            let msg = store.insert(
+                1,
+                QueueId(0),
+                None,
+                &vec![b'e'; event],
+                &vec![b'k'; key],
+                &vec![0; payload],
+            );
+            assert_eq!(
+                store.get(msg).queue_bytes(),
+                message_cost(event, key, payload),
+                "{event}/{key}/{payload}"
+            );
+            store.release_if_unused(msg);
+        }
     }
 }
