@@ -163,7 +163,10 @@ impl WebSocketLayer {
             match step {
                 Step::Data(n) => filled += n,
                 Step::Pong(pong) => {
-                    if !open.is_close_sent {
+                    // Bounded like frames from above: a client that sends pings and never
+                    // reads must not grow this buffer (RFC 6455 §5.5.3 lets an endpoint answer
+                    // only the latest ping); its write stall ends it at the heartbeat timeout.
+                    if !open.is_close_sent && stream.output.len() < WS_BUFFER_LIMIT_BYTES {
                         stream.output.extend_from_slice(&pong);
                     }
                 }
